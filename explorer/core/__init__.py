@@ -1,0 +1,1 @@
+"""The sampling engine: torch + numpy only, never Qt."""
