@@ -1,0 +1,303 @@
+"""Read NVlabs EDM network pickles (``edm-*.pkl``, ``network-snapshot-*.pkl``) without running them.
+
+An official snapshot is an ordinary Python pickle whose persistent objects carry the *source code*
+of their module; the official loader ``exec``s that code. A pickle can also ask for any importable
+function, so opening an untrusted file with :func:`pickle.load` can run arbitrary code. This module
+opens such a file with an unpickler that knows only the few globals a network snapshot names
+(listed in ``/work/shared/edm-compat/pickle_structure.md`` §4, measured from pickles the official code
+wrote) and refuses every other one by name. Persistent objects become :class:`ObjectRecord`\\ s: the
+class name, the module source as an inert string, and the object's state. Tensors are rebuilt from
+their storages with :func:`torch.load` in ``weights_only`` mode, the same safe path torch uses.
+"""
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+
+PathLike = Union[str, Path]
+
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class _Sealed(type):
+    """Metaclass of the stand-in classes: a hostile BUILD opcode cannot patch them."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        raise ValueError(f"refusing to load: the pickle tries to change {cls.__name__}.{name}")
+
+
+class ObjectRecord(metaclass=_Sealed):
+    """A pickled object kept as data: class name, state and (never executed) module source.
+
+    ``module`` is ``"persistent"`` for ``torch_utils.persistence`` objects (EDMPrecond, SongUNet, ...)
+    and ``"torch.nn.ModuleDict"`` for the U-Nets' ``enc``/``dec`` containers.
+    """
+
+    __slots__ = ("class_name", "module", "module_src", "version", "state")
+
+    def __init__(self, class_name: str, module: str, state: dict, module_src: Optional[str] = None,
+                 version: Optional[int] = None) -> None:
+        self.class_name = class_name
+        self.module = module
+        self.module_src = module_src
+        self.version = version
+        self.state = state
+
+    def __setstate__(self, state: Any) -> None:
+        """Only the ModuleDict stand-in is ever given state by BUILD, and only once."""
+        raise ValueError("refusing to load: the pickle tries to overwrite an object's state")
+
+    def __repr__(self) -> str:
+        return f"ObjectRecord({self.class_name!r}, {len(self.state)} state entries)"
+
+    @property
+    def init_kwargs(self) -> dict:
+        """Constructor keyword arguments recorded by the persistence wrapper (empty if none)."""
+        kwargs = self.state.get("_init_kwargs", {})
+        return dict(kwargs) if isinstance(kwargs, dict) else {}
+
+    def children(self) -> dict[str, "ObjectRecord"]:
+        """Submodules (``_modules``) in their recorded order."""
+        modules = self.state.get("_modules") or {}
+        if not isinstance(modules, dict):
+            raise ValueError(f"{self.class_name}: '_modules' is a {type(modules).__name__}, not a dict")
+        return {name: child for name, child in modules.items() if child is not None}
+
+    def named_tensors(self, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+        """Parameters and buffers in ``state_dict()`` order: own parameters, own buffers, children."""
+        for key in ("_parameters", "_buffers"):
+            entries = self.state.get(key) or {}
+            if not isinstance(entries, dict):
+                raise ValueError(f"{self.class_name}: '{key}' is a {type(entries).__name__}, not a dict")
+            for name, value in entries.items():
+                if value is None:
+                    continue
+                if not isinstance(value, torch.Tensor):
+                    raise ValueError(f"{prefix}{name} is a {type(value).__name__}, not a tensor")
+                yield prefix + name, value
+        for name, child in self.children().items():
+            if not isinstance(child, ObjectRecord):
+                raise ValueError(f"{prefix}{name} is a {type(child).__name__}, not a network module")
+            yield from child.named_tensors(prefix + name + ".")
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors as a plain state dict (detached, ``requires_grad`` off)."""
+        return {name: tensor.detach() for name, tensor in self.named_tensors()}
+
+
+class _ModuleDictRecord(ObjectRecord):
+    """Stand-in for ``torch.nn.ModuleDict``, which is pickled with NEWOBJ + BUILD, not persistence."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any) -> "_ModuleDictRecord":
+        if args:
+            raise ValueError("refusing to load: ModuleDict was given constructor arguments")
+        record = object.__new__(cls)
+        ObjectRecord.__init__(record, "ModuleDict", "torch.nn.ModuleDict", {})
+        return record
+
+    def __init__(self, *args: Any) -> None:  # state arrives later through __setstate__
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict) or self.state:
+            raise ValueError("refusing to load: malformed ModuleDict state")
+        self.state.update(state)
+
+
+class _EasyDict(dict, metaclass=_Sealed):
+    """``dnnlib.EasyDict`` read as a plain dict (its attribute access is not needed)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, dict):
+            self.update(state)
+        elif state is not None:
+            raise ValueError("refusing to load: malformed EasyDict state")
+
+
+class _DtypeSpec(metaclass=_Sealed):
+    """A numpy dtype as data: a type code and a byte order, enough to decode one scalar."""
+
+    __slots__ = ("code", "byteorder")
+    _CODES = {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"}
+
+    def __init__(self, code: Any, align: Any = False, copy: Any = True) -> None:
+        if code not in self._CODES:
+            raise ValueError(f"refusing to load: the pickle asks for numpy dtype {code!r}, "
+                             "only numeric scalars are accepted")
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "byteorder", "=")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ValueError("refusing to load: the pickle tries to modify a numpy dtype")
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise ValueError("refusing to load: malformed numpy dtype state")
+        object.__setattr__(self, "byteorder", state[1])
+
+
+def _numpy_scalar(dtype: Any, data: Any) -> Union[float, int, bool]:
+    """Decode a numpy scalar (numpy 1 or 2 spelling) as a Python number."""
+    if not isinstance(dtype, _DtypeSpec) or not isinstance(data, bytes):
+        raise ValueError("refusing to load: malformed numpy scalar")
+    npdtype = np.dtype(dtype.code).newbyteorder(dtype.byteorder)
+    if len(data) != npdtype.itemsize:
+        raise ValueError("refusing to load: numpy scalar has the wrong number of bytes")
+    return np.frombuffer(data, dtype=npdtype)[0].item()
+
+
+def _reconstruct_persistent(meta: Any) -> ObjectRecord:
+    """What ``torch_utils.persistence`` would exec and instantiate, kept as a record instead."""
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise ValueError("refusing to load: a persistent object has malformed metadata")
+    class_name, source, state = meta.get("class_name"), meta.get("module_src"), meta.get("state")
+    if not isinstance(class_name, str) or not class_name.isidentifier():
+        raise ValueError("refusing to load: a persistent object has no valid class name")
+    if not isinstance(source, str) or not isinstance(state, dict):
+        raise ValueError(f"refusing to load: persistent object {class_name} has malformed state")
+    version = meta.get("version")
+    return ObjectRecord(class_name, "persistent", state, module_src=source,
+                        version=version if isinstance(version, int) else None)
+
+
+def _load_storage(data: Any) -> torch.storage.TypedStorage:
+    """A storage saved with legacy ``torch.save``, read back in ``weights_only`` mode."""
+    if not isinstance(data, bytes):
+        raise ValueError("refusing to load: a tensor storage is not a byte string")
+    try:
+        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged payloads
+        raise ValueError(f"a tensor storage in the pickle is damaged or unsafe ({err})") from None
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise ValueError("a tensor payload in the pickle does not hold a storage")
+    return storage
+
+
+def _is_int_tuple(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, int) and v >= 0 for v in value)
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
+                    hooks: Any, metadata: Any = None) -> torch.Tensor:
+    """``torch._utils._rebuild_tensor_v2`` with every argument checked, bounds included."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise ValueError("refusing to load: a tensor is not built on a storage")
+    if not (isinstance(offset, int) and offset >= 0 and _is_int_tuple(size) and _is_int_tuple(stride)
+            and len(size) == len(stride) and isinstance(requires_grad, bool)):
+        raise ValueError("refusing to load: a tensor has a malformed layout")
+    if hooks or metadata:
+        raise ValueError("refusing to load: a tensor carries hooks or metadata")
+    untyped = storage._untyped_storage
+    numel = untyped.nbytes() // storage.dtype.itemsize
+    if 0 not in size and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= numel:
+        raise ValueError("refusing to load: a tensor reaches beyond its storage")
+    tensor = torch.empty((0,), dtype=storage.dtype)
+    return tensor.set_(untyped, offset, size, stride)
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any, hooks: Any) -> torch.nn.Parameter:
+    """``torch._utils._rebuild_parameter`` for a checked tensor."""
+    if not isinstance(data, torch.Tensor) or not isinstance(requires_grad, bool) or hooks:
+        raise ValueError("refusing to load: malformed parameter")
+    return torch.nn.Parameter(data, requires_grad=requires_grad)
+
+
+class _Allowed(metaclass=_Sealed):
+    """An allowed global as the unpickler hands it out: callable, but not patchable by BUILD."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        object.__setattr__(self, "_fn", fn)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ValueError("refusing to load: the pickle tries to modify an allowed function")
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+
+# Every global an EDM network snapshot names (pickle_structure.md §4), plus dnnlib's EasyDict.
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _Allowed(_reconstruct_persistent),
+    ("torch._utils", "_rebuild_tensor_v2"): _Allowed(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Allowed(_rebuild_parameter),
+    ("torch.storage", "_load_from_bytes"): _Allowed(_load_storage),
+    ("torch.nn.modules.container", "ModuleDict"): _ModuleDictRecord,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("numpy.core.multiarray", "scalar"): _Allowed(_numpy_scalar),
+    ("numpy._core.multiarray", "scalar"): _Allowed(_numpy_scalar),
+    ("numpy", "dtype"): _DtypeSpec,
+    ("dnnlib.util", "EasyDict"): _EasyDict,
+    ("dnnlib", "EasyDict"): _EasyDict,
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of an EDM network pickle and refuses the rest."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED.get((module, name))
+        if allowed is None:
+            raise ValueError(f"refusing to load: the pickle asks for {module}.{name}, which an EDM "
+                             "network pickle never contains (loading it could run code)")
+        return allowed
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise ValueError("refusing to load: the pickle refers to external objects (persistent ids)")
+
+
+def _describe(path: PathLike) -> str:
+    return Path(path).name
+
+
+def read_pickle(source: Union[PathLike, BinaryIO]) -> Any:
+    """Unpickle a file (or binary stream) with :class:`RestrictedUnpickler`.
+
+    Raises ValueError for anything that is not a complete, safe pickle; the message names the file
+    and, for refused globals, the global.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as stream:
+            return _read_stream(stream, _describe(source))
+    return _read_stream(source, "the stream")
+
+
+def _read_stream(stream: BinaryIO, label: str) -> Any:
+    head = stream.read(4)
+    stream.seek(-len(head), io.SEEK_CUR)
+    if head.startswith(_ZIP_MAGIC):
+        raise ValueError(f"{label} is a zip archive (a torch.save file such as training-state-*.pt?), "
+                         "not an EDM network pickle")
+    if len(head) < 2 or head[0] != 0x80:
+        raise ValueError(f"{label} is not a Python pickle (an EDM network pickle starts with protocol 2+)")
+    try:
+        return RestrictedUnpickler(stream).load()
+    except ValueError as err:
+        raise ValueError(f"{label}: {err}") from None
+    except (EOFError, pickle.UnpicklingError, IndexError, TypeError, KeyError, AttributeError,
+            MemoryError, OverflowError) as err:
+        raise ValueError(f"{label} is truncated or damaged: cannot read it as a pickle ({err})") from None
+
+
+def read_edm_snapshot(source: Union[PathLike, BinaryIO]) -> dict:
+    """Read an EDM snapshot and check its shape: a dict whose ``'ema'`` is a persistent network."""
+    label = _describe(source) if isinstance(source, (str, Path)) else "the stream"
+    data = read_pickle(source)
+    if not isinstance(data, dict):
+        raise ValueError(f"{label} holds a {type(data).__name__}, not the dict of an EDM network snapshot")
+    if "ema" not in data:
+        keys = ", ".join(repr(k) for k in list(data)[:8]) or "none"
+        raise ValueError(f"{label} has no 'ema' network (keys: {keys}); is it an EDM network snapshot?")
+    ema = data["ema"]
+    if not isinstance(ema, ObjectRecord) or ema.module != "persistent":
+        raise ValueError(f"{label}: 'ema' is a {type(ema).__name__}, not a persistent EDM network")
+    return data
