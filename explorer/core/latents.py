@@ -1,0 +1,64 @@
+"""Latents and noise streams that do not depend on the batch size.
+
+Sample k of a run with seed S draws everything from its own ``torch.Generator`` seeded
+S + k (as EDM's ``generate.py`` does per image): first its latents (float32, then cast,
+as EDM), then any noise a stochastic solver needs. So sample k is the same in a batch of
+1 and of 8, and a run is reproducible from (seed, batch).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+class NoiseStreams:
+    """One CPU generator per sample; draws are stacked into a batch."""
+
+    def __init__(self, seeds: Sequence[int]) -> None:
+        self.generators = [torch.Generator().manual_seed(int(s) % (1 << 63)) for s in seeds]
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
+        """A ``[B, *shape]`` standard normal draw, sample k from stream k."""
+        draws = [torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self.generators]
+        return torch.stack(draws).to(device)
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self.randn(x.shape[1:], dtype=x.dtype, device=x.device)
+
+
+def seeds_for(seed: int, batch: int) -> list[int]:
+    return [seed + k for k in range(batch)]
+
+
+def load_noise(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
+    """Latents from ``.npy`` or ``.safetensors`` (key ``noise``), checked against the model's sample shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Noise file {str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(path))
+            if "noise" not in tensors:
+                raise ValueError(f"Noise file {path.name} has no tensor named 'noise' (it has: {', '.join(tensors) or 'none'}).")
+            arr = tensors["noise"]
+        else:
+            raise ValueError(f"Noise file {path.name} must be .npy or .safetensors.")
+    except ValueError:
+        raise
+    except Exception as err:  # numpy / safetensors raise many types for corrupt files
+        raise ValueError(f"Could not read noise file {path.name}: {err}") from None
+    if arr.ndim == len(shape):
+        arr = arr.unsqueeze(0)
+    if tuple(arr.shape[1:]) != tuple(shape) or arr.shape[0] < 1:
+        raise ValueError(f"Noise in {path.name} has shape {tuple(arr.shape)}; the denoiser needs [B, {', '.join(map(str, shape))}].")
+    if not torch.is_floating_point(arr) or not torch.isfinite(arr).all():
+        raise ValueError(f"Noise in {path.name} must be finite floating-point numbers.")
+    return arr

@@ -1,0 +1,37 @@
+"""Euler ancestral: an Euler step down to σ_down, then fresh noise up to σ_{i+1}.
+
+As k-diffusion's ``sample_euler_ancestral``, generalized to any s(t) by working in
+unscaled space y = x/s: σ_up = min(σ_next, η sqrt(σ_next²(σ²−σ_next²)/σ²)),
+σ_down = sqrt(σ_next² − σ_up²). η = 0 is plain Euler in σ.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+from explorer.core.events import StepEvent
+from explorer.core.solvers.context import SolverContext, steps_of
+
+
+def ancestral_split(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """(σ_down, σ_up) of an ancestral step from σ to σ_next."""
+    if sigma_next == 0:
+        return 0.0, 0.0
+    up = min(sigma_next, eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+    return math.sqrt(sigma_next**2 - up**2), up
+
+
+def euler_ancestral(ctx: SolverContext) -> Iterator[StepEvent]:
+    eta, s_noise = ctx.config.eta, ctx.config.s_noise
+    x = ctx.x0
+    for i, t_cur, t_next in steps_of(ctx.plan.t):
+        sigma = ctx.sigma(t_cur)
+        sigma_next = ctx.sigma(t_next) if t_next > 0 else 0.0
+        d = ctx.denoise(x, t_cur)
+        y = x / ctx.s(t_cur)
+        down, up = ancestral_split(sigma, sigma_next, eta)
+        y = y + ((down - sigma) / sigma) * (y - d)
+        if sigma_next > 0 and up > 0:
+            y = y + (up * s_noise) * ctx.randn_like(y)
+        x = ctx.s(t_next) * y
+        yield ctx.event(i + 1, t_next, x, 1)

@@ -1,0 +1,65 @@
+"""Euler and Heun on the probability-flow ODE, with EDM's churn (EDM Algorithms 1 and 2).
+
+The update order follows NVlabs EDM's ``ablation_sampler``: optional noise increase to
+t̂, an Euler step from t̂, and Heun's correction at t̂ + αh, except on the step to
+σ = 0, which is always Euler so that D is never evaluated at σ = 0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+from explorer.core.events import StepEvent
+from explorer.core.solvers.context import SolverContext, steps_of
+
+
+def _churn(ctx: SolverContext, x: torch.Tensor, t_cur: float) -> tuple[torch.Tensor, float]:
+    """Raise the noise level from σ(t) to σ(t)(1 + γ) (EDM Algorithm 2, lines 4–6).
+
+    With churn 0 the state is left untouched (no round trip through σ⁻¹ and no noise is
+    drawn), so the deterministic samplers are exactly deterministic.
+    """
+    cfg = ctx.config
+    if cfg.churn <= 0:
+        return x, t_cur
+    sigma = ctx.sigma(t_cur)
+    n = ctx.plan.n_steps
+    gamma = min(cfg.churn / n, math.sqrt(2) - 1) if cfg.s_min <= sigma <= cfg.s_max else 0.0
+    noise = ctx.randn_like(x)  # drawn every step, as EDM does, so streams stay aligned
+    t_hat = ctx.round_t(sigma + gamma * sigma) if gamma > 0 else t_cur
+    sigma_hat = ctx.sigma(t_hat)
+    s_hat = ctx.s(t_hat)
+    spread = math.sqrt(max(sigma_hat**2 - sigma**2, 0.0))
+    x_hat = (s_hat / ctx.s(t_cur)) * x + (spread * s_hat * cfg.s_noise) * noise
+    return x_hat, t_hat
+
+
+def _edm_loop(ctx: SolverContext, heun: bool) -> Iterator[StepEvent]:
+    alpha = ctx.config.alpha
+    x = ctx.x0
+    for i, t_cur, t_next in steps_of(ctx.plan.t):
+        x_hat, t_hat = _churn(ctx, x, t_cur)
+        h = t_next - t_hat
+        d_cur = ctx.ode_derivative(x_hat, t_hat, ctx.denoise(x_hat, t_hat))
+        if not heun or t_next == 0:
+            x = x_hat + h * d_cur
+            order = 1
+        else:
+            t_prime = t_hat + alpha * h
+            x_prime = x_hat + alpha * h * d_cur
+            d_prime = ctx.ode_derivative(x_prime, t_prime, ctx.denoise(x_prime, t_prime))
+            x = x_hat + h * ((1 - 1 / (2 * alpha)) * d_cur + 1 / (2 * alpha) * d_prime)
+            order = 2
+        yield ctx.event(i + 1, t_next, x, order)
+
+
+def euler(ctx: SolverContext) -> Iterator[StepEvent]:
+    """Euler's method in t (with churn: EDM's stochastic sampler, first order)."""
+    return _edm_loop(ctx, heun=False)
+
+
+def heun(ctx: SolverContext) -> Iterator[StepEvent]:
+    """Heun's second-order method in t, α = 1 the trapezoid rule (with churn: EDM Algorithm 2)."""
+    return _edm_loop(ctx, heun=True)
