@@ -1,0 +1,54 @@
+"""``diffusion-explorer sample``: one run, saved as a trajectory file (and a picture)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from explorer.commands.common import Progress, add_model_argument, add_run_arguments, config_from_args
+from explorer.core.latents import load_noise
+from explorer.core.sampling import make_plan, sample_steps
+from explorer.core.trajectory import TrajectoryRecorder
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="run a sampler and save its trajectory", description=__doc__)
+    add_model_argument(p)
+    add_run_arguments(p)
+    p.add_argument("--noise", metavar="FILE", help="latents from .npy or .safetensors (key 'noise') instead of --seed/--batch")
+    p.add_argument("--out", required=True, metavar="RUN.safetensors", help="trajectory file (.safetensors or .npz)")
+    p.add_argument("--grid", metavar="SAMPLES.png", help="also save the final samples as a picture")
+    p.add_argument("--no-evals", action="store_true", help="don't store the inputs of every evaluation (smaller files)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from explorer.models.loader import load_denoiser
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".safetensors", ".npz"):
+        raise ValueError(f"--out must end in .safetensors or .npz (got {out.name}).")
+    if args.grid and Path(args.grid).suffix.lower() != ".png":
+        raise ValueError(f"--grid must end in .png (got {args.grid}).")
+    config = config_from_args(args)
+    denoiser = load_denoiser(args.model)
+    noise = load_noise(args.noise, denoiser.shape) if args.noise else None
+    if noise is not None:
+        config = config.replace(batch=noise.shape[0])
+    plan = make_plan(denoiser, config)
+    recorder = TrajectoryRecorder(config, args.model, record_evals=not args.no_evals)
+    progress = Progress(plan.n_steps + (config.final == "denoise") if plan.nfe is not None else None, config.solver)
+    try:
+        for event in sample_steps(denoiser, config, noise, record_evals=not args.no_evals, plan=plan):
+            recorder.add(event)
+            progress.update(event.index, event.nfe, event.sigma)
+    finally:
+        progress.close()
+    traj = recorder.finish()
+    traj.save(out)
+    if args.grid:
+        from explorer.export.images import samples_image
+
+        samples_image(traj.samples, denoiser.data_range).save(args.grid)
+    print(f"{config.solver}: {traj.num_steps} steps, NFE {traj.nfe}, saved {out}", file=sys.stderr)
+    return 0

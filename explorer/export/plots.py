@@ -1,0 +1,80 @@
+"""Headless plots (matplotlib, Agg): σ(t) and the steps, for the CLI and exports.
+
+The GUI draws its own live plots with pyqtgraph; these figures are for files (PNG/SVG).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from explorer.core.solvers.context import Plan  # noqa: E402
+from explorer.core.trajectory import atomic_write  # noqa: E402
+
+
+def schedule_figure(plan: Plan, title: str = "") -> "plt.Figure":
+    """σ(t) and s(t) with the steps marked, and σ_i, λ_i and the step size against i."""
+    proc = plan.process
+    t = np.array(plan.t)
+    t_pos = t[t > 0]
+    dense = np.linspace(t_pos.min(), t_pos.max(), 400)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    ax = axes[0, 0]
+    ax.plot(dense, proc.sigma(torch.tensor(dense)).numpy(), label="σ(t)")
+    ax.plot(t_pos, proc.sigma(torch.tensor(t_pos)).numpy(), "o", ms=4, label="steps")
+    ax.set_yscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("σ")
+    ax2 = ax.twinx()
+    ax2.plot(dense, proc.s(torch.tensor(dense)).numpy(), color="tab:green", alpha=0.7, label="s(t)")
+    ax2.set_ylabel("s(t)", color="tab:green")
+    ax.legend(loc="upper left")
+    ax.set_title("σ(t) and s(t)")
+    sig = np.array([float(proc.sigma(x)) if x > 0 else 0.0 for x in t])
+    i = np.arange(len(t))
+    pos = sig > 0
+    axes[0, 1].semilogy(i[pos], sig[pos], "o-", ms=3)
+    axes[0, 1].set_title("σ_i")
+    axes[0, 1].set_xlabel("i")
+    lam = -np.log(sig[pos])
+    axes[1, 0].plot(i[pos], lam, "o-", ms=3)
+    axes[1, 0].set_title("λ_i = −ln σ_i")
+    axes[1, 0].set_xlabel("i")
+    if len(lam) > 1:
+        axes[1, 1].plot(i[pos][:-1], np.diff(lam), "o-", ms=3, label="h_i in λ")
+        axes[1, 1].plot(i[:-1], -np.diff(t), "s-", ms=3, label="Δt_i")
+        axes[1, 1].set_yscale("log")
+        axes[1, 1].legend()
+    axes[1, 1].set_title("step size")
+    axes[1, 1].set_xlabel("i")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: "plt.Figure", path: str | Path) -> Path:
+    """Save as PNG or SVG (by suffix), atomically; closes the figure."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"Plots are saved as .png or .svg, not {path.name!r}.")
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=110))
+    finally:
+        plt.close(fig)
+
+
+def fitted_slope(nfe: list[float], err: list[float]) -> float:
+    """Slope of log error against log NFE (negated: the empirical order)."""
+    x, y = np.log(np.asarray(nfe, float)), np.log(np.asarray(err, float))
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return math.nan
+    return float(-np.polyfit(x[ok], y[ok], 1)[0])
