@@ -1,0 +1,189 @@
+"""Run any generator of events on a worker thread, with cancel and throttled updates.
+
+The sampling engine is a generator; this is the thin wrapper at the edge (in the
+manner of superqt's ``GeneratorWorker``). The thread pulls events, calls ``observe``
+on every one (cheap bookkeeping such as recording a trajectory), and ``convert`` on
+at most ``rate_hz`` of them per second, turning an event into a small picture-ready
+payload *on the worker thread*. The GUI thread never sees tensors: a ``QTimer``
+at the same rate picks the newest payload and emits :attr:`GeneratorWorker.frameReady`,
+so a fast run cannot flood the event loop and a slow one shows every step.
+
+Cancel sets a flag checked after every event, so a run stops within one step; the
+generator is then closed (its ``finally`` blocks run).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+EventSource = Callable[[], Iterator[Any]]
+
+
+def error_message(err: BaseException) -> str:
+    """A sentence for the user; out-of-memory errors get advice, others their own text."""
+    text = str(err).strip() or type(err).__name__
+    if isinstance(err, MemoryError) or "out of memory" in text.lower():
+        return f"Out of memory: {text}. Try a smaller batch, float32 or another device."
+    if isinstance(err, ValueError):
+        return text
+    return f"{type(err).__name__}: {text}"
+
+
+class _Loop(QObject):
+    """Lives on the worker thread; pulls the generator and stores the newest payload."""
+
+    done = Signal(object)  # finish() result
+    failed = Signal(str)
+    stopped = Signal()
+
+    def __init__(self, owner: "GeneratorWorker", source: EventSource, observe: Optional[Callable[[Any], None]],
+                 convert: Optional[Callable[[Any], Any]], finish: Optional[Callable[[], Any]], interval: float) -> None:
+        super().__init__()
+        self._owner, self._source, self._observe = owner, source, observe
+        self._convert, self._finish, self._interval = convert, finish, interval
+
+    @Slot()
+    def run(self) -> None:
+        generator: Optional[Iterator[Any]] = None
+        try:
+            generator = self._source()
+            last_emit, last = 0.0, None
+            for event in generator:
+                if self._observe is not None:
+                    self._observe(event)
+                last = event
+                now = time.perf_counter()
+                if self._convert is not None and now - last_emit >= self._interval:
+                    self._owner._post(self._convert(event))
+                    last_emit, last = now, None
+                if self._owner._cancel.is_set():
+                    break
+            if self._owner._cancel.is_set():
+                self.stopped.emit()
+                return
+            if last is not None and self._convert is not None:
+                self._owner._post(self._convert(last))  # the final state is always shown
+            self.done.emit(self._finish() if self._finish is not None else None)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a message in the window
+            self.failed.emit(error_message(err))
+        finally:
+            close = getattr(generator, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - closing after an error must not hide it
+                    pass
+
+
+class GeneratorWorker(QObject):
+    """Runs one generator at a time on its own ``QThread``.
+
+    Signals (all delivered on the GUI thread):
+        started(): a run began.
+        frameReady(object): the newest converted payload, at most ``rate_hz`` per second.
+        finished(object): the run completed; carries ``finish()``'s result.
+        failed(str): the run raised; carries a user-readable message.
+        cancelled(): the run stopped because :meth:`cancel` was called.
+        idle(): the thread is gone (after any of the three above); a new run may start.
+    """
+
+    started = Signal()
+    frameReady = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    idle = Signal()
+
+    def __init__(self, parent: Optional[QObject] = None, rate_hz: float = 60.0) -> None:
+        super().__init__(parent)
+        self._interval = 1.0 / rate_hz
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._latest: Any = None
+        self._has_new = False
+        self._thread: Optional[QThread] = None
+        self._loop: Optional[_Loop] = None
+        self._timer = QTimer(self)
+        self._timer.setInterval(max(1, int(round(1000 * self._interval))))
+        self._timer.timeout.connect(self._flush)
+
+    # ------------------------------------------------------------------ public
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    def start(self, source: EventSource, observe: Optional[Callable[[Any], None]] = None,
+              convert: Optional[Callable[[Any], Any]] = None, finish: Optional[Callable[[], Any]] = None) -> None:
+        """Start ``source()`` on a new thread; raises RuntimeError if a run is going on.
+
+        ``source`` is called on the worker thread too, so building the generator (and
+        any error it raises) happens off the GUI thread.
+        """
+        if self._thread is not None:
+            raise RuntimeError("A run is already going on; cancel it first.")
+        self._cancel.clear()
+        with self._lock:
+            self._latest, self._has_new = None, False
+        thread = QThread()
+        loop = _Loop(self, source, observe, convert, finish, self._interval)
+        loop.moveToThread(thread)
+        thread.started.connect(loop.run)
+        loop.done.connect(self._on_done)
+        loop.failed.connect(self._on_failed)
+        loop.stopped.connect(self._on_stopped)
+        self._thread, self._loop = thread, loop
+        self._timer.start()
+        thread.start()
+        self.started.emit()
+
+    def cancel(self) -> None:
+        """Ask the run to stop after the step in progress."""
+        self._cancel.set()
+
+    def wait(self, timeout_ms: int = 30_000) -> bool:
+        """Block until the thread ends (for shutdown); True when it did."""
+        thread = self._thread
+        return True if thread is None else bool(thread.wait(timeout_ms))
+
+    # ------------------------------------------------------------------ internals
+    def _post(self, payload: Any) -> None:
+        """Called on the worker thread: replace the pending payload (older ones are dropped)."""
+        with self._lock:
+            self._latest, self._has_new = payload, True
+
+    @Slot()
+    def _flush(self) -> None:
+        with self._lock:
+            payload, fresh = self._latest, self._has_new
+            self._has_new = False
+        if fresh:
+            self.frameReady.emit(payload)
+
+    def _end(self) -> None:
+        self._timer.stop()
+        self._flush()
+        thread, self._thread, self._loop = self._thread, None, None
+        if thread is not None:
+            thread.quit()
+            thread.wait()
+            thread.deleteLater()
+
+    @Slot(object)
+    def _on_done(self, result: Any) -> None:
+        self._end()
+        self.finished.emit(result)
+        self.idle.emit()
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._end()
+        self.failed.emit(message)
+        self.idle.emit()
+
+    @Slot()
+    def _on_stopped(self) -> None:
+        self._end()
+        self.cancelled.emit()
+        self.idle.emit()
