@@ -17,6 +17,11 @@ import torch
 from explorer.core.denoiser import Denoiser, check_shape, sigma_column
 
 
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared distances ``[A, B]`` computed from differences (no ‖a‖²+‖b‖²−2ab cancellation)."""
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square()
+
+
 def _as_shape(shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     if not shape or any(s < 1 for s in shape):
@@ -95,7 +100,7 @@ class GMMDenoiser(Denoiser):
         sig2 = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1) ** 2  # [B or 1, 1]
         mu, var, logw = (t.to(x.dtype) for t in (self.means, self.variances, self.log_weights))
         total = var.unsqueeze(0) + sig2  # [B, K]
-        dist2 = torch.cdist(y, mu).square() if y.shape[1] > 8 else (y.unsqueeze(1) - mu.unsqueeze(0)).square().sum(-1)
+        dist2 = _sq_dist(y, mu)
         log_r = logw - 0.5 * y.shape[1] * total.log() - dist2 / (2 * total)
         r = torch.softmax(log_r, dim=1)  # [B, K]
         shrink = var.unsqueeze(0) / total  # [B, K]
@@ -163,7 +168,7 @@ class IdealDenoiser(Denoiser):
         y = x.reshape(x.shape[0], -1)
         data = self.data.to(x.dtype)
         sig2 = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1) ** 2
-        logits = -torch.cdist(y, data).square() / (2 * sig2)
+        logits = -_sq_dist(y, data) / (2 * sig2)
         return (torch.softmax(logits, dim=1) @ data).reshape(x.shape)
 
 

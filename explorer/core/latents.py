@@ -51,8 +51,10 @@ def load_noise(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
             arr = tensors["noise"]
         else:
             raise ValueError(f"Noise file {path.name} must be .npy or .safetensors.")
-    except ValueError:
-        raise
+    except ValueError as err:
+        if str(err).startswith("Noise file"):
+            raise
+        raise ValueError(f"Could not read noise file {path.name}: {err}") from None
     except Exception as err:  # numpy / safetensors raise many types for corrupt files
         raise ValueError(f"Could not read noise file {path.name}: {err}") from None
     if arr.ndim == len(shape):

@@ -105,13 +105,13 @@ def sample_steps(
     first = ctx.event(0, t0, x0)
     first.noise = latents
     yield first
-    last: Optional[StepEvent] = None
+    last = first
     with torch.inference_mode():
         for event in info.fn(ctx):
             _check_finite(event)
             last = event
             yield event
-        if config.final == "denoise" and last is not None:
+        if config.final == "denoise":
             x = ctx.final_denoise(last.x, last.t)
             event = ctx.event(last.index + 1, 0.0, x, 1)
             _check_finite(event)
