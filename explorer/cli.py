@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "explorer.commands.sample",
     "explorer.commands.schedule",
     "explorer.commands.solvers",
+    "explorer.commands.convert",
 ]
 
 

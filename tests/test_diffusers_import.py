@@ -164,13 +164,13 @@ def test_config_not_matching_weights_is_refused(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["block_out_channels"] = [16, 48]
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="do not match its config.json.*shape"):
+    with pytest.raises(ValueError, match="do not match the UNet config.*wrong shape"):
         load_diffusers_folder(folder)
 
 
 @pytest.mark.parametrize("change,message", [
     ({"beta_schedule": "sigmoid"}, "Unsupported beta_schedule"),
-    ({"prediction_type": "score"}, "Unsupported prediction_type"),
+    ({"prediction_type": "score"}, "unsupported prediction_type"),
     ({"rescale_betas_zero_snr": True}, "zero terminal SNR"),
 ])
 def test_unsupported_scheduler_settings_are_named(tmp_path, change, message):

@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from explorer.core.denoiser import Denoiser, check_shape
-from explorer.models.provenance import file_sha256
+from explorer.core.denoiser import Denoiser
+from explorer.core.precond import EpsilonDenoiser, VDenoiser, X0Denoiser
+from explorer.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from explorer.models.provenance import DIFFUSERS_LICENCE_NOTE, file_sha256, json_safe, write_model_card
+from explorer.models.strict_load import load_strict
 
 PathLike = Union[str, Path]
 
@@ -30,6 +34,7 @@ SCHEDULER_NAME = "scheduler_config.json"
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_MODES = ("nearest", "interpolate")
+DIFFUSERS_PRECOND = "diffusers-vp"  # the "precond" of a converted one-file checkpoint
 
 
 # --- the discrete VP schedule -----------------------------------------------------------------
@@ -77,86 +82,108 @@ def alphas_cumprod_from_config(config: dict) -> torch.Tensor:
 
 # --- the denoiser -----------------------------------------------------------------------------
 
-class DiffusersVPDenoiser(Denoiser):
-    """A diffusers ``UNet2DModel`` on a discrete VP schedule, seen as D(x; σ).
+class TimestepUNet(torch.nn.Module):
+    """A ``UNet2DModel`` called the way the explorer's prediction adapters call a network.
 
-    The σ table is a plain float64 attribute (not a buffer), so moving the denoiser to float32
-    for a run does not round it.
+    ``forward(x_vp, sigma[, labels])`` turns σ into the network's timestep (nearest trained
+    one, or fractional in log σ), one-hot labels into class indices, and drops the second half
+    of the channels of learned-variance models. The σ table is a plain float64 attribute, not
+    a buffer, so moving the model to float32 for a run does not round it.
     """
 
-    def __init__(self, unet: torch.nn.Module, alphas_cumprod: torch.Tensor, prediction_type: str,
-                 *, timesteps: str = "nearest", name: str = "diffusers", source_info: Optional[dict] = None,
-                 variance_channels: bool = False) -> None:
+    def __init__(self, unet: torch.nn.Module, sigmas: torch.Tensor, *, timesteps: str = "nearest",
+                 channels: int = 3, label_dim: int = 0, name: str = "diffusers") -> None:
         super().__init__()
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"Unsupported prediction_type {prediction_type!r}; "
-                             f"choose one of {', '.join(PREDICTION_TYPES)}.")
         if timesteps not in TIMESTEP_MODES:
             raise ValueError(f"timesteps must be one of {', '.join(TIMESTEP_MODES)}, not {timesteps!r}.")
         self.unet = unet
-        self.prediction_type = prediction_type
-        self.timestep_mode = timesteps
-        self.variance_channels = variance_channels
-        self.sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt().to(torch.float64)
-        if not bool((self.sigmas[1:] > self.sigmas[:-1]).all()):
-            raise ValueError("The scheduler's noise levels do not increase with t; is the β table valid?")
-        config = unet.config
-        size = config.sample_size
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        self.shape = (int(config.in_channels), *(int(s) for s in size))
-        self.sigma_min = float(self.sigmas[0])
-        self.sigma_max = float(self.sigmas[-1])
-        self.label_dim = int(config.num_class_embeds or 0)
-        self.data_range = (-1.0, 1.0)
+        self.sigmas = sigmas.to(torch.float64)
+        self.mode = timesteps
+        self.channels = channels
+        self.label_dim = label_dim
         self.name = name
-        self.source_info = dict(source_info or {})
 
-    def round_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The nearest σ_t of the training table (SPEC §3, iDDPM row)."""
-        sigma = torch.as_tensor(sigma)
+    def nearest_index(self, sigma: torch.Tensor) -> torch.Tensor:
         table = self.sigmas.to(sigma.device)
-        index = (sigma.to(torch.float64).reshape(-1, 1) - table).abs().argmin(dim=1)
-        return table[index].reshape(sigma.shape).to(sigma.dtype if sigma.is_floating_point() else torch.float64)
+        return (sigma.to(torch.float64).reshape(-1, 1) - table).abs().argmin(dim=1)
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The network's timestep for σ: nearest integer t, or t interpolated linearly in log σ."""
+        """The network's timestep for each σ (int64 when nearest, float32 when interpolated)."""
+        sigma = torch.as_tensor(sigma).reshape(-1)
+        if self.mode == "nearest":
+            return self.nearest_index(sigma)
         table = self.sigmas.to(sigma.device)
-        sigma = sigma.to(torch.float64).reshape(-1)
-        if self.timestep_mode == "nearest":
-            return (sigma.reshape(-1, 1) - table).abs().argmin(dim=1)
         log_table = table.log()
-        log_sigma = sigma.clamp(min=table[0], max=table[-1]).log()
+        log_sigma = sigma.to(torch.float64).clamp(min=table[0], max=table[-1]).log()
         upper = torch.searchsorted(log_table, log_sigma).clamp(1, len(table) - 1)
         lower = upper - 1
         weight = (log_sigma - log_table[lower]) / (log_table[upper] - log_table[lower])
-        return (lower + weight).clamp(0, len(table) - 1).to(torch.float32)
+        return (lower + weight).to(torch.float32)
 
-    def _class_labels(self, labels: Optional[torch.Tensor], batch: int, device: torch.device) -> Optional[torch.Tensor]:
+    def _class_indices(self, labels: Optional[torch.Tensor], batch: int, device: torch.device) -> Optional[torch.Tensor]:
         if self.label_dim == 0:
             return None
         if labels is None:
             raise ValueError(f"{self.name} is class-conditional ({self.label_dim} classes): choose a class.")
         labels = torch.as_tensor(labels, device=device)
-        index = labels.argmax(dim=-1) if labels.ndim == 2 else labels.long()
-        return index.expand(batch) if index.numel() == 1 else index
+        index = labels.argmax(dim=-1) if labels.is_floating_point() else labels.long()
+        return index.reshape(-1).expand(batch) if index.numel() == 1 else index.reshape(-1)
+
+    def forward(self, x_vp: torch.Tensor, sigma: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        weight = next(self.unet.parameters())
+        classes = self._class_indices(labels, x_vp.shape[0], x_vp.device)
+        out = self.unet(x_vp.to(weight.dtype), self.timestep(sigma), class_labels=classes, return_dict=False)[0]
+        return out[:, : self.channels]
+
+
+_ADAPTERS = {"epsilon": EpsilonDenoiser, "v_prediction": VDenoiser, "sample": X0Denoiser}
+
+
+class DiffusersVPDenoiser(Denoiser):
+    """A diffusers ``UNet2DModel`` on a discrete VP schedule, seen as D(x; σ).
+
+    The ε/v/x₀ → D conversion is the explorer's own adapter (:mod:`explorer.core.precond`) with
+    VP input scaling; this class adds the discrete σ grid (``round_sigma``) and provenance.
+    """
+
+    def __init__(self, net: TimestepUNet, prediction_type: str, *, source_info: Optional[dict] = None) -> None:
+        super().__init__()
+        if prediction_type not in _ADAPTERS:
+            raise ValueError(f"Unsupported prediction_type {prediction_type!r}; "
+                             f"choose one of {', '.join(_ADAPTERS)}.")
+        if not bool((net.sigmas[1:] > net.sigmas[:-1]).all()):
+            raise ValueError("The scheduler's noise levels do not increase with t; is the β table valid?")
+        size = net.unet.config.sample_size
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        self.shape = (net.channels, *(int(s) for s in size))
+        self.sigma_min, self.sigma_max = float(net.sigmas[0]), float(net.sigmas[-1])
+        self.label_dim, self.name = net.label_dim, net.name
+        self.data_range = (-1.0, 1.0)
+        self.prediction_type = prediction_type
+        self.source_info = dict(source_info or {})
+        self.inner = _ADAPTERS[prediction_type](net, shape=self.shape, scaling="vp", sigma_min=self.sigma_min,
+                                                sigma_max=self.sigma_max, label_dim=self.label_dim, name=self.name)
+
+    @property
+    def net(self) -> TimestepUNet:
+        return self.inner.model
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """σ_t of the training table, t = 0 … T−1 (float64)."""
+        return self.net.sigmas
+
+    def round_sigma(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The nearest σ_t of the training table (SPEC §3, iDDPM row)."""
+        sigma = torch.as_tensor(sigma)
+        rounded = self.sigmas.to(sigma.device)[self.net.nearest_index(sigma)].reshape(sigma.shape)
+        return rounded.to(sigma.dtype if sigma.is_floating_point() else torch.float64)
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return self.net.timestep(sigma)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        check_shape(x, self.shape, self.name)
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
-        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
-        column = sigma.reshape(-1, *([1] * (x.ndim - 1)))
-        scale = 1 / (1 + column ** 2).sqrt()  # α_t = sqrt(ᾱ) for this σ
-        weight = next(self.unet.parameters())
-        net_in = (x * scale).to(weight.dtype)
-        out = self.unet(net_in, self.timestep(sigma), class_labels=self._class_labels(labels, x.shape[0], x.device),
-                        return_dict=False)[0]
-        out = out[:, : self.shape[0]] if self.variance_channels else out
-        out = out.to(x.dtype)
-        if self.prediction_type == "epsilon":
-            return x - column * out
-        if self.prediction_type == "v_prediction":  # x0 = α x_t − sqrt(1 − ᾱ) v
-            return scale * scale * x - column * scale * out
-        return out
+        return self.inner(x, sigma, labels)
 
 
 # --- reading a folder -------------------------------------------------------------------------
@@ -207,6 +234,10 @@ def _weights(unet_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
             raise ValueError(f"{unet_dir} has only diffusion_pytorch_model.bin (a pickle); the explorer reads "
                              f"weights from {WEIGHTS_NAME} only. Re-save it with save_pretrained().")
         raise ValueError(f"{unet_dir} has no weights: {WEIGHTS_NAME} is missing.")
+    return _weights_file(path)
+
+
+def _weights_file(path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     try:
         return path, load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for damaged files
@@ -231,20 +262,38 @@ def _build_unet(config: dict, unet_dir: Path) -> torch.nn.Module:
     try:
         return UNet2DModel.from_config(config)
     except (TypeError, ValueError, KeyError, RuntimeError) as err:
-        raise ValueError(f"The config.json in {unet_dir} does not describe a valid UNet2DModel: {err}") from None
+        raise ValueError(f"The UNet config in {unet_dir} does not describe a valid UNet2DModel: {err}") from None
 
 
-def _load_strict(unet: torch.nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    expected = unet.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    wrong = [f"{k} {tuple(weights[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if k in weights and weights[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(items[:3])}{' …' if len(items) > 3 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)) if items]
-        raise ValueError(f"The weights in {where} do not match its config.json ({'; '.join(parts)}).")
-    unet.load_state_dict(weights, strict=True)
+def _check_scheduler(sched: dict, where: Any) -> str:
+    """The prediction type of a discrete VP scheduler config (ValueError for anything else)."""
+    if "beta_schedule" not in sched and "trained_betas" not in sched:
+        raise ValueError(f"{where} has no beta_schedule: it does not describe a discrete VP (DDPM-type) "
+                         "scheduler.")
+    prediction = sched.get("prediction_type", "epsilon")
+    if prediction not in PREDICTION_TYPES:
+        raise ValueError(f"{where}: unsupported prediction_type {prediction!r}; "
+                         f"choose one of {', '.join(PREDICTION_TYPES)}.")
+    return prediction
+
+
+def _assemble(config: dict, sched: dict, weights: dict[str, torch.Tensor], where: Path, *, name: str,
+              info: dict, timesteps: str) -> DiffusersVPDenoiser:
+    """Build the UNet from its config, load the weights strictly and wrap it as a denoiser."""
+    prediction = _check_scheduler(sched, where)
+    alphas_cumprod = alphas_cumprod_from_config(sched)
+    sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+    unet = _build_unet(config, where)
+    load_strict(unet, weights, f"The weights in {where} do not match the UNet config")
+    unet.eval().requires_grad_(False)
+    channels = int(unet.config.in_channels)
+    if int(unet.config.out_channels) not in (channels, 2 * channels):
+        raise ValueError(f"The UNet maps {channels} to {unet.config.out_channels} channels; a denoiser needs "
+                         "the same number (or twice as many, for learned variance).")
+    net = TimestepUNet(unet, sigmas, timesteps=timesteps, channels=channels,
+                       label_dim=int(unet.config.num_class_embeds or 0), name=name)
+    info = dict(info, prediction_type=prediction, timesteps=timesteps)
+    return DiffusersVPDenoiser(net, prediction, source_info=info)
 
 
 def load_diffusers_folder(path: PathLike, scheduler_config: Optional[PathLike] = None, *,
@@ -262,27 +311,77 @@ def load_diffusers_folder(path: PathLike, scheduler_config: Optional[PathLike] =
     config = _read_json(unet_dir / "config.json", "model config")
     sched_path = _scheduler_file(unet_dir, scheduler_config)
     sched = _read_json(sched_path, "scheduler config")
-    if "beta_schedule" not in sched and "trained_betas" not in sched:
-        raise ValueError(f"{sched_path} has no beta_schedule: it does not describe a discrete VP (DDPM-type) "
-                         "scheduler.")
-    prediction = sched.get("prediction_type", "epsilon")
-    alphas_cumprod = alphas_cumprod_from_config(sched)
+    _check_scheduler(sched, sched_path)
     weights_path, weights = _weights(unet_dir)
-    unet = _build_unet(config, unet_dir)
-    _load_strict(unet, weights, weights_path)
-    unet.eval().requires_grad_(False)
-    channels = int(unet.config.in_channels)
-    variance = int(unet.config.out_channels) == 2 * channels
-    if not variance and int(unet.config.out_channels) != channels:
-        raise ValueError(f"The UNet maps {channels} to {unet.config.out_channels} channels; a denoiser needs "
-                         "the same number (or twice as many, for learned variance).")
     info: dict[str, Any] = {
         "source_format": "diffusers", "source_file": str(weights_path), "sha256": file_sha256(weights_path),
-        "model_class": "UNet2DModel", "init_kwargs": {k: v for k, v in config.items() if not k.startswith("_")},
-        "scheduler": {k: v for k, v in sched.items() if not k.startswith("_")},
-        "scheduler_class": sched.get("_class_name"), "prediction_type": prediction, "timesteps": timesteps,
+        "model_class": "UNet2DModel", "init_kwargs": _public(config),
+        "scheduler": _public(sched), "scheduler_class": sched.get("_class_name"),
     }
     name = (unet_dir.parent.name if unet_dir.name == "unet" else unet_dir.name) or "diffusers"
-    denoiser = DiffusersVPDenoiser(unet, alphas_cumprod, prediction, timesteps=timesteps, name=name,
-                                   source_info=info, variance_channels=variance)
+    denoiser = _assemble(config, sched, weights, weights_path, name=name, info=info, timesteps=timesteps)
+    return denoiser.to(device)
+
+
+def _public(config: dict) -> dict:
+    """A diffusers config without its bookkeeping keys (``_class_name``, ``_diffusers_version``)."""
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+# --- one-file checkpoints ---------------------------------------------------------------------
+
+def convert_diffusers_folder(path: PathLike, out_safetensors: PathLike,
+                             scheduler_config: Optional[PathLike] = None) -> Path:
+    """Write a diffusers folder as one ``.safetensors`` file (precond ``diffusers-vp``) plus a model card.
+
+    The file holds the UNet's weights under their diffusers names; its metadata (JSON text per key,
+    as in SPEC §6) holds the UNet and scheduler configs, the prediction type and the source.
+    """
+    out = Path(out_safetensors)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"The output file must end in .safetensors, not {out.name!r}.")
+    denoiser = load_diffusers_folder(path, scheduler_config)
+    info = denoiser.source_info
+    meta = {
+        "format": CHECKPOINT_FORMAT, "precond": DIFFUSERS_PRECOND, "prediction_type": denoiser.prediction_type,
+        "timesteps": denoiser.net.mode, "arch": {"class": "UNet2DModel", **info["init_kwargs"]},
+        "scheduler": info["scheduler"], "shape": list(denoiser.shape), "label_dim": denoiser.label_dim,
+        "sigma_min": denoiser.sigma_min, "sigma_max": denoiser.sigma_max, "dataset": "unknown",
+        "name": denoiser.name, "source": info, "licence_note": DIFFUSERS_LICENCE_NOTE,
+    }
+    tensors = {k: v.detach().contiguous() for k, v in denoiser.net.unet.state_dict().items()}
+    save_file(tensors, str(out), metadata={k: json.dumps(json_safe(v)) for k, v in meta.items()})
+    write_model_card(out.with_suffix(".md"), f"{denoiser.name} (converted diffusers UNet2DModel)", info,
+                     DIFFUSERS_LICENCE_NOTE)
+    return out
+
+
+def is_diffusers_checkpoint(path: PathLike) -> bool:
+    """True for a ``.safetensors`` file written by :func:`convert_diffusers_folder`."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except Exception:  # not a safetensors file at all
+        return False
+    return meta.get("precond") == json.dumps(DIFFUSERS_PRECOND)
+
+
+def load_diffusers_checkpoint(path: PathLike, *, timesteps: Optional[str] = None,
+                              device: Union[str, torch.device] = "cpu") -> DiffusersVPDenoiser:
+    """Open a file written by :func:`convert_diffusers_folder` as a denoiser."""
+    path = Path(path)
+    if not is_diffusers_checkpoint(path):
+        raise ValueError(f"{path} is not a converted diffusers checkpoint (precond {DIFFUSERS_PRECOND!r}).")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+    arch, sched = meta.get("arch"), meta.get("scheduler")
+    if not isinstance(arch, dict) or not isinstance(sched, dict):
+        raise ValueError(f"{path}: the metadata lacks the UNet or scheduler config.")
+    config = {("_class_name" if k == "class" else k): v for k, v in arch.items()}
+    sched = dict(sched, prediction_type=meta.get("prediction_type", "epsilon"))
+    _, weights = _weights_file(path)
+    name = meta.get("name") if isinstance(meta.get("name"), str) else path.stem
+    info = dict(meta.get("source") or {}, converted_file=str(path))
+    denoiser = _assemble(config, sched, weights, path, name=name, info=info,
+                         timesteps=timesteps or meta.get("timesteps", "nearest"))
     return denoiser.to(device)
