@@ -1,0 +1,73 @@
+"""Start the desktop app: ``diffusion-explorer`` with no subcommand.
+
+``run_app(screenshot=FILE)`` opens the window, waits for the default run to finish,
+saves a picture of the whole window and exits 0 (1 if the run failed or took longer
+than ``SCREENSHOT_TIMEOUT_S``). A screenshot run reads the remembered settings like a
+normal launch but does not write them back.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from explorer.ui.main_window import MainWindow
+from explorer.ui.settings import AppSettings, open_settings
+
+SCREENSHOT_TIMEOUT_S = 600
+SETTLE_MS = 400  # let the last frame paint before grabbing
+
+
+def application() -> QApplication:
+    """The process's QApplication (created once)."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("diffusion-explorer")
+        app.setOrganizationName("diffusion-explorer")
+    return app  # type: ignore[return-value]
+
+
+def run_app(screenshot: Optional[str] = None, settings_path: Optional[str] = None) -> int:
+    """Show the main window; with ``screenshot``, save it after the first run and exit."""
+    if screenshot is not None and Path(screenshot).suffix.lower() != ".png":
+        raise ValueError(f"The screenshot must be a .png file, not {Path(screenshot).name!r}.")
+    if screenshot is not None and not Path(screenshot).resolve().parent.is_dir():
+        raise ValueError(f"Folder {str(Path(screenshot).resolve().parent)!r} does not exist.")
+    app = application()
+    window = MainWindow(AppSettings(open_settings(settings_path)), remember=screenshot is None)
+    window.show()
+    if screenshot is None:
+        return int(app.exec())
+    outcome = {"code": 1}
+
+    def grab() -> None:
+        pixmap = window.grab()
+        outcome["code"] = 0 if pixmap.save(str(screenshot), "PNG") else 1
+        if outcome["code"]:
+            print(f"diffusion-explorer: error: could not write {screenshot}", file=sys.stderr)
+        window.close()
+        app.quit()
+
+    def ended(how: str) -> None:
+        if how != "finished":
+            print(f"diffusion-explorer: error: the default run {how}: {window.banner.text()}", file=sys.stderr)
+        QTimer.singleShot(SETTLE_MS, grab if how == "finished" else _fail(window, app))
+
+    window.runEnded.connect(ended)
+    if window.model.config is None:
+        print(f"diffusion-explorer: error: the remembered configuration is invalid: {window.model.error}", file=sys.stderr)
+        return 1
+    QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, _fail(window, app))
+    app.exec()
+    return outcome["code"]
+
+
+def _fail(window: MainWindow, app: QApplication):
+    def stop() -> None:
+        window.close()
+        app.quit()
+    return stop

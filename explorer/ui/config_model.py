@@ -1,0 +1,183 @@
+"""The run-configuration model behind the control panel.
+
+The panel edits one field at a time; the model keeps the raw values, rebuilds a
+:class:`RunConfig` and its :class:`Plan` after every edit, and says whether the
+combination is possible. When it is not, the model names the field to blame (the
+edit that broke it, found by undoing edits one at a time) and the core's sentence,
+so the panel can show the reason at that control and disable Sample. Nothing here
+raises: every ValueError becomes state.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from PySide6.QtCore import QObject, Signal
+
+from explorer.core.config import RunConfig
+from explorer.core.denoiser import Denoiser
+from explorer.core.plan import predicted_nfe
+from explorer.core.sampling import make_plan, resolve_device
+from explorer.core.solvers import get_solver
+from explorer.core.solvers.context import Plan
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+BUDGET = "use_nfe"  # the panel's extra field: steps (False) or an NFE budget (True)
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A control's text that is not a value at all (e.g. letters in σ_min)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The outcome of validating a set of values against a denoiser."""
+
+    config: Optional[RunConfig]
+    plan: Optional[Plan]
+    nfe: Optional[int]
+    error: Optional[str]
+
+
+def values_of(config: RunConfig) -> dict[str, Any]:
+    """The panel's values for a config (the budget mode follows whether nfe is set)."""
+    values = {name: getattr(config, name) for name in FIELDS}
+    values[BUDGET] = config.nfe is not None
+    if values["steps"] is None:
+        values["steps"] = 18
+    if values["nfe"] is None:
+        values["nfe"] = 35
+    return values
+
+
+def check(values: dict[str, Any], denoiser: Denoiser) -> Checked:
+    """Build the config and plan from panel values; never raises."""
+    for value in values.values():
+        if isinstance(value, Invalid):
+            return Checked(None, None, None, value.message)
+    kwargs = {name: values[name] for name in FIELDS}
+    if values.get(BUDGET):
+        kwargs["steps"] = None
+    else:
+        kwargs["nfe"] = None
+    try:
+        config = RunConfig(**kwargs)
+        if get_solver(config.solver).adaptive and config.nfe is not None:
+            raise ValueError(f"{config.solver} chooses its own steps; give rtol/atol, not an NFE budget.")
+        resolve_device(config.device)
+        if config.label is not None and denoiser.label_dim and config.label >= denoiser.label_dim:
+            raise ValueError(f"Class {config.label} is out of range: the denoiser has {denoiser.label_dim} classes.")
+        plan = make_plan(denoiser, config)
+        nfe = predicted_nfe(config, (denoiser.sigma_min, denoiser.sigma_max))
+    except (ValueError, TypeError, OverflowError, ZeroDivisionError) as err:
+        return Checked(None, None, None, str(err))
+    return Checked(config, plan, nfe, None)
+
+
+class ConfigModel(QObject):
+    """Raw control values + the validated config they make.
+
+    Signals:
+        changed(): any value, the validity or the plan changed; read the properties.
+        valuesReplaced(): every value was replaced (load/reset): controls must re-read them.
+    """
+
+    changed = Signal()
+    valuesReplaced = Signal()
+
+    def __init__(self, config: RunConfig, denoiser: Denoiser, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self._denoiser = denoiser
+        self._values = values_of(config)
+        self._good = dict(self._values)  # the last values that made a valid config
+        self._edits: list[str] = []  # fields edited since the last valid state, newest last
+        self._checked = check(self._values, denoiser)
+        self._culprit: Optional[str] = None
+        if self._checked.config is None:  # a remembered config that no longer fits: fall back
+            self._values = values_of(RunConfig(batch=config.batch))
+            self._good = dict(self._values)
+            self._checked = check(self._values, denoiser)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def value(self, name: str) -> Any:
+        return self._values[name]
+
+    @property
+    def config(self) -> Optional[RunConfig]:
+        """The valid config, or None while the controls make an impossible combination."""
+        return self._checked.config
+
+    @property
+    def plan(self) -> Optional[Plan]:
+        return self._checked.plan
+
+    @property
+    def nfe(self) -> Optional[int]:
+        return self._checked.nfe
+
+    @property
+    def error(self) -> Optional[str]:
+        return self._checked.error
+
+    @property
+    def culprit(self) -> Optional[str]:
+        """The field whose edit made the combination impossible (None when valid)."""
+        return self._culprit
+
+    @property
+    def denoiser(self) -> Denoiser:
+        return self._denoiser
+
+    # ------------------------------------------------------------------ edits
+    def set_value(self, name: str, value: Any) -> None:
+        """One control changed; revalidate and find the field to blame if invalid."""
+        if name not in self._values:
+            raise KeyError(name)
+        if self._values[name] == value and type(self._values[name]) is type(value):
+            return
+        self._values[name] = value
+        if name in self._edits:
+            self._edits.remove(name)
+        self._edits.append(name)
+        self._revalidate()
+
+    def set_denoiser(self, denoiser: Denoiser) -> None:
+        self._denoiser = denoiser
+        self._revalidate()
+
+    def load(self, config: RunConfig) -> None:
+        """Replace every value (a loaded or reset configuration)."""
+        self._values = values_of(config)
+        self._edits.clear()
+        self.valuesReplaced.emit()
+        self._revalidate()
+
+    def _revalidate(self) -> None:
+        self._checked = check(self._values, self._denoiser)
+        if self._checked.config is not None:
+            self._good = dict(self._values)
+            self._edits.clear()
+            self._culprit = None
+        else:
+            self._culprit = self._blame()
+        self.changed.emit()
+
+    def _blame(self) -> Optional[str]:
+        """The newest edit whose undoing alone makes the values valid again."""
+        for name in reversed(self._edits):
+            if isinstance(self._values[name], Invalid):
+                return name
+        for name in reversed(self._edits):
+            trial = dict(self._values)
+            trial[name] = self._good.get(name)
+            if check(trial, self._denoiser).config is not None:
+                return name
+        return self._edits[-1] if self._edits else None

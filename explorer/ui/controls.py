@@ -1,0 +1,468 @@
+"""The side panel: every run setting, bound to one :class:`ConfigModel`.
+
+Each control writes its field into the model as it changes; the model says whether
+the combination is possible. An impossible one is shown under the control to blame,
+in red with the core's sentence, and Sample is disabled. Controls that do not apply
+to the chosen solver or discretization are greyed out (unless their value is the
+problem, so it can be fixed where it is shown).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from explorer.core.discretization import DISCRETIZATIONS, FINALS
+from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
+from explorer.core.solvers import SOLVERS, get_solver
+from explorer.models.loader import label_names
+from explorer.ui.config_model import BUDGET, ConfigModel, Invalid
+
+OPEN_ITEM = "Open…"
+ERROR_STYLE = "color: #b00020;"
+
+
+@dataclass
+class _Binding:
+    """One field's widget: how to read it, write it, and when it applies."""
+
+    field: str
+    widget: QWidget
+    read: Callable[[], Any]
+    write: Callable[[Any], None]
+    error: QLabel
+    applies: Callable[[], bool] = lambda: True
+
+
+def _float_or_none(text: str, what: str, allow_inf: bool = False) -> Any:
+    """Parse a line edit: empty → None (the default), a number, or an Invalid with a reason."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return Invalid(f"{what} must be a number, or empty for the default (got {text!r}).")
+    if math.isinf(value) and not allow_inf:
+        return Invalid(f"{what} must be finite (got {text}).")
+    return value
+
+
+def _format(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def _combo(items: list[tuple[str, Any]]) -> QComboBox:
+    box = QComboBox()
+    for text, data in items:
+        box.addItem(text, data)
+    return box
+
+
+def _set_combo(box: QComboBox, data: Any) -> None:
+    index = box.findData(data)
+    if index >= 0:
+        box.setCurrentIndex(index)
+
+
+def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    box.setKeyboardTracking(False)
+    return box
+
+
+class ControlPanel(QWidget):
+    """Denoiser picker, run settings (scrollable), and Sample/Cancel with the run's progress.
+
+    Signals:
+        denoiserPicked(str): a built-in name or a recent file was chosen.
+        openRequested(): "Open…" was chosen.
+        sampleClicked(), cancelClicked().
+    """
+
+    denoiserPicked = Signal(str)
+    openRequested = Signal()
+    sampleClicked = Signal()
+    cancelClicked = Signal()
+
+    def __init__(self, model: ConfigModel, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self._bindings: dict[str, _Binding] = {}
+        self._running = False
+        self._loading = False
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self._denoiser_group())
+        layout.addWidget(self._process_group())
+        layout.addWidget(self._solver_group())
+        layout.addWidget(self._stochastic_group())
+        layout.addWidget(self._batch_group())
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setWidget(body)
+        scroll.setMinimumWidth(body.sizeHint().width() + 20)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self._run_group())
+        model.changed.connect(self.refresh)
+        model.valuesReplaced.connect(self.read_model)
+        self.read_model()
+
+    # ------------------------------------------------------------------ building
+    def _form(self, title: str) -> tuple[QGroupBox, QFormLayout]:
+        group = QGroupBox(title)
+        form = QFormLayout(group)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        form.setContentsMargins(6, 4, 6, 4)
+        form.setVerticalSpacing(3)
+        return group, form
+
+    def _bind(self, form: QFormLayout, label: str, field: str, widget: QWidget, read: Callable[[], Any],
+              write: Callable[[Any], None], signal: Any, applies: Callable[[], bool] = lambda: True,
+              row_widget: Optional[QWidget] = None, own_row: bool = True) -> None:
+        """Add a labelled row (unless the widget sits in another row) plus a hidden error
+        line, and route edits to the model."""
+        error = QLabel()
+        error.setWordWrap(True)
+        error.setStyleSheet(ERROR_STYLE)
+        error.hide()
+        error.setObjectName(f"error_{field}")
+        widget.setObjectName(f"control_{field}")
+        if own_row:
+            form.addRow(label, row_widget or widget)
+        form.addRow(error)
+        self._bindings[field] = _Binding(field, widget, read, write, error, applies)
+        signal.connect(lambda *_: self._edited(field))
+
+    def _denoiser_group(self) -> QGroupBox:
+        group, form = self._form("Denoiser")
+        self.denoiser_box = QComboBox()
+        self.denoiser_box.setObjectName("denoiser_box")
+        self.denoiser_box.activated.connect(self._denoiser_activated)
+        self.denoiser_info = QLabel()
+        self.denoiser_info.setWordWrap(True)
+        self.denoiser_info.setStyleSheet("color: #555;")
+        form.addRow(self.denoiser_box)
+        form.addRow(self.denoiser_info)
+        self.label_box = QComboBox()
+        self._bind(form, "Class", "label", self.label_box, lambda: self.label_box.currentData(),
+                   lambda v: _set_combo(self.label_box, v), self.label_box.currentIndexChanged,
+                   applies=lambda: self.model.denoiser.label_dim > 0)
+        return group
+
+    def _process_group(self) -> QGroupBox:
+        group, form = self._form("Process and time steps")
+        self.process_box = _combo([(name.upper(), name) for name in PROCESSES])
+        self._bind(form, "Process", "process", self.process_box, self.process_box.currentData,
+                   lambda v: _set_combo(self.process_box, v), self.process_box.currentIndexChanged)
+        self.advanced = QGroupBox("σ(t) and s(t) apart (advanced)")
+        self.advanced.setCheckable(True)
+        self.advanced.setChecked(False)
+        adv = QFormLayout(self.advanced)
+        adv.setContentsMargins(6, 2, 6, 2)
+        self.schedule_box = _combo([(name, name) for name in SCHEDULES])
+        self.scaling_box = _combo([(name, name) for name in SCALINGS])
+        self.eps_box = _double(1e-6, 0.5, 6, 1e-4)
+        self._bind(adv, "σ(t)", "sigma_schedule", self.schedule_box, self._read_schedule,
+                   lambda v: None, self.schedule_box.currentIndexChanged)
+        self._bind(adv, "s(t)", "scaling", self.scaling_box, self._read_scaling,
+                   lambda v: None, self.scaling_box.currentIndexChanged)
+        self._bind(adv, "ε_s", "epsilon_s", self.eps_box, self.eps_box.value, self.eps_box.setValue,
+                   self.eps_box.valueChanged, applies=self._uses_vp)
+        self.advanced.toggled.connect(self._advanced_toggled)
+        form.addRow(self.advanced)
+        self.disc_box = _combo([(name, name) for name in DISCRETIZATIONS])
+        self._bind(form, "Time steps", "disc", self.disc_box, self.disc_box.currentData,
+                   lambda v: _set_combo(self.disc_box, v), self.disc_box.currentIndexChanged)
+        self.rho_box = _double(-100.0, 1000.0, 2, 0.5)
+        self._bind(form, "ρ", "rho", self.rho_box, self.rho_box.value, self.rho_box.setValue,
+                   self.rho_box.valueChanged, applies=lambda: self.model.value("disc") == "edm")
+        self.sigma_min_edit, self.sigma_max_edit = QLineEdit(), QLineEdit()
+        for edit, field, what in ((self.sigma_min_edit, "sigma_min", "σ_min"), (self.sigma_max_edit, "sigma_max", "σ_max")):
+            self._bind(form, what, field, edit, (lambda e=edit, w=what: _float_or_none(e.text(), w)),
+                       (lambda v, e=edit: e.setText(_format(v))), edit.editingFinished)
+        return group
+
+    def _solver_group(self) -> QGroupBox:
+        group, form = self._form("Solver")
+        items = [(f"{name}  (order {info.order})", name) for name, info in SOLVERS.items()]
+        self.solver_box = _combo(items)
+        self._bind(form, "Solver", "solver", self.solver_box, self.solver_box.currentData,
+                   lambda v: _set_combo(self.solver_box, v), self.solver_box.currentIndexChanged)
+        self.solver_info = QLabel()
+        self.solver_info.setWordWrap(True)
+        self.solver_info.setStyleSheet("color: #555;")
+        form.addRow(self.solver_info)
+        self.budget_box = _combo([("Steps", False), ("NFE budget", True)])
+        self.steps_box, self.nfe_box = QSpinBox(), QSpinBox()
+        for box in (self.steps_box, self.nfe_box):
+            box.setRange(1, 100_000)
+            box.setKeyboardTracking(False)
+        row = QWidget()
+        row_layout = QHBoxLayout(row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.addWidget(self.budget_box)
+        row_layout.addWidget(self.steps_box)
+        row_layout.addWidget(self.nfe_box)
+        self._bind(form, "Count", BUDGET, self.budget_box, self.budget_box.currentData,
+                   lambda v: _set_combo(self.budget_box, bool(v)), self.budget_box.currentIndexChanged, row_widget=row)
+        self._bind(form, "", "steps", self.steps_box, self.steps_box.value, self.steps_box.setValue,
+                   self.steps_box.valueChanged, own_row=False)
+        self._bind(form, "", "nfe", self.nfe_box, self.nfe_box.value, self.nfe_box.setValue,
+                   self.nfe_box.valueChanged, own_row=False)
+        self.nfe_label = QLabel()
+        self.nfe_label.setObjectName("nfe_label")
+        self.nfe_label.setStyleSheet("font-weight: bold;")
+        form.addRow("NFE", self.nfe_label)
+        self.final_box = _combo([(name, name) for name in FINALS])
+        self._bind(form, "Final step", "final", self.final_box, self.final_box.currentData,
+                   lambda v: _set_combo(self.final_box, v), self.final_box.currentIndexChanged)
+        self.lof_box = QCheckBox("lower-order final steps")
+        self._bind(form, "", "lower_order_final", self.lof_box, self.lof_box.isChecked, self.lof_box.setChecked,
+                   self.lof_box.toggled, applies=lambda: self._info().family == "multistep")
+        self.rtol_edit, self.atol_edit = QLineEdit(), QLineEdit()
+        for edit, field in ((self.rtol_edit, "rtol"), (self.atol_edit, "atol")):
+            edit.setPlaceholderText("solver default")
+            self._bind(form, field, field, edit, (lambda e=edit, f=field: _float_or_none(e.text(), f)),
+                       (lambda v, e=edit: e.setText(_format(v))), edit.editingFinished,
+                       applies=lambda: self._info().adaptive)
+        return group
+
+    def _stochastic_group(self) -> QGroupBox:
+        group, form = self._form("Stochasticity")
+        self.alpha_box = _double(0.0, 1.0, 3, 0.05)
+        self._bind(form, "Heun α", "alpha", self.alpha_box, self.alpha_box.value, self.alpha_box.setValue,
+                   self.alpha_box.valueChanged, applies=lambda: self.model.value("solver") == "heun")
+        self.churn_box = _double(-1.0, 1000.0, 2, 1.0)
+        self._bind(form, "S_churn", "churn", self.churn_box, self.churn_box.value, self.churn_box.setValue,
+                   self.churn_box.valueChanged, applies=lambda: self._info().churn)
+        self.s_min_box = _double(0.0, 1000.0, 3, 0.01)
+        self._bind(form, "S_min", "s_min", self.s_min_box, self.s_min_box.value, self.s_min_box.setValue,
+                   self.s_min_box.valueChanged, applies=self._churning)
+        self.s_max_edit = QLineEdit()
+        self._bind(form, "S_max", "s_max", self.s_max_edit, lambda: self._read_s_max(),
+                   lambda v: self.s_max_edit.setText("inf" if math.isinf(v) else f"{v:g}"),
+                   self.s_max_edit.editingFinished, applies=self._churning)
+        self.s_noise_box = _double(0.0, 10.0, 4, 0.001)
+        self._bind(form, "S_noise", "s_noise", self.s_noise_box, self.s_noise_box.value, self.s_noise_box.setValue,
+                   self.s_noise_box.valueChanged, applies=self._churning)
+        self.eta_box = _double(-1.0, 10.0, 3, 0.1)
+        self._bind(form, "η", "eta", self.eta_box, self.eta_box.value, self.eta_box.setValue,
+                   self.eta_box.valueChanged, applies=lambda: self._info().stochastic)
+        return group
+
+    def _batch_group(self) -> QGroupBox:
+        group, form = self._form("Samples and device")
+        self.seed_box, self.batch_box = QSpinBox(), QSpinBox()
+        self.seed_box.setRange(0, 2**31 - 1)
+        self.batch_box.setRange(1, 65536)
+        for box in (self.seed_box, self.batch_box):
+            box.setKeyboardTracking(False)
+        self._bind(form, "Seed", "seed", self.seed_box, self.seed_box.value, self.seed_box.setValue, self.seed_box.valueChanged)
+        self._bind(form, "Batch", "batch", self.batch_box, self.batch_box.value, self.batch_box.setValue, self.batch_box.valueChanged)
+        self.device_box = _combo([(d, d) for d in ("auto", "cpu", "cuda")])
+        self.dtype_box = _combo([(d, d) for d in ("float32", "float64")])
+        self._bind(form, "Device", "device", self.device_box, self.device_box.currentData,
+                   lambda v: _set_combo(self.device_box, v), self.device_box.currentIndexChanged)
+        self._bind(form, "dtype", "dtype", self.dtype_box, self.dtype_box.currentData,
+                   lambda v: _set_combo(self.dtype_box, v), self.dtype_box.currentIndexChanged)
+        return group
+
+    def _run_group(self) -> QWidget:
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(6, 4, 6, 4)
+        self.general_error = QLabel()
+        self.general_error.setObjectName("general_error")
+        self.general_error.setWordWrap(True)
+        self.general_error.setStyleSheet(ERROR_STYLE)
+        self.general_error.hide()
+        layout.addWidget(self.general_error)
+        buttons = QHBoxLayout()
+        self.sample_button = QPushButton("Sample")
+        self.sample_button.setToolTip("Run the sampler (Ctrl+R)")
+        self.sample_button.setStyleSheet("font-weight: bold;")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run after the current step (Esc)")
+        self.cancel_button.setEnabled(False)
+        self.sample_button.clicked.connect(self.sampleClicked)
+        self.cancel_button.clicked.connect(self.cancelClicked)
+        buttons.addWidget(self.sample_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v / %m")
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        self.nfe_counter = QLabel("NFE 0")
+        self.nfe_counter.setObjectName("nfe_counter")
+        layout.addWidget(self.nfe_counter)
+        return box
+
+    # ------------------------------------------------------------------ helpers
+    def _info(self):
+        solver = self.model.value("solver")
+        return get_solver(solver)
+
+    def _churning(self) -> bool:
+        return self._info().churn and float(self.model.value("churn") or 0) > 0
+
+    def _uses_vp(self) -> bool:
+        sched = self.model.value("sigma_schedule") or PROCESSES[self.model.value("process")][0]
+        return sched == "vp"
+
+    def _read_schedule(self) -> Optional[str]:
+        return self.schedule_box.currentData() if self.advanced.isChecked() else None
+
+    def _read_scaling(self) -> Optional[str]:
+        return self.scaling_box.currentData() if self.advanced.isChecked() else None
+
+    def _read_s_max(self) -> Any:
+        text = self.s_max_edit.text().strip()
+        if text.lower() in ("", "inf", "∞"):
+            return math.inf
+        value = _float_or_none(text, "S_max", allow_inf=True)
+        return value
+
+    def _advanced_toggled(self, on: bool) -> None:
+        if on and not self._loading:  # start from the process's own pair, so nothing jumps
+            sched, scal = PROCESSES[self.model.value("process")]
+            self._quiet(lambda: (_set_combo(self.schedule_box, sched), _set_combo(self.scaling_box, scal)))
+        self._edited("sigma_schedule")
+        self._edited("scaling")
+
+    def _quiet(self, fn: Callable[[], Any]) -> None:
+        self._loading = True
+        try:
+            fn()
+        finally:
+            self._loading = False
+
+    def _edited(self, field: str) -> None:
+        if self._loading:
+            return
+        self.model.set_value(field, self._bindings[field].read())
+
+    # ------------------------------------------------------------------ model → widgets
+    def read_model(self) -> None:
+        """Put the model's values into the widgets (after a load or reset)."""
+        def fill() -> None:
+            values = self.model.values
+            self._fill_labels()
+            for field, binding in self._bindings.items():
+                value = values[field]
+                if not isinstance(value, Invalid):
+                    binding.write(value)
+            advanced = values["sigma_schedule"] is not None or values["scaling"] is not None
+            self.advanced.setChecked(advanced)
+            sched, scal = PROCESSES[values["process"]]
+            _set_combo(self.schedule_box, values["sigma_schedule"] or sched)
+            _set_combo(self.scaling_box, values["scaling"] or scal)
+        self._quiet(fill)
+        self.refresh()
+
+    def _fill_labels(self) -> None:
+        den = self.model.denoiser
+        self.label_box.clear()
+        self.label_box.addItem("unconditional", None)
+        names = label_names(den) or []
+        for k in range(den.label_dim):
+            self.label_box.addItem(f"{k}: {names[k]}" if k < len(names) else str(k), k)
+
+    def denoiser_changed(self) -> None:
+        """The model got a new denoiser: refill its class list and refresh."""
+        self._quiet(lambda: (self._fill_labels(), _set_combo(self.label_box, self.model.value("label"))))
+        if self.model.value("label") is not None and self.label_box.currentData() != self.model.value("label"):
+            self.model.set_value("label", None)
+        self.refresh()
+
+    def set_denoisers(self, names: list[str], recent: list[str], current: str, description: str) -> None:
+        """Fill the picker: built-ins, then recent files, then Open…; select ``current``."""
+        def fill() -> None:
+            box = self.denoiser_box
+            box.clear()
+            for name in names:
+                box.addItem(name, name)
+            if recent:
+                box.insertSeparator(box.count())
+                for path in recent:
+                    box.addItem(_short(path), path)
+                    box.setItemData(box.count() - 1, path, Qt.ToolTipRole)
+            box.insertSeparator(box.count())
+            box.addItem(OPEN_ITEM, OPEN_ITEM)
+            if box.findData(current) < 0:
+                box.insertItem(0, _short(current), current)
+            _set_combo(box, current)
+        self._quiet(fill)
+        self.denoiser_info.setText(description)
+        self._current_denoiser = current
+
+    def _denoiser_activated(self, index: int) -> None:
+        data = self.denoiser_box.itemData(index)
+        if data == OPEN_ITEM:
+            self._quiet(lambda: _set_combo(self.denoiser_box, getattr(self, "_current_denoiser", "")))
+            self.openRequested.emit()
+        elif data:
+            self.denoiserPicked.emit(str(data))
+
+    def set_running(self, running: bool) -> None:
+        self._running = running
+        self.cancel_button.setEnabled(running)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Errors, enabled states, the NFE and the solver's description."""
+        model = self.model
+        culprit, error = model.culprit, model.error
+        for field, binding in self._bindings.items():
+            mine = error is not None and culprit == field
+            binding.error.setText(error if mine else "")
+            binding.error.setVisible(mine)
+            binding.widget.setEnabled(mine or binding.applies())
+            binding.widget.setStyleSheet("border: 1px solid #b00020;" if mine else "")
+        general = error is not None and culprit not in self._bindings
+        self.general_error.setText(error or "")
+        self.general_error.setVisible(general)
+        use_nfe = bool(model.value(BUDGET))
+        self.steps_box.setVisible(not use_nfe)
+        self.nfe_box.setVisible(use_nfe)
+        self.schedule_box.setEnabled(self.advanced.isChecked())
+        self.scaling_box.setEnabled(self.advanced.isChecked())
+        info = self._info()
+        self.solver_info.setText(f"{info.summary}. Order {info.order}; NFE rule: {info.nfe_rule}.")
+        if model.config is None:
+            self.nfe_label.setText("—")
+        elif model.nfe is None:
+            self.nfe_label.setText("adaptive (counted while running)")
+        else:
+            steps = model.plan.n_steps + (model.config.final == "denoise") if model.plan else None
+            self.nfe_label.setText(f"{model.nfe}   ({steps} steps)")
+        if model.plan is not None:
+            lo, hi = model.plan.sigma_range
+            self.sigma_min_edit.setPlaceholderText(f"default {lo:.4g}")
+            self.sigma_max_edit.setPlaceholderText(f"default {hi:.4g}")
+        self.sample_button.setEnabled(model.config is not None and not self._running)
+        self.sample_button.setToolTip("Run the sampler (Ctrl+R)" if error is None else f"Can't sample: {error}")
+
+
+def _short(path: str) -> str:
+    """A file's name with its folder, short enough for the picker."""
+    from pathlib import Path
+
+    p = Path(path)
+    return f"{p.name}  ({p.parent.name})" if p.parent.name else p.name

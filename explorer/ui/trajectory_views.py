@@ -1,0 +1,191 @@
+"""How samples travel: particle paths for 2-D toys, pixel traces and PCA paths for images.
+
+All paths of a run are one ``PlotCurveItem`` whose ``connect`` array breaks the line
+between particles (thousands of particles, one item); the solver's stage evaluations
+are one scatter item and the current step another.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from explorer.ui.frames import Density, StepFrame
+from explorer.ui.image_views import DENSITY_LUT
+
+PATH_PEN = pg.mkPen(40, 60, 120, 70)
+EVAL_BRUSH = pg.mkBrush(230, 120, 0, 150)
+CURRENT_BRUSH = pg.mkBrush(210, 0, 0, 230)
+PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+                 (127, 127, 127), (188, 189, 34)]
+
+
+def path_arrays(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[S, B, 2] → x, y, connect for one curve: particle by particle, broken between them."""
+    s, b = paths.shape[0], paths.shape[1]
+    per = np.ascontiguousarray(paths.transpose(1, 0, 2)).reshape(s * b, 2)
+    connect = np.ones(s * b, dtype=np.int32)
+    connect[s - 1 :: s] = 0
+    finite = np.isfinite(per).all(1)
+    per = np.where(finite[:, None], per, 0.0)
+    connect &= finite.astype(np.int32)
+    connect[:-1] &= finite[1:].astype(np.int32)
+    return per[:, 0], per[:, 1], connect
+
+
+def _sample_lines(x: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x [S] and values [S, B] → one broken curve, one segment per sample."""
+    return path_arrays(np.stack([np.broadcast_to(x[:, None], values.shape), values], -1))
+
+
+class PathView(QWidget):
+    """2-D toys: every particle's path from noise to data over the data density."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.widget = pg.PlotWidget(title="Paths x/s(t) from noise to data (orange: stage evaluations, red: this step)")
+        self.widget.setMinimumSize(240, 200)
+        plot = self.plot = self.widget.getPlotItem()
+        plot.setAspectLocked(True)
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        self.density = pg.ImageItem()
+        self.density.setLookupTable(DENSITY_LUT)
+        self.density.setZValue(-10)
+        plot.addItem(self.density)
+        self.curve = pg.PlotCurveItem(pen=PATH_PEN)
+        plot.addItem(self.curve)
+        self.evals = pg.ScatterPlotItem(size=3, pen=None, brush=EVAL_BRUSH)
+        plot.addItem(self.evals)
+        self.current = pg.ScatterPlotItem(size=5, pen=None, brush=CURRENT_BRUSH)
+        plot.addItem(self.current)
+        self._rect: Optional[tuple[float, ...]] = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.widget)
+
+    def set_background(self, density: Optional[Density]) -> None:
+        """The data density (σ = 0) under the paths; its square is the initial view."""
+        if density is None:
+            self.density.clear()
+            return
+        self.density.setImage(np.sqrt(density.image), levels=(0, float(np.sqrt(density.image.max())) or 1.0), autoLevels=False)
+        self.density.setRect(QRectF(*density.rect))
+        if density.rect != self._rect:
+            self._rect = density.rect
+            self.plot.setRange(QRectF(*density.rect), padding=0.0)
+
+    def show_frame(self, frame: StepFrame, paths: Optional[np.ndarray] = None, evals: Optional[np.ndarray] = None) -> None:
+        """Paths up to the frame's step (or the whole run's, given), its evaluations and its state."""
+        paths = frame.paths if paths is None else paths
+        if paths is None:
+            return
+        x, y, connect = path_arrays(paths)
+        self.curve.setData(x, y, connect=connect)
+        ev = frame.eval_points if evals is None else evals
+        if ev is not None and len(ev):
+            ok = np.isfinite(ev).all(1)
+            self.evals.setData(ev[ok, 0], ev[ok, 1])
+        else:
+            self.evals.setData([], [])
+        if frame.noisy_points is not None:
+            pts = frame.noisy_points
+            ok = np.isfinite(pts).all(1)
+            self.current.setData(pts[ok, 0], pts[ok, 1])
+
+
+class ImageTrajectoryView(QWidget):
+    """Images: chosen pixels' values against σ (log, noise on the left) and PCA paths."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setMinimumSize(240, 200)
+        self.traces = self.graphics.addPlot(row=0, col=0)
+        self.traces.setTitle("Chosen pixels x/s(t) against σ (click an image to add one)", size="9pt")
+        self.traces.setLogMode(x=True)
+        self.traces.getViewBox().invertX(True)
+        self.traces.setLabel("bottom", "σ (log; the final σ = 0 is drawn at the right edge)")
+        self.traces.setLabel("left", "pixel value (mean over channels)")
+        self.traces.showGrid(x=True, y=True, alpha=0.15)
+        self.trace_curves: list[pg.PlotCurveItem] = []
+        self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
+        self.traces.addItem(self.trace_evals)
+        self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
+        self.traces.addItem(self.sigma_line)
+        self.pca = self.graphics.addPlot(row=0, col=1)
+        self.pca.setTitle("Each sample's path, PCA over the run", size="9pt")
+        self.pca.setLabel("bottom", "PC 1")
+        self.pca.setLabel("left", "PC 2")
+        self.pca.showGrid(x=True, y=True, alpha=0.15)
+        self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
+        self.pca_evals = pg.ScatterPlotItem(size=3, pen=None, brush=EVAL_BRUSH)
+        self.pca_current = pg.ScatterPlotItem(size=6, pen=None, brush=CURRENT_BRUSH)
+        for item in (self.pca_curve, self.pca_evals, self.pca_current):
+            self.pca.addItem(item)
+        self.pca_hint = pg.TextItem("the projection appears when the run ends", color=(110, 110, 110), anchor=(0.5, 0.5))
+        self.pca.addItem(self.pca_hint)
+        self._pca_paths: Optional[np.ndarray] = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+
+    @staticmethod
+    def _sigma_axis(sigmas: np.ndarray) -> np.ndarray:
+        """σ values with σ = 0 moved just below the smallest positive one (log axis)."""
+        positive = sigmas[sigmas > 0]
+        floor = positive.min() / 3 if len(positive) else 1e-3
+        return np.where(sigmas > 0, sigmas, floor)
+
+    def show_frame(self, frame: StepFrame) -> None:
+        """Pixel traces up to this frame's step (they grow during a run)."""
+        traces = frame.pixel_traces
+        count = 0 if traces is None else traces.shape[2]
+        while len(self.trace_curves) < count:
+            curve = pg.PlotCurveItem(pen=pg.mkPen(*PIXEL_COLOURS[len(self.trace_curves) % len(PIXEL_COLOURS)], 110))
+            self.traces.addItem(curve)
+            self.trace_curves.append(curve)
+        sig = self._sigma_axis(frame.sigmas)
+        for p, curve in enumerate(self.trace_curves):
+            if p < count:
+                x, y, connect = _sample_lines(np.log10(sig), traces[:, :, p])
+                curve.setData(x, y, connect=connect)
+                curve.show()
+            else:
+                curve.hide()
+        if frame.eval_traces is not None and len(frame.eval_sigmas):
+            e, b, p = frame.eval_traces.shape
+            xs = np.repeat(np.log10(frame.eval_sigmas), b * p)
+            self.trace_evals.setData(xs, frame.eval_traces.reshape(-1))
+        else:
+            self.trace_evals.setData([], [])
+        self.sigma_line.setValue(float(np.log10(sig[-1])))
+        self._show_pca_step(frame.index)
+
+    def set_projection(self, projection: Optional[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The whole run's PCA paths (None: clear and show the hint)."""
+        if projection is None:
+            self._pca_paths = None
+            for item in (self.pca_curve, self.pca_evals, self.pca_current):
+                item.setData([], [])
+            self.pca_hint.show()
+            return
+        paths, evals = projection
+        self._pca_paths = paths
+        x, y, connect = path_arrays(paths)
+        self.pca_curve.setData(x, y, connect=connect)
+        self.pca_evals.setData(evals[:, 0], evals[:, 1]) if len(evals) else self.pca_evals.setData([], [])
+        self.pca_hint.hide()
+        self.pca.enableAutoRange()
+        finite = paths[np.isfinite(paths).all(-1)]
+        if len(finite):
+            self.pca_hint.setPos(*finite.mean(0))
+
+    def _show_pca_step(self, index: int) -> None:
+        if self._pca_paths is None or index >= len(self._pca_paths):
+            self.pca_current.setData([], [])
+            return
+        pts = self._pca_paths[index]
+        self.pca_current.setData(pts[:, 0], pts[:, 1])
