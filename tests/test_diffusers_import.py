@@ -87,6 +87,34 @@ def test_ddim_over_our_denoiser_equals_diffusers_ddim(tmp_path, prediction, sche
     assert (ours - expected).abs().max() / scale < tol
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_engine_ddim_on_diffusers_grid_equals_diffusers_ddim(tmp_path, prediction, dtype, tol):
+    """The explorer's own ddim solver, run on diffusers' timestep grid, gives diffusers' result."""
+    import dataclasses
+
+    from explorer.core.config import RunConfig
+    from explorer.core.sampling import make_plan, sample_steps
+
+    scheduler = dict(beta_schedule="squaredcos_cap_v2", clip_sample=False, prediction_type=prediction)
+    folder = _save_model(tmp_path / "m", scheduler=scheduler)
+    denoiser = load_diffusers_folder(folder)
+    torch_dtype = getattr(torch, dtype)
+    unet = diffusers.UNet2DModel.from_pretrained(folder).to(torch_dtype).eval()
+    sched = diffusers.DDIMScheduler.from_pretrained(folder)
+    sched.alphas_cumprod = sched.alphas_cumprod.to(torch_dtype)
+    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch_dtype)
+    expected = _diffusers_ddim(unet, sched, latents, steps=8)
+
+    config = RunConfig(solver="ddim", process="edm", steps=8, batch=2, dtype=dtype, device="cpu")
+    sigmas = [float(denoiser.sigmas[int(t)]) for t in sched.timesteps]
+    plan = dataclasses.replace(make_plan(denoiser, config), t=sigmas + [0.0])  # process edm: t = σ
+    # diffusers starts from x_T ~ N(0, I) in VP space, i.e. x = sqrt(1 + σ²) x_T unscaled
+    noise = latents * math.sqrt(1 + sigmas[0] ** 2) / sigmas[0]
+    *_, last = sample_steps(denoiser, config, noise=noise, plan=plan)
+    assert last.sigma == 0 and (last.x - expected).abs().max() / expected.abs().max() < tol
+
+
 def test_table_matches_diffusers_and_sets_the_sigma_range(tmp_path):
     for schedule in ("linear", "scaled_linear", "squaredcos_cap_v2"):
         config = dict(num_train_timesteps=1000, beta_schedule=schedule, beta_start=0.00085, beta_end=0.012)
@@ -189,3 +217,25 @@ def test_not_a_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         load_diffusers_folder(tmp_path / "empty")
     shutil.rmtree(tmp_path / "empty")
+
+
+def test_convert_folder_to_one_file_and_back(tmp_path, capsys):
+    from explorer.cli import main
+    from explorer.models.diffusers_import import is_diffusers_checkpoint, load_diffusers_checkpoint
+
+    folder = _save_model(tmp_path / "m", scheduler=dict(beta_schedule="scaled_linear", prediction_type="v_prediction"),
+                         num_class_embeds=2)
+    out = tmp_path / "m.safetensors"
+    assert main(["convert", str(folder), str(out)]) == 0
+    assert is_diffusers_checkpoint(out) and "licence" in out.with_suffix(".md").read_text().lower()
+    original, converted = load_diffusers_folder(folder), load_diffusers_checkpoint(out)
+    assert converted.prediction_type == "v_prediction" and converted.label_dim == 2
+    assert converted.source_info["sha256"] == original.source_info["sha256"]
+    x, labels = torch.randn(2, 3, 8, 8), torch.eye(2)[[1, 0]]
+    sigma = torch.tensor([0.7, 30.0])
+    with torch.no_grad():
+        assert torch.equal(converted(x, sigma, labels), original(x, sigma, labels))
+    assert main(["convert", str(folder), str(tmp_path / "x.pt")]) == 2
+    assert "must end in .safetensors" in capsys.readouterr().err
+    torch.save({"a": torch.ones(1)}, tmp_path / "not.safetensors")
+    assert not is_diffusers_checkpoint(tmp_path / "not.safetensors")
