@@ -173,3 +173,30 @@ def test_torch_save_archive_is_named_as_such(tmp_path: Path) -> None:
     assert zipfile.is_zipfile(tmp_path / "training-state-000100.pt")
     with pytest.raises(ValueError, match="zip archive"):
         read_edm_snapshot(tmp_path / "training-state-000100.pt")
+
+
+def test_easydict_reads_as_a_plain_dict(monkeypatch) -> None:
+    import sys
+    import types
+
+    class EasyDict(dict):  # shaped like dnnlib.util.EasyDict: attribute access to items
+        def __getattr__(self, name):
+            return self[name]
+
+    package, module = types.ModuleType("dnnlib"), types.ModuleType("dnnlib.util")
+    EasyDict.__module__, EasyDict.__qualname__ = "dnnlib.util", "EasyDict"
+    module.EasyDict, package.util = EasyDict, module
+    monkeypatch.setitem(sys.modules, "dnnlib", package)
+    monkeypatch.setitem(sys.modules, "dnnlib.util", module)
+    raw = pickle.dumps({"ema": None, "kwargs": EasyDict(model_channels=128, channel_mult=[2, 2])}, protocol=4)
+    assert b"EasyDict" in raw
+    monkeypatch.delitem(sys.modules, "dnnlib.util")
+    kwargs = read_pickle(io.BytesIO(raw))["kwargs"]
+    assert isinstance(kwargs, dict) and kwargs == {"model_channels": 128, "channel_mult": [2, 2]}
+
+
+def test_invalid_opcode_is_reported_as_damaged() -> None:
+    raw = pickle.dumps({"ema": [1, 2, 3]}, protocol=4)
+    broken = raw[:20] + b"\xff" + raw[21:]
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        read_pickle(io.BytesIO(broken))

@@ -283,8 +283,7 @@ def _read_stream(stream: BinaryIO, label: str) -> Any:
         return RestrictedUnpickler(stream).load()
     except ValueError as err:
         raise ValueError(f"{label}: {err}") from None
-    except (EOFError, pickle.UnpicklingError, IndexError, TypeError, KeyError, AttributeError,
-            MemoryError, OverflowError) as err:
+    except Exception as err:  # EOFError, UnpicklingError, TypeError, RecursionError ...: all mean a bad file
         raise ValueError(f"{label} is truncated or damaged: cannot read it as a pickle ({err})") from None
 
 

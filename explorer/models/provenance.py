@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Union
 
@@ -34,13 +35,13 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
 
 
 def json_safe(value: Any) -> Any:
-    """Recursively turn tuples, infinities and other plain values into JSON-compatible ones."""
+    """Recursively turn tuples, non-finite floats and other values into JSON-compatible ones."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, float) and value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "inf", "-inf", "nan": JSON has no such numbers
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
