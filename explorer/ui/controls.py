@@ -250,7 +250,7 @@ class ControlPanel(QWidget):
                    self.alpha_box.valueChanged, applies=lambda: self.model.value("solver") == "heun")
         self.churn_box = _double(-1.0, 1000.0, 2, 1.0)
         self._bind(form, "S_churn", "churn", self.churn_box, self.churn_box.value, self.churn_box.setValue,
-                   self.churn_box.valueChanged, applies=lambda: self._info().churn)
+                   self.churn_box.valueChanged, applies=lambda: self._info().churn or self.model.value("churn") != 0)
         self.s_min_box = _double(0.0, 1000.0, 3, 0.01)
         self._bind(form, "S_min", "s_min", self.s_min_box, self.s_min_box.value, self.s_min_box.setValue,
                    self.s_min_box.valueChanged, applies=self._churning)

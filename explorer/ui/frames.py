@@ -128,7 +128,7 @@ def data_rect(denoiser: Denoiser, margin: float = 1.35) -> tuple[float, float, f
     means = getattr(denoiser, "means", None)
     if means is not None and tuple(denoiser.shape) == (2,):
         m = means.detach().cpu().double().numpy()
-        spread = 3 * float(np.sqrt(denoiser.variances.max()))
+        spread = 3 * float(denoiser.variances.max().sqrt())
         lo, hi = m.min(0) - spread, m.max(0) + spread
     else:
         lo_v, hi_v = denoiser.data_range

@@ -7,7 +7,6 @@ bar; the previous denoiser and the previous finished run stay in place.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -71,7 +70,7 @@ class Banner(QFrame):
         self.show()
 
     def text(self) -> str:
-        return self.label.text() if self.isVisible() else ""
+        return "" if self.isHidden() else self.label.text()
 
 
 class MainWindow(QMainWindow):
@@ -212,6 +211,9 @@ class MainWindow(QMainWindow):
             self._set_sigma_mode(mode)
 
     def _restore_geometry(self) -> None:
+        """Remembered size and splitters; a screenshot window keeps the default 1400×900."""
+        if not self.remember:
+            return
         geometry = self.settings.geometry()
         if geometry is not None:
             self.restoreGeometry(geometry)
@@ -240,20 +242,24 @@ class MainWindow(QMainWindow):
             return False
         finally:
             QApplicationHelper.busy(False)
+        if Path(spec).exists():
+            spec = str(Path(spec).resolve())
+            self.recent = self.settings.add_recent(spec)
+            self._fill_recent_menu()
+        self.use_denoiser(denoiser, spec)
+        return True
+
+    def use_denoiser(self, denoiser: Denoiser, spec: str) -> None:
+        """Make a loaded denoiser current (a run going on is cancelled first)."""
         if self.worker.is_running():
             self.cancel_run()
             self.worker.wait()
-        if Path(spec).exists():
-            self.recent = self.settings.add_recent(str(Path(spec).resolve()))
-            spec = str(Path(spec).resolve())
-            self._fill_recent_menu()
         self.session.set_denoiser(denoiser, spec)
         self.model.set_denoiser(denoiser)
         self.record = None
         self._denoiser_ready(denoiser)
         self.banner.hide()
         self.status(f"Opened {describe(denoiser)}")
-        return True
 
     def _denoiser_ready(self, denoiser: Denoiser) -> None:
         self.panel.denoiser_changed()

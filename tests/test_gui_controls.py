@@ -1,0 +1,202 @@
+"""The control panel: impossible combinations disable Sample with a reason at the control."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from explorer.core.analytic import toy  # noqa: E402
+from explorer.core.config import RunConfig  # noqa: E402
+from explorer.ui.config_model import BUDGET, ConfigModel, Invalid, check, values_of  # noqa: E402
+from explorer.ui.controls import ControlPanel  # noqa: E402
+
+
+@pytest.fixture
+def panel(qtbot):
+    model = ConfigModel(RunConfig(steps=6, batch=8), toy("ring"))
+    widget = ControlPanel(model)
+    qtbot.addWidget(widget)
+    return widget
+
+
+def set_text(edit, text: str) -> None:
+    edit.setText(text)
+    edit.editingFinished.emit()
+
+
+def set_combo(box, data) -> None:
+    box.setCurrentIndex(box.findData(data))
+
+
+def assert_blocked(panel, field: str, words: str) -> None:
+    assert not panel.sample_button.isEnabled()
+    assert panel.model.config is None
+    label = panel._bindings[field].error if field else panel.general_error
+    assert not label.isHidden(), f"no message at {field}: {panel.model.error} (blamed {panel.model.culprit})"
+    assert words.lower() in label.text().lower()
+    assert panel.nfe_label.text() == "—"
+
+
+def assert_ok(panel) -> None:
+    assert panel.model.config is not None, panel.model.error
+    assert panel.sample_button.isEnabled()
+    assert all(b.error.isHidden() for b in panel._bindings.values())
+    assert panel.general_error.isHidden()
+
+
+def test_sigma_min_above_sigma_max(panel):
+    set_text(panel.sigma_min_edit, "5")
+    assert_ok(panel)
+    set_text(panel.sigma_max_edit, "1")
+    assert_blocked(panel, "sigma_max", "smaller than σ_max")
+    set_text(panel.sigma_max_edit, "")
+    assert_ok(panel)
+    assert panel.model.config.sigma_min == 5 and panel.model.config.sigma_max is None
+
+
+def test_text_that_is_no_number(panel):
+    set_text(panel.sigma_min_edit, "abc")
+    assert_blocked(panel, "sigma_min", "must be a number")
+    set_text(panel.sigma_min_edit, "0.01")
+    assert_ok(panel)
+
+
+def test_rho_not_positive(panel):
+    panel.rho_box.setValue(0)
+    assert_blocked(panel, "rho", "ρ must be a positive")
+    panel.rho_box.setValue(-3)
+    assert_blocked(panel, "rho", "ρ")
+    panel.rho_box.setValue(5)
+    assert_ok(panel)
+    assert panel.model.config.rho == 5
+
+
+def test_rho_enabled_only_for_the_edm_discretization(panel):
+    assert panel.rho_box.isEnabled()
+    set_combo(panel.disc_box, "logsnr")
+    assert not panel.rho_box.isEnabled()
+    assert_ok(panel)
+
+
+def test_churn_on_a_dpm_solver(panel):
+    set_combo(panel.solver_box, "heun")
+    panel.churn_box.setValue(5)
+    assert_ok(panel)
+    assert panel.s_noise_box.isEnabled()
+    set_combo(panel.solver_box, "dpm-solver-2")
+    assert_blocked(panel, "solver", "churn")
+    assert panel.churn_box.isEnabled()  # still editable, so it can be fixed where it is
+    panel.churn_box.setValue(0)
+    assert_ok(panel)
+    assert not panel.churn_box.isEnabled()
+
+
+def test_churn_set_directly_on_a_dpm_solver_is_blamed_on_churn(panel):
+    set_combo(panel.solver_box, "dpm-solver++2m")
+    panel.churn_box.setValue(2)
+    assert_blocked(panel, "churn", "churn applies to euler and heun")
+    panel.churn_box.setValue(0)
+    assert_ok(panel)
+
+
+def test_nfe_budget_too_small(panel):
+    set_combo(panel.solver_box, "dpm-solver-3")
+    set_combo(panel.final_box, "sigma_min")
+    set_combo(panel.budget_box, True)
+    panel.nfe_box.setValue(6)
+    assert_ok(panel)
+    assert panel.nfe_label.text().startswith("6")
+    panel.nfe_box.setValue(2)
+    assert_blocked(panel, "nfe", "too small")
+    panel.nfe_box.setValue(9)
+    assert_ok(panel)
+    assert panel.model.nfe == 9
+
+
+def test_steps_change_the_nfe_shown_before_a_run(panel):
+    set_combo(panel.solver_box, "heun")
+    panel.steps_box.setValue(10)
+    assert panel.nfe_label.text().startswith("19")
+    set_combo(panel.solver_box, "dpm-solver-fast")
+    set_combo(panel.budget_box, True)
+    panel.nfe_box.setValue(10)
+    assert panel.nfe_label.text().startswith("10")
+    set_combo(panel.solver_box, "dpm-solver-12")
+    assert_blocked(panel, "solver", "chooses its own steps")
+    set_combo(panel.budget_box, False)
+    assert_ok(panel)
+    assert "adaptive" in panel.nfe_label.text()
+    assert panel.rtol_edit.isEnabled()
+
+
+def test_tolerances_and_eta(panel):
+    set_combo(panel.solver_box, "dpm-solver-23")
+    set_text(panel.rtol_edit, "-1")
+    assert_blocked(panel, "rtol", "rtol must be positive")
+    set_text(panel.rtol_edit, "0.01")
+    assert_ok(panel)
+    set_combo(panel.solver_box, "euler-ancestral")
+    assert panel.eta_box.isEnabled()
+    panel.eta_box.setValue(-0.5)
+    assert_blocked(panel, "eta", "η must be zero or positive")
+    panel.eta_box.setValue(0.5)
+    assert_ok(panel)
+
+
+def test_heun_alpha_and_cuda_without_gpu(panel):
+    import torch
+
+    panel.alpha_box.setValue(0)
+    assert_blocked(panel, "alpha", "α")
+    panel.alpha_box.setValue(0.5)
+    assert_ok(panel)
+    if not torch.cuda.is_available():
+        set_combo(panel.device_box, "cuda")
+        assert_blocked(panel, "device", "cuda")
+        set_combo(panel.device_box, "auto")
+        assert_ok(panel)
+
+
+def test_advanced_process_pair(panel):
+    set_combo(panel.process_box, "vp")
+    panel.advanced.setChecked(True)
+    assert panel.model.config.sigma_schedule == "vp" and panel.model.config.scaling == "vp"
+    set_combo(panel.scaling_box, "none")
+    assert panel.model.config.scaling == "none"
+    assert panel.eps_box.isEnabled()
+    panel.advanced.setChecked(False)
+    assert panel.model.config.sigma_schedule is None and panel.model.config.scaling is None
+
+
+def test_two_problems_blame_the_edit_that_broke_it(panel):
+    panel.rho_box.setValue(0)
+    set_text(panel.sigma_min_edit, "9")
+    set_text(panel.sigma_max_edit, "2")
+    assert not panel.sample_button.isEnabled()
+    panel.rho_box.setValue(7)
+    assert not panel.sample_button.isEnabled()  # σ range still wrong
+    set_text(panel.sigma_min_edit, "")
+    assert_ok(panel)
+
+
+def test_check_never_raises_and_loads_round_trip():
+    den = toy("ring")
+    config = RunConfig(solver="lms", steps=7, seed=4, batch=3, churn=0.0, disc="logsnr")
+    assert check(values_of(config), den).config == config
+    values = values_of(config)
+    values["sigma_min"] = Invalid("σ_min must be a number")
+    assert check(values, den).error == "σ_min must be a number"
+    values = values_of(config)
+    values["batch"] = "eight"
+    assert "batch" in check(values, den).error
+    values = values_of(RunConfig(nfe=12))
+    assert values[BUDGET] is True and check(values, den).config.nfe == 12
+
+
+def test_class_label_only_for_conditional_models(panel):
+    assert not panel.label_box.isEnabled()
+    assert panel.label_box.count() == 1

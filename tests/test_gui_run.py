@@ -1,0 +1,247 @@
+"""The desktop app's runs: results equal the core's, cancel, live frames, slider, errors.
+
+Qt runs offscreen; denoisers are tiny mixtures so the whole file takes seconds.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import math  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("pytestqt")
+from PySide6.QtCore import Qt  # noqa: E402
+
+from explorer.core.analytic import GMMDenoiser, toy  # noqa: E402
+from explorer.core.config import RunConfig  # noqa: E402
+from explorer.core.denoiser import Denoiser  # noqa: E402
+from explorer.core.sampling import sample  # noqa: E402
+from explorer.core.trajectory import Trajectory  # noqa: E402
+from explorer.export.images import grid_shape, tile, to_uint8  # noqa: E402
+from explorer.ui.main_window import MainWindow  # noqa: E402
+from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
+
+RUN_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids waiting on a busy second core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Slow(Denoiser):
+    """Wraps a denoiser and sleeps on each call, so a run lasts long enough to watch."""
+
+    def __init__(self, inner: Denoiser, delay: float, fail_at: int | None = None, error: BaseException | None = None) -> None:
+        super().__init__()
+        self.inner, self.delay, self.fail_at, self.error = inner, delay, fail_at, error
+        self.shape, self.data_range, self.name = inner.shape, inner.data_range, f"slow-{inner.name}"
+        self.calls = 0
+
+    def forward(self, x, sigma, labels=None):
+        self.calls += 1
+        time.sleep(self.delay)
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            if self.error is not None:
+                raise self.error
+            return torch.full_like(x, math.nan)
+        return self.inner(x, sigma, labels)
+
+
+def image_gmm(channels: int = 1, size: int = 8, k: int = 3) -> GMMDenoiser:
+    g = torch.Generator().manual_seed(0)
+    means = torch.rand(k, channels * size * size, generator=g) * 1.6 - 0.8
+    return GMMDenoiser(means, [0.1] * k, [1.0] * k, (channels, size, size), name="img")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    win = MainWindow(AppSettings(open_settings(str(tmp_path / "settings.ini"))), denoiser_spec="ring", autorun=False)
+    qtbot.addWidget(win)
+    win.model.load(RunConfig(steps=6, batch=16))
+    yield win
+    win.cancel_run()
+    win.worker.wait()
+
+
+def run(window, qtbot) -> str:
+    with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
+        assert window.start_run()
+    return blocker.args[0]
+
+
+@pytest.mark.parametrize("solver", ["heun", "dpm-solver-2", "dpm-solver++2m"])
+def test_gui_run_equals_core_on_a_toy(window, qtbot, solver):
+    config = RunConfig(solver=solver, steps=5, batch=16, seed=3)
+    window.model.load(config)
+    assert run(window, qtbot) == "finished"
+    reference = sample(toy("ring"), config)
+    assert window.session.trajectory.config == config
+    assert torch.equal(window.session.trajectory.samples, reference.samples)
+    assert torch.equal(window.session.trajectory.x, reference.x)
+
+
+def test_gui_run_equals_core_on_images(window, qtbot):
+    den = image_gmm(3)
+    window.use_denoiser(den, "img")
+    config = RunConfig(process="vp", disc="vp", solver="dpm-solver-3", steps=4, batch=5, seed=11)
+    window.model.load(config)
+    assert run(window, qtbot) == "finished"
+    assert torch.equal(window.session.trajectory.samples, sample(den, config).samples)
+
+
+def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
+    den = Slow(image_gmm(1), 0.02)
+    window.use_denoiser(den, "slow")
+    window.model.load(RunConfig(solver="euler", steps=12, batch=6))
+    frames = []
+    window.worker.frameReady.connect(lambda f: frames.append((f.index, window.worker.is_running())))
+    assert run(window, qtbot) == "finished"
+    live = [i for i, running in frames if running and i < 12]
+    assert len(live) >= 2, frames  # drawn while the run was still going
+    assert window.run_view.denoised_grid.image.image is not None
+    traj: Trajectory = window.session.trajectory
+    slider = window.run_view.slider
+    assert slider.isEnabled() and slider.maximum() == 12 and slider.value() == 12
+    slider.setValue(3)
+    assert window.run_view.frame.index == 3
+    cols = grid_shape(6)[1]
+    expected_noisy = tile(to_uint8(traj.x[3] / traj.scale[3], den.data_range), cols, pad=1)[..., 0]
+    expected_x0 = tile(to_uint8(traj.denoised[2], den.data_range), cols, pad=1)[..., 0]
+    assert np.array_equal(window.run_view.noisy_grid.image.image, expected_noisy)
+    assert np.array_equal(window.run_view.denoised_grid.image.image, expected_x0)
+    qtbot.keyClick(slider, Qt.Key_Left)
+    assert window.run_view.frame.index == 2
+    window.run_view.step_by(100)
+    assert window.run_view.frame.index == 12
+
+
+def test_cancel_stops_within_one_step_and_a_new_run_starts(window, qtbot):
+    window.use_denoiser(Slow(toy("ring"), 0.03), "slow")
+    window.model.load(RunConfig(solver="euler", steps=400, batch=8))
+    assert window.start_run()
+    record = window._live_record
+    qtbot.waitUntil(lambda: record.num_states >= 3, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
+        window.cancel_run()
+        states_at_cancel = record.num_states
+    assert blocker.args == ["cancelled"]
+    assert record.num_states <= states_at_cancel + 1  # at most the step in progress completes
+    assert record.num_states < 50
+    assert window.panel.sample_button.isEnabled()
+    window.use_denoiser(toy("ring"), "ring")
+    window.model.load(RunConfig(steps=3, batch=4))
+    assert run(window, qtbot) == "finished"
+    assert window.session.trajectory.num_steps == 3
+
+
+def test_points_views_for_2d_toys(window, qtbot):
+    window.model.load(RunConfig(solver="heun", steps=4, batch=32))
+    assert run(window, qtbot) == "finished"
+    paths = window.run_view.paths
+    x, _ = paths.curve.getData()
+    assert len(x) == 32 * 5  # one curve: every particle's 5 states
+    assert len(paths.evals.data) == 32 * 7  # heun's 7 evaluations per particle
+    assert window.run_view.noisy_points.dots.data.size == 32
+    assert window.run_view.paths.density.image is not None
+
+
+def test_clicking_a_tile_zooms_and_adds_a_pixel_trace(window, qtbot):
+    window.use_denoiser(image_gmm(1), "img")
+    window.model.load(RunConfig(steps=4, batch=4))
+    assert run(window, qtbot) == "finished"
+    view = window.run_view
+    before = len(view.pixels)
+    view.denoised_grid.tileClicked.emit(3, 5, 6)
+    assert view.zoom_sample == 3
+    assert view.pixels[-1] == (5, 6) and len(view.pixels) == before + 1
+    traces = view.frame.pixel_traces
+    traj = window.session.trajectory
+    assert np.allclose(traces[:, 3, -1], (traj.x[:, 3, 0, 5, 6] / traj.scale).numpy(), atol=1e-6)
+    curve = view.image_paths.trace_curves[len(view.pixels) - 1]
+    assert curve.isVisible() and len(curve.getData()[0]) == 5 * 4
+
+
+def test_nan_run_reports_and_keeps_previous_run(window, qtbot):
+    assert run(window, qtbot) == "finished"
+    previous = window.session.trajectory
+    window.use_denoiser(Slow(toy("ring"), 0.0, fail_at=4), "nan")
+    window.model.load(RunConfig(steps=6, batch=4))
+    assert run(window, qtbot) == "failed"
+    assert "NaN" in window.banner.text() and "step" in window.banner.text()
+    assert window.session.trajectory is None  # the new denoiser has no finished run yet
+    window.use_denoiser(toy("ring"), "ring")
+    assert run(window, qtbot) == "finished"
+    assert window.session.trajectory is not previous
+
+
+def test_out_of_memory_is_a_message(window, qtbot):
+    window.use_denoiser(Slow(toy("ring"), 0.0, fail_at=2, error=torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")), "oom")
+    assert run(window, qtbot) == "failed"
+    assert "Out of memory" in window.banner.text()
+    assert window.panel.sample_button.isEnabled()
+
+
+def test_corrupt_checkpoint_keeps_the_current_denoiser(window, qtbot, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00\x01 not a safetensors file")
+    current = window.session.denoiser
+    assert not window.choose_denoiser(str(bad))
+    assert window.session.denoiser is current
+    assert "broken.safetensors" in window.banner.text()
+    assert run(window, qtbot) == "finished"
+
+
+def test_open_a_gmm_json_and_exports(window, qtbot, tmp_path):
+    spec = image_gmm(1).to_spec()
+    path = tmp_path / "mix.json"
+    import json
+
+    path.write_text(json.dumps(spec))
+    assert window.choose_denoiser(str(path))
+    assert window.session.denoiser.shape == (1, 8, 8)
+    assert str(path.resolve()) in window.recent
+    assert run(window, qtbot) == "finished"
+    assert window.export_trajectory(tmp_path / "run.safetensors")
+    loaded = Trajectory.load(tmp_path / "run.safetensors")
+    assert torch.equal(loaded.samples, window.session.trajectory.samples)
+    assert window.export_grid(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert window.export_config(tmp_path / "run.json")
+    assert RunConfig.from_json((tmp_path / "run.json").read_text()) == window.session.trajectory.config
+    assert not window.export_trajectory(tmp_path / "missing-folder" / "x.safetensors")
+    assert "does not exist" in window.banner.text()
+
+
+def test_keyboard_shortcuts(window):
+    assert window.sample_action.shortcut().toString() == "Ctrl+R"
+    assert window.cancel_action.shortcut().toString() == "Esc"
+
+
+def test_screenshot_mode_saves_the_window(qtbot, tmp_path, monkeypatch):
+    from explorer.ui import app as app_module
+
+    monkeypatch.setattr(app_module, "SETTLE_MS", 50)
+    settings = tmp_path / "shot.ini"
+    stored = AppSettings(open_settings(str(settings)))
+    stored.set_config(RunConfig(steps=4, batch=64))
+    stored.sync()
+    out = tmp_path / "shot.png"
+    assert app_module.run_app(screenshot=str(out), settings_path=str(settings)) == 0
+    from PIL import Image
+
+    with Image.open(out) as img:
+        assert img.size[0] >= 1000 and img.size[1] >= 700
+    with pytest.raises(ValueError):
+        app_module.run_app(screenshot=str(tmp_path / "shot.jpg"))

@@ -1,0 +1,81 @@
+"""What the app remembers (QSettings in a temp file), and the Reset menu item."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from explorer.core.config import RunConfig  # noqa: E402
+from explorer.ui.main_window import MainWindow, default_batch  # noqa: E402
+from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
+
+
+def make(qtbot, path, **kw) -> MainWindow:
+    win = MainWindow(AppSettings(open_settings(str(path))), autorun=False, **kw)
+    qtbot.addWidget(win)
+    return win
+
+
+def test_geometry_config_denoiser_and_recent_files_persist(qtbot, tmp_path):
+    path = tmp_path / "settings.ini"
+    spec = tmp_path / "two.json"
+    spec.write_text('{"kind": "gmm", "shape": [2], "means": [[0, 1], [1, 0]], "stds": [0.1, 0.2], "weights": [1, 2]}')
+    first = make(qtbot, path)
+    assert first.choose_denoiser(str(spec))
+    config = RunConfig(solver="dpm-solver++2m", steps=9, seed=7, batch=33, disc="logsnr")
+    first.model.load(config)
+    first.resize(700, 500)  # inside the offscreen screen (800×600), so nothing clamps it
+    first.run_view.sigma_view.mode_box.setCurrentIndex(2)
+    first._set_sigma_mode("h")
+    first.close()
+
+    second = make(qtbot, path)
+    assert second.model.config == config
+    assert second.session.denoiser_spec == str(spec.resolve())
+    assert second.session.denoiser.shape == (2,)
+    assert second.recent[0] == str(spec.resolve())
+    assert second.size().width() == 700 and second.size().height() == 500
+    assert second.run_view.sigma_view.mode == "h"
+
+    second.reset_settings()
+    assert second.model.config == RunConfig(batch=default_batch(second.session.denoiser))
+    assert second.recent == []
+    assert second.size().width() == 1400
+    assert AppSettings(open_settings(str(path))).config() is None
+    second.close()
+
+
+def test_a_missing_remembered_file_falls_back_to_the_default(qtbot, tmp_path):
+    path = tmp_path / "settings.ini"
+    stored = AppSettings(open_settings(str(path)))
+    stored.set_denoiser(str(tmp_path / "gone.safetensors"))
+    stored.store.setValue("run/config", "{not json")
+    stored.sync()
+    win = make(qtbot, path)
+    assert win.session.denoiser_spec == "ring"
+    assert "gone.safetensors" in win.banner.text()
+    assert win.model.config == RunConfig(batch=default_batch(win.session.denoiser))
+
+
+def test_screenshot_windows_do_not_write_settings(qtbot, tmp_path):
+    path = tmp_path / "settings.ini"
+    win = make(qtbot, path, remember=False)
+    win.model.load(RunConfig(steps=3))
+    win.close()
+    assert AppSettings(open_settings(str(path))).config() is None
+
+
+def test_compare_tab_only_when_its_module_imports(qtbot, tmp_path):
+    win = make(qtbot, tmp_path / "s.ini")
+    names = [win.tabs.tabText(i) for i in range(win.tabs.count())]
+    assert names[0] == "Run"
+    try:
+        import explorer.ui.compare_view  # noqa: F401
+    except ImportError:
+        assert names == ["Run"]
+    else:
+        assert "Compare" in names or "could not be built" in win.banner.text()
