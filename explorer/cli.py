@@ -17,6 +17,9 @@ COMMAND_MODULES = [
     "explorer.commands.schedule",
     "explorer.commands.solvers",
     "explorer.commands.convert",
+    "explorer.commands.compare",
+    "explorer.commands.sweep",
+    "explorer.commands.export",
 ]
 
 

@@ -47,12 +47,12 @@ class SweepPoint:
 
 @dataclass
 class SweepResult:
-    """The points of a sweep and how its reference was obtained ("exact" or "reference solver")."""
+    """The points of a sweep and how its reference was obtained ("exact solution" or "reference solver")."""
 
     base: RunConfig
     solvers: list[str]
     points: list[SweepPoint] = field(default_factory=list)
-    reference_kind: str = "exact"
+    reference_kind: str = "exact solution"
     skipped: list[str] = field(default_factory=list)
 
     def of(self, solver: str) -> list[SweepPoint]:
@@ -169,7 +169,7 @@ def sweep_events(
     runs, skipped = sweep_configs(base, solvers, budgets)
     noise = shared_noise(denoiser, base.seed, base.batch)
     exact = isinstance(denoiser, GaussianDenoiser)
-    result = SweepResult(base, list(solvers), reference_kind="exact" if exact else "reference solver", skipped=skipped)
+    result = SweepResult(base, list(solvers), reference_kind="exact solution" if exact else "reference solver", skipped=skipped)
     total = len(runs) + (0 if exact else 1)
     ref: Optional[Trajectory] = None
     done = 0
