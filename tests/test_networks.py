@@ -104,6 +104,8 @@ def test_fixture_float64_matches_reference(key, suffix):
     aug = aug if suffix else None
     net = net.double()
     c_skip, c_out, c_in, c_noise = net.coefficients(sigma)
+    for name, c in zip(("c_skip", "c_out", "c_in", "c_noise"), (c_skip, c_out, c_in, c_noise)):
+        assert rel_err(c, data[name + "_f64"]) < 1e-13, name
     col = lambda c: c.reshape(-1, 1, 1, 1)  # noqa: E731
     labels64 = None if labels is None else labels.double()
     F = net.network_output(col(c_in) * x.double(), c_noise, labels64, None if aug is None else aug.double())
