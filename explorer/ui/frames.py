@@ -265,19 +265,23 @@ class RunRecord:
     def projection(self, max_rows: int = 4096) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """PCA over the run: (paths [S, B', 2], stage points [E·B', 2]) in the top-2 plane.
 
-        The axes are fitted on every state of every shown sample (subsampled to
-        ``max_rows`` rows), so a path's shape shows how far it travels and where it bends.
+        Each state x/s is divided by √(1 + σ²) first, so noise and data have comparable
+        size and the end of a path is not a dot next to its start (at σ = 80 the raw
+        state is ~80× larger than the data). The axes are fitted on every state of every
+        shown sample (subsampled to ``max_rows`` rows).
         """
         if self._projection is None and self.unscaled:
-            states = torch.stack(self.unscaled)  # [S, B, *shape]
-            flat = states.reshape(states.shape[0] * states.shape[1], -1).double()
+            norms = torch.tensor([1 / math.sqrt(1 + e.sigma**2) for e in self.events], dtype=torch.float64)
+            states = torch.stack(self.unscaled).double()  # [S, B, *shape]
+            flat = states.reshape(states.shape[0], states.shape[1], -1) * norms[:, None, None]
+            flat = flat.reshape(-1, flat.shape[-1])
             fit = flat if flat.shape[0] <= max_rows else flat[torch.linspace(0, flat.shape[0] - 1, max_rows).long()]
             mean = fit.mean(0, keepdim=True)
             _, _, v = torch.linalg.svd(fit - mean, full_matrices=False)
             axes = v[:2].T  # [D, 2]
             paths = ((flat - mean) @ axes).reshape(states.shape[0], states.shape[1], -1)
             if self.evals:
-                ev = torch.cat([e.x.reshape(e.x.shape[0], -1) for e in self.evals]).double()
+                ev = torch.cat([e.x.reshape(e.x.shape[0], -1).double() / math.sqrt(1 + e.sigma**2) for e in self.evals])
                 ev_pts = ((ev - mean) @ axes).numpy()
             else:
                 ev_pts = np.zeros((0, 2))

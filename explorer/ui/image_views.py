@@ -101,6 +101,7 @@ class ZoomView(QWidget):
         super().__init__(parent)
         self.widget = pg.GraphicsLayoutWidget()
         self.widget.setMinimumSize(160, 160)
+        self.widget.setToolTip("Click a pixel to trace its value against σ")
         self.title = self.widget.addLabel("sample 0", row=0, col=0, size="10pt")
         self.items: list[pg.ImageItem] = []
         for row, name in ((1, "x₀"), (3, "xₜ / s(t)")):
@@ -121,7 +122,7 @@ class ZoomView(QWidget):
         if layout is None or sample >= layout.count:
             return
         self.sample = sample
-        self.title.setText(f"sample {sample}  (click a pixel to trace it)")
+        self.title.setText(f"sample {sample}")
         for item, mosaic in zip(self.items, (denoised, noisy)):
             if mosaic is None:
                 item.clear()

@@ -90,7 +90,7 @@ class RunView(QWidget):
         self.splitter = QSplitter(Qt.Vertical)
         self.splitter.addWidget(top)
         self.splitter.addWidget(self.bottom)
-        self.splitter.setSizes([470, 380])
+        self.splitter.setSizes([430, 420])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.splitter)
@@ -125,6 +125,7 @@ class RunView(QWidget):
             self.samples.setCurrentIndex(2)
             self.trajectories.setCurrentIndex(0)
         self.image_paths.set_projection(None)
+        self.image_paths.set_data_range(tuple(denoiser.data_range))
         self.set_pixels(tuple(p for p in self.pixels if denoiser.is_image and p[0] < shape[1] and p[1] < shape[2]))
 
     def set_plan(self, plan: Optional[Plan]) -> None:

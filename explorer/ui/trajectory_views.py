@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
 
-PATH_PEN = pg.mkPen(40, 60, 120, 70)
-EVAL_BRUSH = pg.mkBrush(230, 120, 0, 150)
+PATH_PEN = pg.mkPen(40, 60, 120, 45)
+EVAL_BRUSH = pg.mkBrush(230, 120, 0, 110)
 CURRENT_BRUSH = pg.mkBrush(210, 0, 0, 230)
 PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
                  (127, 127, 127), (188, 189, 34)]
@@ -57,7 +57,7 @@ class PathView(QWidget):
         plot.addItem(self.density)
         self.curve = pg.PlotCurveItem(pen=PATH_PEN)
         plot.addItem(self.curve)
-        self.evals = pg.ScatterPlotItem(size=3, pen=None, brush=EVAL_BRUSH)
+        self.evals = pg.ScatterPlotItem(size=2.5, pen=None, brush=EVAL_BRUSH)
         plot.addItem(self.evals)
         self.current = pg.ScatterPlotItem(size=5, pen=None, brush=CURRENT_BRUSH)
         plot.addItem(self.current)
@@ -104,7 +104,7 @@ class ImageTrajectoryView(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(240, 200)
         self.traces = self.graphics.addPlot(row=0, col=0)
-        self.traces.setTitle("Chosen pixels x/s(t) against σ (click an image to add one)", size="9pt")
+        self.traces.setTitle("Pixels of x/s against σ (click an image to add one)", size="9pt")
         self.traces.setLogMode(x=True)
         self.traces.getViewBox().invertX(True)
         self.traces.setLabel("bottom", "σ (log; the final σ = 0 is drawn at the right edge)")
@@ -116,8 +116,8 @@ class ImageTrajectoryView(QWidget):
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
         self.traces.addItem(self.sigma_line)
         self.pca = self.graphics.addPlot(row=0, col=1)
-        self.pca.setTitle("Each sample's path, PCA over the run", size="9pt")
-        self.pca.setLabel("bottom", "PC 1")
+        self.pca.setTitle("Paths, PCA over the run", size="9pt")
+        self.pca.setLabel("bottom", "PC 1 of x/s÷√(1+σ²)")
         self.pca.setLabel("left", "PC 2")
         self.pca.showGrid(x=True, y=True, alpha=0.15)
         self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
@@ -128,9 +128,22 @@ class ImageTrajectoryView(QWidget):
         self.pca_hint = pg.TextItem("the projection appears when the run ends", color=(110, 110, 110), anchor=(0.5, 0.5))
         self.pca.addItem(self.pca_hint)
         self._pca_paths: Optional[np.ndarray] = None
+        self.graphics.ci.layout.setColumnStretchFactor(0, 3)
+        self.graphics.ci.layout.setColumnStretchFactor(1, 2)
+        for plot in (self.traces, self.pca):
+            plot.setMinimumWidth(150)
+            plot.titleLabel.setMinimumWidth(10)
+        self._data_range: tuple[float, float] = (-1.0, 1.0)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
+
+    def set_data_range(self, data_range: tuple[float, float]) -> None:
+        """Frame the pixel values around the data range; early noisy values run off the top and bottom."""
+        lo, hi = data_range
+        pad = 0.6 * (hi - lo)
+        self._data_range = (lo, hi)
+        self.traces.setYRange(lo - pad, hi + pad, padding=0)
 
     @staticmethod
     def _sigma_axis(sigmas: np.ndarray) -> np.ndarray:
