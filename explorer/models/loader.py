@@ -88,7 +88,10 @@ def _load_path(path: Path, device: str) -> Denoiser:
 
 def _load_checkpoint(path: Path, device: str) -> Denoiser:
     from explorer.models.checkpoint import load_checkpoint
+    from explorer.models.diffusers_import import is_diffusers_checkpoint, load_diffusers_checkpoint
 
+    if is_diffusers_checkpoint(path):  # a diffusers UNet converted to one file
+        return load_diffusers_checkpoint(path, device=device)
     return load_checkpoint(path, device=device)
 
 
