@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "explorer.commands.compare",
     "explorer.commands.sweep",
     "explorer.commands.export",
+    "explorer.commands.train",
+    "explorer.commands.fd",
 ]
 
 

@@ -1,0 +1,102 @@
+"""Model cards for the shipped checkpoints: what a denoiser is, how it was made, what it draws.
+
+``python -m explorer.train.cards checkpoints/fashion32-edm.safetensors [--fd 12.3]`` writes
+``fashion32-edm.md`` and a 64-sample grid ``fashion32-edm.png`` (Heun, 18 steps = 35 NFE,
+seeds 0..63) next to the checkpoint. Everything in the card is read from the checkpoint's
+own metadata, so card and file cannot disagree.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+from explorer.core.config import RunConfig
+from explorer.models.checkpoint import load_checkpoint, read_checkpoint_metadata
+from explorer.train.preview import final_samples, save_grid
+
+DATA_NOTES = {
+    "fashion-mnist-train": (
+        "Fashion-MNIST training split (60,000 greyscale 28x28 images of 10 garment classes, padded to 32x32), "
+        "from Debian's `dataset-fashion-mnist`.",
+        "MIT (Copyright 2017 Zalando SE, https://github.com/zalandoresearch/fashion-mnist).",
+    ),
+    "noto-color-emoji-32": (
+        "Every code point drawn by Noto Color Emoji (1,433 glyphs), rendered with Pillow at the font's "
+        "bitmap size, centred on a white square and reduced to 32x32 RGB; horizontal flips as augmentation. "
+        "From Debian's `fonts-noto-color-emoji`.",
+        "SIL Open Font License 1.1 (Copyright 2013 Google LLC). The rendered images are derived from the font "
+        "and are distributed under the same licence.",
+    ),
+}
+
+
+def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
+    """The Markdown of one card."""
+    train = meta.get("train", {})
+    arch = {k: v for k, v in meta["arch"].items() if k != "class"}
+    data, licence = DATA_NOTES.get(meta["dataset"], (meta["dataset"], "see the data set's source"))
+    seconds = train.get("gpu_seconds", train.get("train_seconds"))
+    lines = [
+        f"# {path.stem}",
+        "",
+        f"An unconditional {meta['precond'].upper()}-preconditioned denoiser D(x; σ) for "
+        f"{'x'.join(str(s) for s in meta['shape'][1:])} images with {meta['shape'][0]} channel(s), data range [-1, 1].",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| data | {data} |",
+        f"| data licence | {licence} |",
+        f"| network | {meta['arch']['class']} (DDPM++ layout), {params / 1e6:.2f} M parameters, float32 |",
+        f"| settings | `{arch}` |",
+        f"| preconditioning | {meta['precond']} {meta.get('precond_kwargs', {})} |",
+        f"| loss | {train.get('loss', meta['precond'])} (SPEC §3 \"Training\") |",
+        f"| optimizer | Adam, lr {train.get('lr')}, batch {train.get('batch')}, bf16 autocast, EMA half-life "
+        f"{train.get('ema_halflife_kimg')} kimg (ramp-up 0.05) |",
+        f"| training steps | {train.get('steps')} |",
+        f"| images seen | {train.get('images_seen'):,} |",
+        f"| training time | {seconds / 60:.1f} min on {train.get('device')} |" if seconds else "| training time | unknown |",
+        f"| final loss | {train.get('final_loss')} (running mean, λ-weighted, per pixel) |",
+        f"| seed | {train.get('seed')} |",
+    ]
+    if fd is not None:
+        lines.append(f"| FD (classifier features, 10k samples, Heun 35 NFE) | {fd:.2f} |")
+    lines += [
+        "",
+        f"![64 samples]({path.stem}.png)",
+        "",
+        "Samples above: seeds 0-63, Heun (EDM Algorithm 1), 18 steps = 35 NFE, process edm with EDM time "
+        "steps (ρ = 7, σ 0.002 to 80), the sampler EDM recommends for any preconditioning.",
+        "",
+        "Made by `benchmarks/train_checkpoints.py` (training log: "
+        f"`{path.stem}.log.txt`); this card by `python -m explorer.train.cards`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_card(path: Path, fd: Optional[float] = None, count: int = 64) -> Path:
+    """Write ``<name>.md`` and ``<name>.png`` next to the checkpoint; returns the card path."""
+    path = Path(path)
+    meta = read_checkpoint_metadata(path)
+    denoiser = load_checkpoint(path)
+    config = RunConfig(process="edm", disc="edm", solver="heun", steps=18, seed=0, batch=count, device="cpu")
+    save_grid(final_samples(denoiser, config), path.with_suffix(".png"), columns=8)
+    params = sum(p.numel() for p in denoiser.parameters())
+    card = path.with_suffix(".md")
+    card.write_text(card_text(path, meta, params, fd), encoding="utf-8")
+    return card
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--fd", type=float, default=None, help="measured FD to record (Fashion models)")
+    parser.add_argument("--count", type=int, default=64)
+    args = parser.parse_args(argv)
+    print(write_card(Path(args.checkpoint), args.fd, args.count))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

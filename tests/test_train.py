@@ -1,0 +1,193 @@
+"""Training: losses, EMA, one step that learns, and a resume that is bit-for-bit the same run."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.train.datasets import ImageSet
+from explorer.train.ema import EMA, ema_beta
+from explorer.train.loop import TrainConfig, Trainer, build_denoiser, learning_rate
+from explorer.train.loss import EDMLoss, VELoss, VPLoss, make_loss
+
+TINY_ARCH = {"model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.0,
+             "channel_mult_emb": 2}
+
+
+def tiny_data(n: int = 32, channels: int = 1) -> ImageSet:
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, channels, 8, 8, generator=gen) > 0.5).float() * 2 - 1
+    return ImageSet(images=images, name="tiny", hflip=True)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(data="tiny", precond="edm", arch=dict(TINY_ARCH), batch=8, lr=2e-3, lr_rampup_kimg=0.016,
+                kimg=1000, grid_every_kimg=1e9, log_every_seconds=1e9, ema_halflife_kimg=0.05, name="tiny")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_edm_loss_weight_makes_F_target_unit_weighted():
+    # λ(σ) c_out(σ)² = 1 for EDM's preconditioning: the loss on F has unit weight at every σ.
+    loss = EDMLoss()
+    sigma = torch.tensor([0.002, 0.1, 0.5, 2.0, 80.0])
+    c_out = sigma * 0.5 / (sigma**2 + 0.25).sqrt()
+    torch.testing.assert_close(loss.weight(sigma) * c_out**2, torch.ones(5))
+
+
+def test_sigma_distributions_follow_the_spec():
+    gen = torch.Generator().manual_seed(0)
+    log_sigma = EDMLoss().sample_sigma(200_000, torch.device("cpu"), gen).log()
+    assert abs(float(log_sigma.mean()) + 1.2) < 0.02 and abs(float(log_sigma.std()) - 1.2) < 0.02
+    vp = VPLoss().sample_sigma(100_000, torch.device("cpu"), gen)
+    beta = lambda t: math.sqrt(math.expm1(0.5 * 19.9 * t * t + 0.1 * t))  # noqa: E731
+    assert float(vp.min()) >= beta(1e-5) * 0.999 and float(vp.max()) <= beta(1.0) * 1.001
+    ve = VELoss().sample_sigma(100_000, torch.device("cpu"), gen)
+    assert float(ve.min()) >= 0.02 and float(ve.max()) <= 100.0
+    assert abs(float(ve.log().mean()) - 0.5 * (math.log(0.02) + math.log(100))) < 0.05  # log-uniform
+    torch.testing.assert_close(VPLoss().weight(torch.tensor([2.0])), torch.tensor([0.25]))
+    with pytest.raises(ValueError, match="precond"):
+        make_loss("iddpm")
+
+
+def test_perfect_denoiser_has_zero_loss_and_noise_scales_with_sigma():
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    for loss in (EDMLoss(), VPLoss(), VELoss()):
+        assert float(loss(lambda x, s, l: images, images).abs().max()) == 0.0
+    # the identity "denoiser" has error σ² per pixel, so its λ-weighted loss is λ σ² (= 1 for VP/VE).
+    gen = torch.Generator().manual_seed(1)
+    big = torch.zeros(4096, 1, 8, 8)
+    per_sample = VELoss()(lambda x, s, l: x, big, generator=gen)
+    assert abs(float(per_sample.mean()) - 1.0) < 0.05
+
+
+def test_ema_beta_and_update():
+    # half-life of 1000 images, batch 100: after 10 steps the old weights have weight 1/2.
+    assert ema_beta(100, 10**9, 1000, None) ** 10 == pytest.approx(0.5)
+    assert ema_beta(100, 1000, 1e6, 0.05) == pytest.approx(0.5 ** (100 / 50))  # ramp-up caps the half-life
+    live = torch.nn.Linear(2, 2)
+    ema = EMA(live, halflife_images=100, rampup=None)
+    start = ema.module.weight.clone()
+    with torch.no_grad():
+        live.weight.add_(1.0)
+    beta = ema.update(live, batch=100, images_seen=10**6)
+    torch.testing.assert_close(ema.module.weight, beta * start + (1 - beta) * live.weight)
+    assert not ema.module.weight.requires_grad
+
+
+def test_learning_rate_warms_up_linearly():
+    cfg = tiny_config(lr=1e-3, lr_rampup_kimg=10)
+    assert learning_rate(cfg, 0) == 0 and learning_rate(cfg, 5000) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 10**6) == 1e-3
+
+
+@pytest.mark.parametrize("precond", ["edm", "vp", "ve"])
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch(precond):
+    torch.manual_seed(0)
+    net = build_denoiser(precond, TINY_ARCH, (1, 8, 8))
+    loss_fn = make_loss(precond)
+    images = tiny_data(16).images
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def fixed_loss():
+        return loss_fn(net, images, None, torch.Generator().manual_seed(5)).mean()
+
+    before = fixed_loss()
+    opt.zero_grad()
+    before.backward()
+    before = before.detach()
+    opt.step()
+    with torch.no_grad():
+        after = fixed_loss()
+    assert float(after) < float(before)
+
+
+def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_state_saves_resumes_and_continues_bit_for_bit(tmp_path: Path):
+    data = tiny_data()
+    straight = Trainer(tiny_config(), tmp_path / "a", device="cpu", data=data, log=lambda s: None)
+    straight.run(max_steps=6)
+
+    first = Trainer(tiny_config(), tmp_path / "b", device="cpu", data=data, log=lambda s: None)
+    first.run(max_steps=3)
+    saved_net, saved_ema = _weights(first.net), _weights(first.ema.module)
+    resumed = Trainer(tiny_config(), tmp_path / "b", device="cpu", data=data, log=lambda s: None)
+    resumed.load_state()
+    for k, v in saved_net.items():
+        assert torch.equal(resumed.net.state_dict()[k], v), k
+    for k, v in saved_ema.items():
+        assert torch.equal(resumed.ema.module.state_dict()[k], v), k
+    assert resumed.progress.step == 3 and resumed.progress.nimg == 24
+    resumed.run(max_steps=3, resume=True)
+    for k, v in _weights(straight.net).items():
+        assert torch.equal(resumed.net.state_dict()[k], v), k
+    assert resumed.progress.step == 6 and resumed.progress.sessions == 2
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(tiny_config(), tmp_path / "b", device="cpu", data=data, log=lambda s: None).run(max_steps=1)
+
+
+def test_budget_stops_and_export_records_training(tmp_path: Path):
+    from explorer.models.checkpoint import load_checkpoint
+
+    lines = []
+    trainer = Trainer(tiny_config(kimg=0.04), tmp_path / "run", device="cpu", data=tiny_data(), log=lines.append)
+    progress = trainer.run()
+    assert progress.nimg == 40 and progress.finished
+    assert any("budget reached" in line for line in lines)
+    denoiser = load_checkpoint(tmp_path / "run" / "tiny.safetensors")
+    x = torch.randn(2, 1, 8, 8)
+    sigma = torch.tensor([0.5, 3.0])
+    torch.testing.assert_close(denoiser(x, sigma), trainer.ema.module(x, sigma))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["kimg"] == 0.04 and saved["precond"] == "edm"
+    assert "stopped (budget reached)" in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_deadline_stops_before_it_and_saves(tmp_path: Path):
+    import time
+
+    trainer = Trainer(tiny_config(), tmp_path / "run", device="cpu", data=tiny_data(), log=lambda s: None)
+    start = time.time()
+    progress = trainer.run(deadline=start + 21.0)  # the loop keeps a 20 s margin: about 1 s of steps
+    assert time.time() - start < 21.0 and not progress.finished and progress.step >= 1
+    assert (tmp_path / "run" / "training-state.pt").is_file()
+
+
+CHECKPOINTS = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.safetensors"))
+EXPECTED = {  # name: (precond, shape, dataset)
+    "fashion32-edm": ("edm", [1, 32, 32], "fashion-mnist-train"),
+    "fashion32-vp": ("vp", [1, 32, 32], "fashion-mnist-train"),
+    "emoji32-edm": ("edm", [3, 32, 32], "noto-color-emoji-32"),
+}
+
+
+def test_all_three_checkpoints_are_shipped():
+    if not CHECKPOINTS:
+        pytest.skip("no checkpoints shipped yet")
+    assert {p.stem for p in CHECKPOINTS} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=[p.stem for p in CHECKPOINTS])
+def test_shipped_checkpoint_loads_and_samples(path: Path):
+    from explorer.core.config import RunConfig
+    from explorer.models.checkpoint import load_checkpoint, read_checkpoint_metadata
+    from explorer.train.preview import final_samples
+
+    meta = read_checkpoint_metadata(path)
+    precond, shape, dataset = EXPECTED[path.stem]
+    assert (meta["precond"], meta["shape"], meta["dataset"]) == (precond, shape, dataset)
+    train = meta["train"]
+    assert train["images_seen"] == train["steps"] * train["batch"] > 1_000_000
+    assert train["card"] == f"{path.stem}.md" and (path.parent / train["card"]).is_file()
+    assert path.stat().st_size < 16 * 2**20
+    denoiser = load_checkpoint(path)
+    assert tuple(denoiser.shape) == tuple(shape) and denoiser.kind == precond
+    x = final_samples(denoiser, RunConfig(solver="heun", steps=8, batch=2, seed=0, device="cpu"))
+    assert x.shape == (2, *shape) and bool(torch.isfinite(x).all())
+    assert float(x.abs().max()) < 1.5  # the data lie in [-1, 1]; a trained model stays near it
