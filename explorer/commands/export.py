@@ -25,14 +25,14 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that shape the exported pictures (shared with ``compare``); unset ones keep the file's or default values."""
     g = parser.add_argument_group("exports")
     g.add_argument("--only", metavar="LIST", help=f"comma-separated subset of: {', '.join(PARTS)}")
-    g.add_argument("--every", type=int, dest="strip_every", help="film strip: every k-th step (default: about 8 frames)")
+    g.add_argument("--every", type=int, dest="strip_every", metavar="K", help="film strip: every k-th step (default: about 8 frames)")
     g.add_argument("--strip-space", choices=["x0", "xt"], help="film strip shows the denoised x0 (default) or the noisy xt")
     g.add_argument("--animation-space", choices=["x0", "xt"], help="animation shows x0 (default) or xt")
     g.add_argument("--fps", type=float, help="animation frames per second (default 6)")
-    g.add_argument("--pad", type=int, help="pixels between grid cells (default 2)")
+    g.add_argument("--pad", type=int, metavar="PX", help="pixels between grid cells (default 2)")
     g.add_argument("--no-labels", action="store_true", help="no solver, step or seed captions")
-    g.add_argument("--scale", type=int, help="enlarge image cells by this factor (nearest neighbour)")
-    g.add_argument("--rows", type=int, dest="max_rows", help="samples shown in comparison grids and animations (0 = all)")
+    g.add_argument("--scale", type=int, metavar="N", help="enlarge image cells by this factor (nearest neighbour)")
+    g.add_argument("--rows", type=int, dest="max_rows", metavar="N", help="samples shown in comparison grids and animations (0 = all)")
     g.add_argument("--downscale", action="store_true", help="shrink grids too large for one image instead of refusing them")
 
 
@@ -55,9 +55,9 @@ def options_from_args(args: argparse.Namespace, base: Optional[ExportOptions] = 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="grids, film strips, animations and plots from a saved run or comparison", description=__doc__)
-    p.add_argument("file", metavar="FILE.safetensors", help="a trajectory file or a saved comparison")
+    p.add_argument("file", metavar="FILE", help="a trajectory file (.safetensors/.npz) or a saved comparison.safetensors")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the exports (created if needed)")
-    p.add_argument("--range", metavar="LO,HI", help="data range for image levels (default: the model's, else -1,1)")
+    p.add_argument("--range", metavar="LO,HI", help="data range for image levels, e.g. --range=-1,1 (default: the model's, else -1,1)")
     add_export_arguments(p)
     p.set_defaults(func=run)
 
