@@ -274,3 +274,16 @@ def test_network_arch_round_trips():
     assert [(k, v.shape) for k, v in rebuilt.state_dict().items()] == [(k, v.shape) for k, v in net.state_dict().items()]
     with pytest.raises(ValueError):
         network_arch(torch.nn.Linear(2, 2))
+
+
+def test_positional_frequencies_are_float32_values_whatever_the_dtype_or_build_device():
+    """Trained networks saw float32 frequencies; float64 runs use those exact values, also on 'meta' builds."""
+    from explorer.models.layers import PositionalEmbedding
+
+    with torch.device("meta"):
+        emb = PositionalEmbedding(8, endpoint=True)
+    want = (torch.tensor(1e-4, dtype=torch.float32) ** (torch.arange(4, dtype=torch.float32) / 3)).double()
+    got = emb.frequencies(torch.device("cpu"), torch.float64)
+    assert torch.equal(got, want)
+    out = emb(torch.tensor([2.0], dtype=torch.float64))
+    assert torch.equal(out, torch.cat([(2 * want).cos(), (2 * want).sin()])[None])

@@ -172,9 +172,11 @@ class PositionalEmbedding(torch.nn.Module):
     """Transformer-style sinusoidal embedding of the noise level, output ``[cos | sin]``.
 
     Frequencies are ``max_positions^(-i/n)`` for ``i < n = num_channels/2``, or ``-i/(n-1)``
-    with ``endpoint`` (DDPM++ uses ``endpoint=True``, ADM ``False``). They are computed in
-    float32 and only then cast to the input dtype, which is what the trained networks saw;
-    computing them in float64 would move a float64 evaluation away from the reference.
+    with ``endpoint`` (DDPM++ uses ``endpoint=True``, ADM ``False``). They are computed once,
+    in float32 on the CPU, and only then cast: that is what the trained networks saw, and a
+    GPU's float32 ``pow`` rounds differently, which would move float64 results on a GPU by
+    1e-7 (at VP's c_noise of several hundred). They are kept per device and dtype outside the
+    state dict, which has no entry for this layer.
     """
 
     def __init__(self, num_channels: int, max_positions: int = 10000, endpoint: bool = False) -> None:
@@ -182,12 +184,20 @@ class PositionalEmbedding(torch.nn.Module):
         self.num_channels = num_channels
         self.max_positions = max_positions
         self.endpoint = endpoint
+        half = num_channels // 2
+        steps = torch.arange(half, dtype=torch.float32, device="cpu") / (half - int(endpoint))
+        self._freqs = (1.0 / max_positions) ** steps  # explicit CPU: valid also when built on "meta"
+        self._freqs_on: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def frequencies(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The frequency vector on ``device`` in ``dtype`` (copied there once, bit for bit)."""
+        key = (device, dtype)
+        if key not in self._freqs_on:
+            self._freqs_on[key] = self._freqs.to(device=device, dtype=dtype)
+        return self._freqs_on[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = self.num_channels // 2
-        steps = torch.arange(half, dtype=torch.float32, device=x.device) / (half - int(self.endpoint))
-        freqs = (1.0 / self.max_positions) ** steps
-        angles = torch.outer(x, freqs.to(x.dtype))
+        angles = torch.outer(x, self.frequencies(x.device, x.dtype))
         return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
