@@ -1,0 +1,173 @@
+"""The Compare tab's overlays: σ per step, trajectories, error along the run, error against NFE.
+
+Every column is drawn in its solver's colour (:func:`explorer.core.compare.solver_color`),
+the same as in the grids and the exported plots; the reference is black and dashed.
+Items are created per redraw of a finished comparison (a handful of curves), and the
+current-step marker is one item moved with ``setValue``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, data_space, solver_color
+from explorer.core.sweep import SweepResult
+from explorer.ui.trajectory_views import path_arrays
+
+MAX_PATHS = 32  # particle paths per column in the overlay
+TINY = 1e-300
+
+
+def pen(color: str, width: float = 1.6, dashed: bool = False) -> "pg.QtGui.QPen":
+    return pg.mkPen(color, width=width, style=Qt.DashLine if dashed else Qt.SolidLine)
+
+
+class _Plot(QWidget):
+    """A titled pyqtgraph plot with a legend and a movable marker line."""
+
+    def __init__(self, title: str, x: str, y: str, log_x: bool = False, log_y: bool = False,
+                 marker_angle: Optional[int] = 90, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.widget = pg.PlotWidget(title=title)
+        self.widget.setMinimumSize(220, 160)
+        self.plot = self.widget.getPlotItem()
+        self.plot.setLabel("bottom", x)
+        self.plot.setLabel("left", y)
+        self.plot.setLogMode(x=log_x, y=log_y)
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        self.marker = pg.InfiniteLine(angle=marker_angle, pen=pg.mkPen(150, 150, 150, width=1)) if marker_angle is not None else None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.widget)
+
+    def clear(self) -> None:
+        self.plot.clear()
+        self.legend.clear()
+        if self.marker is not None:
+            self.plot.addItem(self.marker, ignoreBounds=True)
+
+    def legend_texts(self) -> list[str]:
+        return [label.text for _, label in self.legend.items]
+
+
+class SigmaOverlay(_Plot):
+    """σ of each state against the step index (log σ), one curve per column."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("σ of each state", "step i", "σ", log_y=True, parent=parent)
+
+    def show_runs(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str]) -> None:
+        self.clear()
+        for run, label in zip(runs, labels):
+            if run is None:
+                continue
+            sig = run.trajectory.sigma.double().numpy()
+            ok = sig > 0
+            self.plot.plot(np.arange(len(sig))[ok], sig[ok], pen=pen(run.color), symbol="o", symbolSize=4,
+                           symbolBrush=run.color, symbolPen=None, name=label)
+
+    def mark(self, step: Optional[int], sigma: Optional[float]) -> None:
+        """In step mode a vertical line at the step; in σ mode a horizontal one at σ."""
+        if self.marker is None:
+            return
+        if sigma is not None and sigma > 0:
+            self.marker.setAngle(0)
+            self.marker.setValue(math.log10(sigma))
+        elif step is not None:
+            self.marker.setAngle(90)
+            self.marker.setValue(step)
+
+
+class TrajectoryOverlay(_Plot):
+    """2-D: particle paths x/s of each column (and the reference, dashed); images: the
+    centre pixel of sample 0 against log σ."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("trajectories", "x", "y", marker_angle=None, parent=parent)
+
+    def show_runs(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], reference: Optional[ColumnRun]) -> None:
+        self.clear()
+        series = [(r, l, False) for r, l in zip(runs, labels) if r is not None]
+        if reference is not None:
+            series.append((reference, "reference", True))
+        if not series:
+            return
+        points = series[0][0].trajectory.x.shape[2:] == (2,)
+        self.plot.setLogMode(x=not points, y=False)
+        self.plot.setAspectLocked(points)
+        self.plot.setLabel("bottom", "x" if points else "σ (log)")
+        self.plot.setLabel("left", "y" if points else "centre pixel of sample 0 (x/s)")
+        self.plot.setTitle("particle paths x/s (first samples)" if points else "a pixel's value against σ")
+        for run, label, dashed in series:
+            color = REFERENCE_COLOR if dashed else run.color
+            ys = data_space(run.trajectory)
+            if points:
+                x, y, connect = path_arrays(ys[:, :MAX_PATHS].numpy())
+                item = pg.PlotCurveItem(x, y, connect=connect, pen=pen(color, 1.0, dashed), name=label)
+                self.plot.addItem(item)
+                self.legend.addItem(item, label)
+            else:
+                flat = ys[:, 0].reshape(ys.shape[0], -1)
+                centre = _centre_index(tuple(run.trajectory.x.shape[2:]))
+                sig = run.trajectory.sigma.double().numpy()
+                ok = sig > 0
+                self.plot.plot(sig[ok], flat[ok, centre].numpy(), pen=pen(color, 1.4, dashed), name=label)
+        if not points:
+            self.plot.getViewBox().invertX(True)
+
+
+def _centre_index(shape: tuple[int, ...]) -> int:
+    if len(shape) == 3:
+        return (shape[1] // 2) * shape[2] + shape[2] // 2
+    return int(np.prod(shape)) // 2
+
+
+class ErrorOverlay(_Plot):
+    """RMSE against the reference at every state with a matching σ, against σ (log–log)."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("error along the run (RMSE vs reference)", "σ", "RMSE", log_x=True, log_y=True, parent=parent)
+        self.plot.getViewBox().invertX(True)
+
+    def show_errors(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], errors: Sequence[Optional[ColumnError]]) -> None:
+        self.clear()
+        for run, label, err in zip(runs, labels, errors):
+            if run is None or err is None:
+                continue
+            sig, e = np.array(err.step_sigma), np.array(err.step)
+            ok = (sig > 0) & np.isfinite(e) & (e > 0)
+            self.plot.plot(sig[ok], e[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
+                           symbolPen=None, name=label)
+
+    def mark(self, sigma: Optional[float]) -> None:
+        if self.marker is not None and sigma is not None and sigma > 0:
+            self.marker.setValue(math.log10(sigma))
+
+
+class SweepPlot(_Plot):
+    """Final error against NFE on log–log axes; the legend carries each solver's fitted order."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("error against NFE", "NFE", "final RMSE", log_x=True, log_y=True, marker_angle=None, parent=parent)
+
+    def show_sweep(self, sweep: Optional[SweepResult]) -> None:
+        self.clear()
+        if sweep is None:
+            return
+        self.plot.setTitle(f"error against NFE (vs the {sweep.reference_kind})")
+        orders = sweep.orders()
+        for solver in sweep.solvers:
+            pts = [p for p in sweep.of(solver) if p.error > 0 and math.isfinite(p.error)]
+            if not pts:
+                continue
+            order = orders[solver]
+            name = f"{solver} (order {order:.2f})" if math.isfinite(order) else solver
+            color = solver_color(solver)
+            self.plot.plot([p.nfe for p in pts], [p.error for p in pts], pen=pen(color), symbol="o", symbolSize=6,
+                           symbolBrush=color, symbolPen=None, name=name)

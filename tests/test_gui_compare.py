@@ -1,0 +1,209 @@
+"""The Compare tab: columns from one latents, background runs, reference and errors, σ sync, sweep, exports.
+
+Qt runs offscreen; the denoisers are 2-D or 8×8 Gaussians so every run takes milliseconds.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import math  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+pytest.importorskip("pytestqt")
+
+from explorer.core.analytic import GaussianDenoiser  # noqa: E402
+from explorer.core.config import RunConfig  # noqa: E402
+from explorer.core.denoiser import Denoiser  # noqa: E402
+from explorer.core.trajectory import Trajectory  # noqa: E402
+from explorer.ui.compare_view import CompareView  # noqa: E402
+from explorer.ui.session import Session  # noqa: E402
+
+TIMEOUT_MS = 30_000
+
+
+class Slow(Denoiser):
+    """A Gaussian that sleeps on each call, so a run lasts long enough to watch and cancel."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.inner = GaussianDenoiser((2,), std=0.5)
+        self.delay, self.shape, self.name = delay, (2,), "slow"
+
+    def forward(self, x, sigma, labels=None):
+        time.sleep(self.delay)
+        return self.inner(x, sigma, labels)
+
+
+def make_view(qtbot, denoiser: Denoiser, spec: str = "gaussian", config: RunConfig = RunConfig(steps=6, batch=4)) -> CompareView:
+    session = Session(denoiser, spec, config)
+    view = CompareView(session)
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    return view
+
+
+def finish(view: CompareView, qtbot, start) -> str:
+    with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
+        assert start()
+    return blocker.args[0]
+
+
+def three_columns(view: CompareView) -> None:
+    view.add_current()
+    view.add_column(RunConfig(solver="euler", steps=12, seed=99, batch=1))
+    view.add_column(RunConfig(solver="dpm-solver++2m", steps=6))
+
+
+def test_columns_run_in_background_from_identical_latents(qtbot):
+    view = make_view(qtbot, Slow(0.004), spec="slow")
+    three_columns(view)
+    assert [c.seed for c in view.columns] == [0, 0, 0] and [c.batch for c in view.columns] == [4, 4, 4]
+    with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
+        assert view.run_all()
+        assert view.worker.is_running() and not view.run_button.isEnabled() and view.cancel_button.isEnabled()
+        qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)  # the GUI thread kept drawing
+    assert blocker.args == ["finished"]
+    noise = [r.trajectory.noise for r in view.runs]
+    assert all(torch.equal(n, noise[0]) for n in noise)
+    assert [r.trajectory.nfe for r in view.runs] == [11, 12, 6]
+    assert [view.table.item(k, 3).text() for k in range(3)] == ["11", "12", "6"]
+    assert view.run_button.isEnabled() and not view.cancel_button.isEnabled()
+    assert view.session.denoiser.inner.mean.dtype == torch.float64  # the tab ran on its own copy
+
+
+def test_reference_gives_errors_table_and_difference_view(qtbot):
+    view = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5))
+    three_columns(view)
+    assert finish(view, qtbot, view.run_all) == "finished"
+    assert view.table.item(0, 5).text() == ""
+    assert finish(view, qtbot, view.run_reference) == "finished"
+    assert view.reference.trajectory.x.dtype == torch.float64
+    errors = [float(view.table.item(k, 5).text()) for k in range(3)]
+    assert all(0 < e < 1 for e in errors)
+    assert "RMSE" in view.panels[1].title.text()
+    view.view_box.setCurrentIndex(view.view_box.findData("diff"))
+    image = view.panels[0].image.image
+    assert image is not None and image.ndim == 3 and image.shape[-1] == 3  # heat-coloured |difference|
+    assert len(view.error_plot.plot.listDataItems()) == 3
+
+
+def test_step_control_syncs_by_step_or_by_sigma(qtbot):
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5), config=RunConfig(steps=4, batch=8))
+    view.add_current()
+    view.add_column(RunConfig(solver="euler", steps=16))
+    finish(view, qtbot, view.run_all)
+    assert view.slider.maximum() == 16
+    view.slider.setValue(10)
+    assert view.shown_indices() == [4, 10]  # the shorter run holds its last state
+    view.sync_box.setCurrentIndex(view.sync_box.findData("sigma"))
+    sigmas = [r.trajectory.sigma for r in view.runs]
+    for pos in range(view.slider.maximum() + 1):
+        view.slider.setValue(pos)
+        i, j = view.shown_indices()
+        assert float(sigmas[1][j]) == pytest.approx(float(view._axis[pos]), rel=1e-6)
+        target = max(float(view._axis[pos]), 1e-12)
+        gaps = [abs(math.log(max(float(s), 1e-12)) - math.log(target)) for s in sigmas[0]]
+        assert gaps[i] == pytest.approx(min(gaps))  # the 4-step run shows its state nearest in log σ
+    assert "σ =" in view.step_label.text()
+
+
+def test_edit_replace_and_remove_columns(qtbot):
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    three_columns(view)
+    finish(view, qtbot, view.run_all)
+    view.table.cellWidget(1, 1).setCurrentText("lms")
+    assert view.columns[1].solver == "lms" and view.runs[1] is None and view.runs[0] is not None
+    view.table.cellWidget(0, 2).setValue(9)
+    assert view.columns[0].steps == 9 and view.runs[0] is None
+    view.session.set_config(RunConfig(solver="heun", churn=5.0, steps=6))
+    view.table.selectRow(2)
+    view.replace_selected()
+    assert view.columns[2].churn == 5.0
+    view.table.cellWidget(2, 1).setCurrentText("ddim")  # churn is for euler/heun only: refused, undone
+    assert view.columns[2].solver == "heun" and "Churn" in view.message.text()
+    view.table.selectRow(0)
+    view.remove_selected()
+    assert [c.solver for c in view.columns] == ["lms", "heun"] and len(view.panels) == 2
+    view.batch_box.setValue(3)
+    assert all(c.batch == 3 for c in view.columns) and all(r is None for r in view.runs)
+
+
+def test_cancel_keeps_the_finished_columns(qtbot):
+    view = make_view(qtbot, Slow(0.01), spec="slow", config=RunConfig(steps=3, batch=2))
+    view.add_current()
+    view.add_column(RunConfig(solver="euler", steps=200))
+    with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
+        view.run_all()
+        qtbot.waitUntil(lambda: "column 2/2" in view.progress.format(), timeout=TIMEOUT_MS)
+        view.cancel()
+    assert blocker.args == ["cancelled"]
+    assert view.runs[0] is not None and view.runs[1] is None
+
+
+def test_sweep_runs_in_background_and_shows_fitted_orders(qtbot, tmp_path):
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    view.sweep_budgets.setText("10,20,40,80")
+    assert finish(view, qtbot, view.run_sweep) == "finished"
+    legend = view.sweep_plot.legend_texts()
+    assert len(legend) == 3 and all("order" in t for t in legend)  # heun, dpm-solver-3, dpm-solver++2m by default
+    orders = view.sweep.orders()
+    assert orders["heun"] > 1.7 and orders["dpm-solver-3"] > 2.7
+    paths = view.save_sweep(tmp_path)
+    assert sorted(p.name for p in paths) == ["sweep.csv", "sweep.png", "sweep.svg"]
+    view.sweep_budgets.setText("ten")
+    assert not view.run_sweep() and "NFE budgets" in view.message.text()
+
+
+def test_export_everything_and_load_the_comparison_file(qtbot, tmp_path):
+    view = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5), spec="gauss8")
+    three_columns(view)
+    finish(view, qtbot, view.run_all)
+    finish(view, qtbot, view.run_reference)
+    assert finish(view, qtbot, lambda: view.export_to(tmp_path / "out")) == "finished"
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"comparison.json", "comparison_grid.png", "difference_grid.png", "comparison.gif", "errors.csv",
+            "comparison.safetensors", "errors.svg"} <= names
+    saved = Trajectory.load(tmp_path / "out" / "01-heun-6steps.safetensors")
+    assert torch.equal(saved.x, view.runs[0].trajectory.x)
+    other = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5), spec="gauss8")
+    other.load_document(tmp_path / "out" / "comparison.json")
+    assert other.columns == view.columns and other.seed == view.seed
+    wrong = make_view(qtbot, GaussianDenoiser((2,)), spec="gaussian")
+    with pytest.raises(ValueError, match="open that denoiser first"):
+        wrong.load_document(tmp_path / "out" / "comparison.json")
+
+
+def test_failed_export_is_reported(qtbot, tmp_path):
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    view.add_current()
+    finish(view, qtbot, view.run_all)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert finish(view, qtbot, lambda: view.export_to(blocker)) == "failed"
+    assert "is a file" in view.message.text() and blocker.read_text() == "x"
+
+
+def test_new_denoiser_drops_runs_but_keeps_columns(qtbot):
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    three_columns(view)
+    finish(view, qtbot, view.run_all)
+    view.session.set_denoiser(GaussianDenoiser((2,), std=0.3), "other")
+    assert len(view.columns) == 3 and all(r is None for r in view.runs) and view.reference is None
+    assert "(not run)" in view.panels[0].title.text()
+
+
+def test_main_window_shows_the_compare_tab(qtbot, tmp_path):
+    from explorer.ui.main_window import MainWindow
+    from explorer.ui.settings import AppSettings, open_settings
+
+    win = MainWindow(AppSettings(open_settings(str(tmp_path / "s.ini"))), denoiser_spec="ring", autorun=False)
+    qtbot.addWidget(win)
+    assert isinstance(win.compare_view, CompareView)
+    assert win.tabs.tabText(win.tabs.indexOf(win.compare_view)) == "Compare"
+    win.compare_view.add_current()
+    assert win.compare_view.columns[0].solver == win.session.config.solver
