@@ -16,10 +16,10 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from explorer.models.layers import Conv2d, GroupNorm, Linear, PositionalEmbedding, UNetBlock, drop_labels
+from explorer.models.layers import Conv2d, GroupNorm, Linear, PositionalEmbedding, UNetBase, UNetBlock
 
 
-class DhariwalUNet(torch.nn.Module):
+class DhariwalUNet(UNetBase):
     """ADM U-Net ``F(x, noise_labels, class_labels, augment_labels=None)``.
 
     Args mirror EDM's ``DhariwalUNet``: ``img_resolution``, ``in_channels``, ``out_channels``,
@@ -43,17 +43,7 @@ class DhariwalUNet(torch.nn.Module):
         label_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.arch_kwargs = dict(
-            img_resolution=img_resolution, in_channels=in_channels, out_channels=out_channels,
-            label_dim=label_dim, augment_dim=augment_dim, model_channels=model_channels,
-            channel_mult=list(channel_mult), channel_mult_emb=channel_mult_emb, num_blocks=num_blocks,
-            attn_resolutions=list(attn_resolutions), dropout=dropout, label_dropout=label_dropout,
-        )
-        self.img_resolution = img_resolution
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.label_dim = label_dim
-        self.label_dropout = label_dropout
+        self.keep_settings(locals())
         emb_channels = model_channels * channel_mult_emb
         gain = math.sqrt(1 / 3)
         init = dict(init_mode="kaiming_uniform", init_weight=gain, init_bias=gain)
@@ -107,9 +97,7 @@ class DhariwalUNet(torch.nn.Module):
             emb = emb + self.map_augment(augment_labels)
         emb = self.map_layer1(F.silu(self.map_layer0(emb)))
         if self.map_label is not None:
-            if class_labels is None:
-                raise ValueError(f"This network is class-conditional ({self.label_dim} classes): pass labels.")
-            emb = emb + self.map_label(drop_labels(class_labels, self.label_dropout, self.training))
+            emb = emb + self.map_label(self.class_input(class_labels))
         return F.silu(emb)
 
     def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: Optional[torch.Tensor] = None,

@@ -15,8 +15,9 @@ and the attention logits of half-precision inputs), kept for compatibility with 
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -324,3 +325,21 @@ def drop_labels(labels: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return labels
     keep = torch.rand([labels.shape[0], 1], device=labels.device) >= p
     return labels * keep.to(labels.dtype)
+
+
+class UNetBase(torch.nn.Module):
+    """Bookkeeping both U-Nets share: the settings that rebuild them, and the class-label input."""
+
+    def keep_settings(self, settings: dict[str, Any]) -> None:
+        """Record the constructor's arguments (its ``locals()``) as JSON-ready ``arch_kwargs``."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        self.arch_kwargs = {k: list(settings[k]) if isinstance(settings[k], (list, tuple)) else settings[k]
+                            for k in names}
+        for key in ("img_resolution", "in_channels", "out_channels", "label_dim", "label_dropout"):
+            setattr(self, key, settings[key])
+
+    def class_input(self, class_labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """Labels as the label mapping takes them (with label dropout while training)."""
+        if class_labels is None:
+            raise ValueError(f"This network is class-conditional ({self.label_dim} classes): pass labels.")
+        return drop_labels(class_labels, self.label_dropout, self.training)

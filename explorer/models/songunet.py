@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from explorer.models.layers import (
-    Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock, drop_labels,
+    Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBase, UNetBlock,
 )
 
 EMBEDDINGS = ("positional", "fourier")
@@ -27,7 +27,7 @@ def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"Unknown {what} {value!r}; choose one of {', '.join(choices)}.")
 
 
-class SongUNet(torch.nn.Module):
+class SongUNet(UNetBase):
     """DDPM++ / NCSN++ U-Net ``F(x, noise_labels, class_labels, augment_labels=None)``.
 
     Args mirror EDM's ``SongUNet``: ``img_resolution`` (square images), ``in_channels``,
@@ -63,19 +63,7 @@ class SongUNet(torch.nn.Module):
         _check_choice("encoder_type", encoder_type, ENCODERS)
         _check_choice("decoder_type", decoder_type, DECODERS)
         super().__init__()
-        self.arch_kwargs = dict(
-            img_resolution=img_resolution, in_channels=in_channels, out_channels=out_channels,
-            label_dim=label_dim, augment_dim=augment_dim, model_channels=model_channels,
-            channel_mult=list(channel_mult), channel_mult_emb=channel_mult_emb, num_blocks=num_blocks,
-            attn_resolutions=list(attn_resolutions), dropout=dropout, label_dropout=label_dropout,
-            embedding_type=embedding_type, channel_mult_noise=channel_mult_noise,
-            encoder_type=encoder_type, decoder_type=decoder_type, resample_filter=list(resample_filter),
-        )
-        self.img_resolution = img_resolution
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.label_dim = label_dim
-        self.label_dropout = label_dropout
+        self.keep_settings(locals())
         emb_channels = model_channels * channel_mult_emb
         noise_channels = model_channels * channel_mult_noise
         init = dict(init_mode="xavier_uniform")
@@ -145,9 +133,7 @@ class SongUNet(torch.nn.Module):
         # The embedding is produced as [cos | sin]; the trained networks expect [sin | cos].
         emb = emb.reshape(emb.shape[0], 2, -1).flip(1).reshape(emb.shape)
         if self.map_label is not None:
-            if class_labels is None:
-                raise ValueError(f"This network is class-conditional ({self.label_dim} classes): pass labels.")
-            labels = drop_labels(class_labels, self.label_dropout, self.training)
+            labels = self.class_input(class_labels)
             emb = emb + self.map_label(labels * math.sqrt(self.map_label.in_features))
         if self.map_augment is not None and augment_labels is not None:
             emb = emb + self.map_augment(augment_labels)
