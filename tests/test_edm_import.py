@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from edm_compat import compat_dir_or_skip
 from edm_pickle_synth import write_snapshot
 from explorer.cli import main
 from explorer.models.checkpoint import load_checkpoint
@@ -19,9 +20,7 @@ from explorer.models.loader import load_denoiser
 from explorer.models.networks import denoiser_from_edm_kwargs
 from explorer.models.provenance import file_sha256
 
-COMPAT = Path("/work/shared/edm-compat")
-if not (COMPAT / "fixtures" / "manifest.json").is_file():
-    pytest.skip("edm-compat fixtures not available", allow_module_level=True)
+COMPAT = compat_dir_or_skip()
 FIXTURES = json.loads((COMPAT / "fixtures" / "manifest.json").read_text())["fixtures"]
 CONFIGS = json.loads((COMPAT / "state_dicts.json").read_text())["configs"]
 

@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from edm_compat import compat_dir_or_skip
 from edm_pickle_synth import hostile_pickle, snapshot_bytes, build_ema, write_snapshot
 from explorer.models.edm_pickle import ObjectRecord, read_edm_snapshot, read_pickle
 
-COMPAT = Path("/work/shared/edm-compat")
+COMPAT = compat_dir_or_skip()
 FIXTURES = COMPAT / "fixtures"
 needs_compat = pytest.mark.skipif(not FIXTURES.is_dir(), reason="edm-compat fixtures not available")
 

@@ -14,22 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from edm_compat import compat_dir_or_skip
+
 from explorer.models.networks import (
     DhariwalUNet, SongUNet, build_denoiser, build_network, denoiser_from_edm_kwargs, network_arch,
 )
 
 
-def _compat_dir() -> Path:
-    env = os.environ.get("EXPLORER_EDM_COMPAT")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[1] / "shared" / "edm-compat", Path("/work/shared/edm-compat")]
-    for path in candidates:
-        if (path / "state_dicts.json").is_file():
-            return path
-    pytest.skip("shared/edm-compat (EDM reference data) is not available", allow_module_level=True)
-
-
-COMPAT = _compat_dir()
+COMPAT = compat_dir_or_skip()
 CONFIGS = json.loads((COMPAT / "state_dicts.json").read_text())["configs"]
 FIXTURES = json.loads((COMPAT / "fixtures" / "manifest.json").read_text())["fixtures"]
 
