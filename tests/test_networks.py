@@ -6,7 +6,6 @@ random weights and the official outputs). Set ``EXPLORER_EDM_COMPAT`` to another
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
