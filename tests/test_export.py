@@ -93,6 +93,18 @@ def test_film_strip_and_animation_frames(images, tmp_path):
         steps.film_strip(traj, RANGE, space="noise")
 
 
+def test_comparison_animation_syncs_by_sigma_or_step(result):
+    from explorer.core.compare import sigma_axis
+
+    trajs = [r.trajectory for r in result.finished()]
+    by_sigma = steps.comparison_frames(trajs, ["a", "b", "c"], RANGE, labels=False, pad=0)
+    assert len(by_sigma) == len(sigma_axis(trajs))
+    by_step = steps.comparison_frames(trajs, ["a", "b", "c"], RANGE, labels=False, pad=0, sync="step")
+    assert len(by_step) == 8 and by_step[0].size == (3 * 8, 4 * 8)  # the 7-step column sets the length
+    with pytest.raises(ValueError, match="sync"):
+        steps.comparison_frames(trajs, ["a"], RANGE, sync="time")
+
+
 def test_mp4_needs_ffmpeg(images, tmp_path, monkeypatch):
     traj = sample(images, RunConfig(steps=2, batch=1), record_evals=False)
     monkeypatch.setattr(steps.shutil, "which", lambda name: None)

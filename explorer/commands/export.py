@@ -28,6 +28,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--every", type=int, dest="strip_every", metavar="K", help="film strip: every k-th step (default: about 8 frames)")
     g.add_argument("--strip-space", choices=["x0", "xt"], help="film strip shows the denoised x0 (default) or the noisy xt")
     g.add_argument("--animation-space", choices=["x0", "xt"], help="animation shows x0 (default) or xt")
+    g.add_argument("--animation-sync", choices=["sigma", "step"], help="comparison animation frames follow σ (default) or the step index")
     g.add_argument("--fps", type=float, help="animation frames per second (default 6)")
     g.add_argument("--pad", type=int, metavar="PX", help="pixels between grid cells (default 2)")
     g.add_argument("--no-labels", action="store_true", help="no solver, step or seed captions")
@@ -38,7 +39,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace, base: Optional[ExportOptions] = None) -> ExportOptions:
     """``base`` (a comparison file's options, or the defaults) with the options given on the command line."""
-    changes = {k: getattr(args, k) for k in ("strip_every", "strip_space", "animation_space", "fps", "pad", "scale", "max_rows")
+    changes = {k: getattr(args, k) for k in ("strip_every", "strip_space", "animation_space", "animation_sync", "fps", "pad", "scale", "max_rows")
                if getattr(args, k, None) is not None}
     if getattr(args, "no_labels", False):
         changes["labels"] = False

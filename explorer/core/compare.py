@@ -37,11 +37,12 @@ FORMAT = "explorer-comparison/1"
 MAX_COLUMNS = 16
 SIGMA_MATCH_RTOL = 1e-7  # σ's computed by different processes agree to ~1e-15; this leaves room
 
-# One colour per solver, the same in every view and export (Okabe–Ito, then Tableau).
+# One colour per solver, the same in every view and export: the registry's order, chosen so
+# the solvers usually compared (euler, heun, dpm-solver-2/-3, ++2m, 3m-taylor, lms) differ at a glance.
 PALETTE = (
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#8C564B", "#7F7F7F",
-    "#BCBD22", "#17BECF", "#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD", "#E377C2",
-    "#AEC7E8", "#FFBB78", "#98DF8A", "#FF9896",
+    "#0072B2", "#D55E00", "#009E73", "#999999", "#E69F00", "#56B4E9", "#8C564B", "#BCBD22", "#17BECF",
+    "#CC79A7", "#AEC7E8", "#9467BD", "#98DF8A", "#D62728", "#FF9896", "#2CA02C", "#000080", "#E377C2",
+    "#FFBB78", "#7F7F7F",
 )
 REFERENCE_COLOR = "#000000"
 

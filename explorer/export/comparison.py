@@ -140,7 +140,7 @@ def export_comparison(
                                            cmp.seed, o.scale, o.downscale, o.max_pixels, rows), folder / "difference_grid.png"))
     if o.animation or o.mp4:
         frames = steps.comparison_frames([r.trajectory for r in runs], titles, data_range, o.animation_space, colors,
-                                         o.pad, o.labels, o.scale, rows or 8, o.downscale, o.max_pixels)
+                                         o.pad, o.labels, o.scale, rows or 8, o.downscale, o.max_pixels, o.animation_sync)
         _animations(frames, folder / "comparison", o, report, add)
     if o.trajectories:
         for k, run in enumerate(runs):

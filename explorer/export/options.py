@@ -16,7 +16,7 @@ from typing import Any
 from explorer.core.compare import Comparison
 from explorer.export.files import save_text
 from explorer.export.images import MAX_PIXELS
-from explorer.export.steps import SPACES
+from explorer.export.steps import SPACES, SYNCS
 
 DOCUMENT_FORMAT = "explorer-comparison/1"
 
@@ -30,6 +30,8 @@ class ExportOptions:
         trajectories, plots: which exports to write (mp4 only where ffmpeg is installed).
         strip_every: film-strip step interval (0 = about 8 frames).
         strip_space, animation_space: "x0" (denoised) or "xt" (noisy state).
+        animation_sync: the comparison animation's frames follow σ ("sigma", runs of
+            different lengths line up by noise level) or the step index ("step").
         fps: animation frames per second.
         pad: pixels between grid cells; labels: solver/step/seed captions.
         scale: nearest-neighbour enlargement of image cells (small images read better).
@@ -49,6 +51,7 @@ class ExportOptions:
     strip_every: int = 0
     strip_space: str = "x0"
     animation_space: str = "x0"
+    animation_sync: str = "sigma"
     fps: float = 6.0
     pad: int = 2
     labels: bool = True
@@ -63,6 +66,8 @@ class ExportOptions:
         for name in ("strip_space", "animation_space"):
             if getattr(self, name) not in SPACES:
                 raise ValueError(f"{name} must be one of {', '.join(SPACES)} (got {getattr(self, name)!r}).")
+        if self.animation_sync not in SYNCS:
+            raise ValueError(f"animation_sync must be one of {', '.join(SYNCS)} (got {self.animation_sync!r}).")
         for name, low in (("strip_every", 0), ("pad", 0), ("scale", 1), ("max_rows", 0), ("max_pixels", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:

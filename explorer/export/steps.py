@@ -19,12 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from explorer.core.compare import index_at_sigma, sigma_axis
 from explorer.core.trajectory import Trajectory
 from explorer.export.files import write_file
 from explorer.export.grids import arrange, check_drawable, image_cells, is_points, points_extent, points_panel
 from explorer.export.images import MAX_PIXELS
 
 SPACES = ("x0", "xt")
+SYNCS = ("sigma", "step")
 STRIP_FRAMES = 8  # columns of a film strip when no step interval is given
 LAST_FRAME_MS = 1000  # the final frame of an animation is held this long
 
@@ -145,16 +147,26 @@ def comparison_frames(
     max_rows: int = 8,
     downscale: bool = False,
     max_pixels: int = MAX_PIXELS,
+    sync: str = "sigma",
 ) -> list[Image.Image]:
-    """Columns side by side, frame i showing every column's step i (shorter runs hold their last state)."""
+    """Columns side by side. ``sync="sigma"``: one frame per noise level any column visits, each
+    column at its state nearest in log σ (runs of different lengths line up); ``sync="step"``:
+    frame i shows every column's step i (shorter runs hold their last state)."""
+    if sync not in SYNCS:
+        raise ValueError(f"Unknown animation sync {sync!r}; choose step or sigma.")
     colors = colors or ["#1F3C8C"] * len(trajectories)
-    total = max(frame_count(t) for t in trajectories)
     first = state_picture(trajectories[0], 0, space, data_range)
     check_drawable(first)
+    if sync == "sigma":
+        stops = sigma_axis(trajectories)
+        plan = [(f"σ = {s:.3g}", [index_at_sigma(t, s) for t in trajectories]) for s in stops]
+    else:
+        total = max(frame_count(t) for t in trajectories)
+        plan = [(f"step {i}", [min(i, t.num_steps) for t in trajectories]) for i in range(total)]
     frames = []
-    for i in range(total):
-        pics = [state_picture(t, min(i, t.num_steps), space, data_range) for t in trajectories]
-        heads = [f"{n}\nσ={float(t.sigma[min(i, t.num_steps)]):.3g}" for n, t in zip(names, trajectories)] if labels else None
+    for title, picks in plan:
+        pics = [state_picture(t, i, space, data_range) for t, i in zip(trajectories, picks)]
+        heads = [f"{n}\nstep {i} · σ={float(t.sigma[i]):.3g}" for n, t, i in zip(names, trajectories, picks)] if labels else None
         if is_points(first):
             extent = points_extent(*pics)
             cells = [[points_panel(p, extent, c) for p, c in zip(pics, colors)]]
@@ -162,7 +174,7 @@ def comparison_frames(
             rows = min(max_rows, first.shape[0])
             per_col = [image_cells(p[:rows], data_range, scale) for p in pics]
             cells = [[col[r] for col in per_col] for r in range(rows)]
-        frames.append(arrange(cells, pad, heads, title=f"step {i}" if labels else "", downscale=downscale,
+        frames.append(arrange(cells, pad, heads, title=title if labels else "", downscale=downscale,
                               max_pixels=max_pixels, what="animation frame"))
     return frames
 

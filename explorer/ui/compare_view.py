@@ -217,7 +217,7 @@ class CompareView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setMaximumHeight(130)
+        self.table.setMaximumHeight(165)  # five columns without scrolling
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.view_box = QComboBox()
         for key, text in VIEWS.items():
