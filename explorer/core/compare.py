@@ -117,12 +117,7 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Comparison":
-        if not isinstance(data, dict):
-            raise ValueError("A comparison must be a JSON object.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"Unknown comparison field(s): {', '.join(sorted(unknown))}.")
+        check_fields(cls, data, "A comparison", "comparison field")
         if "model" not in data or "columns" not in data:
             raise ValueError("A comparison needs 'model' and 'columns'.")
         if not isinstance(data["columns"], list):
@@ -139,6 +134,15 @@ class Comparison:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as err:
             raise ValueError(f"The comparison is not valid JSON: {err}.") from None
+
+
+def check_fields(cls: type, data: Any, what: str, field_name: str) -> None:
+    """A JSON object whose keys are all fields of the dataclass ``cls``, or a ValueError naming the strays."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be a JSON object.")
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"Unknown {field_name}(s): {', '.join(sorted(unknown))}.")
 
 
 def shared_noise(denoiser: Denoiser, seed: int, batch: int) -> torch.Tensor:

@@ -245,6 +245,24 @@ def sample_grid(
     return arrange(cells, pad, col_labels, row_labels, title if labels else "", downscale, max_pixels, "sample grid")
 
 
+def _points_row(samples: Sequence[torch.Tensor], names: Optional[list[str]], colors: Optional[Sequence[str]],
+                pad: int, downscale: bool, max_pixels: int, what: str, reference: Optional[torch.Tensor] = None) -> Image.Image:
+    """2-D columns as one row of scatter panels on a shared extent (joined to ``reference`` when given)."""
+    extent = points_extent(*samples) if reference is None else points_extent(reference, *samples)
+    colors = colors or ["#1F3C8C"] * len(samples)
+    panels = [points_panel(s, extent, c, reference) for s, c in zip(samples, colors)]
+    return arrange([panels], pad, names, None, downscale=downscale, max_pixels=max_pixels, what=what)
+
+
+def _sample_rows(per_column: Sequence[Sequence[Image.Image]], names: Optional[list[str]], seed: int, labels: bool,
+                 pad: int, downscale: bool, max_pixels: int, what: str, title: str = "") -> Image.Image:
+    """Image columns turned into rows of samples, each row labelled with its seed."""
+    count = len(per_column[0])
+    cells = [[col[r] for col in per_column] for r in range(count)]
+    rows = [f"seed {seed + r}" for r in range(count)] if labels else None
+    return arrange(cells, pad, names, rows, title, downscale, max_pixels, what)
+
+
 def comparison_grid(
     samples: Sequence[torch.Tensor],
     column_labels: Sequence[str],
@@ -265,15 +283,10 @@ def comparison_grid(
         check_drawable(s)
     names = list(column_labels) if labels else None
     if is_points(samples[0]):
-        extent = points_extent(*samples)
-        colors = colors or ["#1F3C8C"] * len(samples)
-        panels = [points_panel(s, extent, c) for s, c in zip(samples, colors)]
-        return arrange([panels], pad, names, None, downscale=downscale, max_pixels=max_pixels, what="comparison grid")
+        return _points_row(samples, names, colors, pad, downscale, max_pixels, "comparison grid")
     count = samples[0].shape[0] if max_rows is None else min(max_rows, samples[0].shape[0])
     per_column = [image_cells(s[:count], data_range, scale) for s in samples]
-    cells = [[col[r] for col in per_column] for r in range(count)]
-    rows = [f"seed {seed + r}" for r in range(count)] if labels else None
-    return arrange(cells, pad, names, rows, downscale=downscale, max_pixels=max_pixels, what="comparison grid")
+    return _sample_rows(per_column, names, seed, labels, pad, downscale, max_pixels, "comparison grid")
 
 
 def difference_grid(
@@ -298,14 +311,9 @@ def difference_grid(
     if is_points(diffs[0]):
         if samples is None or reference is None:
             raise ValueError("A 2-D difference panel needs the samples and the reference.")
-        extent = points_extent(reference, *samples)
-        colors = colors or ["#1F3C8C"] * len(samples)
-        panels = [points_panel(s, extent, c, reference) for s, c in zip(samples, colors)]
-        return arrange([panels], pad, names, None, downscale=downscale, max_pixels=max_pixels, what="difference grid")
+        return _points_row(samples, names, colors, pad, downscale, max_pixels, "difference grid", reference)
     limit = difference_limit(diffs)
     count = diffs[0].shape[0] if max_rows is None else min(max_rows, diffs[0].shape[0])
     per_column = [difference_cells(d[:count], limit, scale) for d in diffs]
-    cells = [[col[r] for col in per_column] for r in range(count)]
-    rows = [f"seed {seed + r}" for r in range(count)] if labels else None
     title = f"|difference from reference|, black 0 … white {limit:.3g}" if labels else ""
-    return arrange(cells, pad, names, rows, title, downscale, max_pixels, "difference grid")
+    return _sample_rows(per_column, names, seed, labels, pad, downscale, max_pixels, "difference grid", title)

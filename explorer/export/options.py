@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explorer.core.compare import Comparison
+from explorer.core.compare import Comparison, check_fields
 from explorer.export.files import save_text
 from explorer.export.images import MAX_PIXELS
 from explorer.export.steps import SPACES, SYNCS
@@ -85,12 +85,7 @@ class ExportOptions:
 
     @classmethod
     def from_dict(cls, data: Any) -> "ExportOptions":
-        if not isinstance(data, dict):
-            raise ValueError("The export options must be a JSON object.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"Unknown export option(s): {', '.join(sorted(unknown))}.")
+        check_fields(cls, data, "The export options", "export option")
         return cls(**data)
 
 

@@ -418,19 +418,16 @@ class CompareView(QWidget):
 
     def run_all(self, columns: Optional[list[int]] = None) -> bool:
         """Run every column (or the listed ones) on the worker; the window stays responsive."""
-        comparison = self.comparison()
-        if comparison is None:
-            self.say("Add a column first.", error=True)
-            return False
-        denoiser = self._denoiser()
-        partial = ComparisonResult(comparison, torch.empty(0))
-        self._pending = partial
-        return self._start("columns", lambda: comparison_events(denoiser, comparison, False, True, columns),
-                           lambda item: absorb(partial, item), lambda: partial,
-                           f"Running {len(columns or comparison.columns)} column(s) from seed {self.seed}…")
+        return self._comparison_job("columns", lambda den, cmp: comparison_events(den, cmp, False, True, columns),
+                                    f"Running the column(s) from seed {self.seed}…")
 
     def run_reference(self) -> bool:
         """One click: the high-accuracy reference run for the same latents."""
+        return self._comparison_job("reference", reference_events,
+                                    "Running the reference (RK45, float64) through every column's σ…")
+
+    def _comparison_job(self, job: str, events: Callable[[Denoiser, Comparison], Iterator[CompareProgress]], what: str) -> bool:
+        """Start columns or the reference; finished runs collect in a partial result kept even on cancel."""
         comparison = self.comparison()
         if comparison is None:
             self.say("Add a column first.", error=True)
@@ -438,8 +435,8 @@ class CompareView(QWidget):
         denoiser = self._denoiser()
         partial = ComparisonResult(comparison, torch.empty(0))
         self._pending = partial
-        return self._start("reference", lambda: reference_events(denoiser, comparison), lambda item: absorb(partial, item),
-                           lambda: partial, "Running the reference (RK45, float64) through every column's σ…")
+        return self._start(job, lambda: events(denoiser, comparison), lambda item: absorb(partial, item),
+                           lambda: partial, what)
 
     def run_sweep(self) -> bool:
         """Error against NFE for the checked solvers, in the background."""
