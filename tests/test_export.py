@@ -93,6 +93,15 @@ def test_film_strip_and_animation_frames(images, tmp_path):
         steps.film_strip(traj, RANGE, space="noise")
 
 
+def test_export_run_honours_grid_columns(images, tmp_path):
+    traj = sample(images, RunConfig(steps=2, batch=6), record_evals=False)
+    options = ExportOptions(grid_columns=6, labels=False, pad=1, film_strip=False, animation=False, mp4=False, plots=False)
+    report = export_run(traj, tmp_path, RANGE, options, stem="wide")
+    assert [p.name for p in report.paths] == ["samples_wide.png", "wide.safetensors"]
+    with Image.open(tmp_path / "samples_wide.png") as img:
+        assert img.size == (6 * 9 + 1, 9 + 1)
+
+
 def test_comparison_animation_syncs_by_sigma_or_step(result):
     from explorer.core.compare import sigma_axis
 

@@ -110,6 +110,10 @@ def test_step_control_syncs_by_step_or_by_sigma(qtbot):
         gaps = [abs(math.log(max(float(s), 1e-12)) - math.log(target)) for s in sigmas[0]]
         assert gaps[i] == pytest.approx(min(gaps))  # the 4-step run shows its state nearest in log σ
     assert "σ =" in view.step_label.text()
+    view.sigma_plot.axis.setCurrentIndex(view.sigma_plot.axis.findData("t"))  # σ(t) against each column's t
+    curves = view.sigma_plot.plot.listDataItems()
+    assert len(curves) == 2 and view.sigma_plot.plot.ctrl.logXCheck.isChecked()
+    assert list(curves[1].xData) == pytest.approx(list(view.runs[1].trajectory.t[:-1].double().numpy()))
 
 
 def test_edit_replace_and_remove_columns(qtbot):

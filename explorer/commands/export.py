@@ -25,6 +25,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that shape the exported pictures (shared with ``compare``); unset ones keep the file's or default values."""
     g = parser.add_argument_group("exports")
     g.add_argument("--only", metavar="LIST", help=f"comma-separated subset of: {', '.join(PARTS)}")
+    g.add_argument("--columns", type=int, dest="grid_columns", metavar="N", help="columns of each sample grid (default: near square)")
     g.add_argument("--every", type=int, dest="strip_every", metavar="K", help="film strip: every k-th step (default: about 8 frames)")
     g.add_argument("--strip-space", choices=["x0", "xt"], help="film strip shows the denoised x0 (default) or the noisy xt")
     g.add_argument("--animation-space", choices=["x0", "xt"], help="animation shows x0 (default) or xt")
@@ -39,7 +40,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace, base: Optional[ExportOptions] = None) -> ExportOptions:
     """``base`` (a comparison file's options, or the defaults) with the options given on the command line."""
-    changes = {k: getattr(args, k) for k in ("strip_every", "strip_space", "animation_space", "animation_sync", "fps", "pad", "scale", "max_rows")
+    changes = {k: getattr(args, k) for k in ("grid_columns", "strip_every", "strip_space", "animation_space", "animation_sync", "fps", "pad", "scale", "max_rows")
                if getattr(args, k, None) is not None}
     if getattr(args, "no_labels", False):
         changes["labels"] = False

@@ -64,7 +64,7 @@ def export_run(
 
     seed = trajectory.config.seed
     if o.sample_grid:
-        add(save_image(sample_grid(trajectory.samples, data_range, None, o.pad, o.labels, seed, o.scale, o.downscale,
+        add(save_image(sample_grid(trajectory.samples, data_range, o.grid_columns or None, o.pad, o.labels, seed, o.scale, o.downscale,
                                    o.max_pixels, trajectory.config.solver), folder / f"samples_{stem}.png"))
     if o.film_strip:
         add(save_image(steps.film_strip(trajectory, data_range, o.strip_every, o.strip_space, o.pad, o.labels, o.scale,

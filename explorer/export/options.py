@@ -33,6 +33,7 @@ class ExportOptions:
         animation_sync: the comparison animation's frames follow σ ("sigma", runs of
             different lengths line up by noise level) or the step index ("step").
         fps: animation frames per second.
+        grid_columns: columns of each run's sample grid (0 = near square).
         pad: pixels between grid cells; labels: solver/step/seed captions.
         scale: nearest-neighbour enlargement of image cells (small images read better).
         max_rows: samples shown in comparison grids and animations (0 = all).
@@ -53,6 +54,7 @@ class ExportOptions:
     animation_space: str = "x0"
     animation_sync: str = "sigma"
     fps: float = 6.0
+    grid_columns: int = 0
     pad: int = 2
     labels: bool = True
     scale: int = 1
@@ -68,7 +70,7 @@ class ExportOptions:
                 raise ValueError(f"{name} must be one of {', '.join(SPACES)} (got {getattr(self, name)!r}).")
         if self.animation_sync not in SYNCS:
             raise ValueError(f"animation_sync must be one of {', '.join(SYNCS)} (got {self.animation_sync!r}).")
-        for name, low in (("strip_every", 0), ("pad", 0), ("scale", 1), ("max_rows", 0), ("max_pixels", 1)):
+        for name, low in (("strip_every", 0), ("grid_columns", 0), ("pad", 0), ("scale", 1), ("max_rows", 0), ("max_pixels", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be a whole number of at least {low} (got {value!r}).")

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QVBoxLayout, QWidget
 
 from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, data_space, solver_color
 from explorer.core.sweep import SweepResult
@@ -57,20 +57,39 @@ class _Plot(QWidget):
 
 
 class SigmaOverlay(_Plot):
-    """σ of each state against the step index (log σ), one curve per column."""
+    """σ of each state against the step index, or σ(t) against each column's own t (log–log),
+    one curve per column; the combo box switches."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("σ of each state", "step i", "σ", log_y=True, parent=parent)
+        self.axis = QComboBox()
+        self.axis.addItem("σᵢ against step i", "step")
+        self.axis.addItem("σ(t) against t", "t")
+        self.axis.currentIndexChanged.connect(lambda *_: self._draw())
+        self.layout().insertWidget(0, self.axis)
+        self._runs: Sequence[Optional[ColumnRun]] = ()
+        self._labels: Sequence[str] = ()
 
     def show_runs(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str]) -> None:
+        self._runs, self._labels = list(runs), list(labels)
+        self._draw()
+
+    def _draw(self) -> None:
         self.clear()
-        for run, label in zip(runs, labels):
+        by_t = self.axis.currentData() == "t"
+        self.plot.setLogMode(x=by_t, y=True)
+        self.plot.setLabel("bottom", "t (each column's process)" if by_t else "step i")
+        self.plot.setTitle("σ(t) and each column's steps" if by_t else "σ of each state")
+        if self.marker is not None:
+            self.marker.setVisible(not by_t)
+        for run, label in zip(self._runs, self._labels):
             if run is None:
                 continue
-            sig = run.trajectory.sigma.double().numpy()
-            ok = sig > 0
-            self.plot.plot(np.arange(len(sig))[ok], sig[ok], pen=pen(run.color), symbol="o", symbolSize=4,
-                           symbolBrush=run.color, symbolPen=None, name=label)
+            sig, t = run.trajectory.sigma.double().numpy(), run.trajectory.t.double().numpy()
+            ok = (sig > 0) & (t > 0)
+            x = t[ok] if by_t else np.arange(len(sig))[ok]
+            self.plot.plot(x, sig[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
+                           symbolPen=None, name=label)
 
     def mark(self, step: Optional[int], sigma: Optional[float]) -> None:
         """In step mode a vertical line at the step; in σ mode a horizontal one at σ."""
