@@ -29,7 +29,7 @@ def set_text(edit, text: str) -> None:
 
 
 def set_combo(box, data) -> None:
-    box.setCurrentIndex(box.findData(data))
+    assert box.select(data)
 
 
 def assert_blocked(panel, field: str, words: str) -> None:
@@ -200,3 +200,14 @@ def test_check_never_raises_and_loads_round_trip():
 def test_class_label_only_for_conditional_models(panel):
     assert not panel.label_box.isEnabled()
     assert panel.label_box.count() == 1
+
+
+def test_reading_combo_values_keeps_none_alive(panel):
+    """PySide6 6.12 drops a reference to None on each empty itemData(); DataCombo avoids it."""
+    import sys
+
+    before = sys.getrefcount(None)
+    for _ in range(3000):
+        panel.label_box.value()  # the "unconditional" item's value is None
+        panel.denoiser_box.value_at(panel.denoiser_box.count() + 5)
+    assert sys.getrefcount(None) > before - 1000

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+    QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
     QProgressBar, QPushButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
 )
 
@@ -23,6 +23,7 @@ from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 from explorer.core.solvers import SOLVERS, get_solver
 from explorer.models.loader import label_names
 from explorer.ui.config_model import BUDGET, ConfigModel, Invalid
+from explorer.ui.widgets import DataCombo
 
 OPEN_ITEM = "Open…"
 ERROR_STYLE = "color: #b00020;"
@@ -58,17 +59,12 @@ def _format(value: Optional[float]) -> str:
     return "" if value is None else f"{value:g}"
 
 
-def _combo(items: list[tuple[str, Any]]) -> QComboBox:
-    box = QComboBox()
-    for text, data in items:
-        box.addItem(text, data)
-    return box
+def _combo(items: list[tuple[str, Any]]) -> DataCombo:
+    return DataCombo(items)
 
 
-def _set_combo(box: QComboBox, data: Any) -> None:
-    index = box.findData(data)
-    if index >= 0:
-        box.setCurrentIndex(index)
+def _set_combo(box: DataCombo, data: Any) -> None:
+    box.select(data)
 
 
 def _double(lo: float, hi: float, decimals: int, step: float) -> QDoubleSpinBox:
@@ -151,7 +147,7 @@ class ControlPanel(QWidget):
 
     def _denoiser_group(self) -> QGroupBox:
         group, form = self._form("Denoiser")
-        self.denoiser_box = QComboBox()
+        self.denoiser_box = DataCombo()
         self.denoiser_box.setObjectName("denoiser_box")
         self.denoiser_box.activated.connect(self._denoiser_activated)
         self.denoiser_info = QLabel()
@@ -159,8 +155,8 @@ class ControlPanel(QWidget):
         self.denoiser_info.setStyleSheet("color: #555;")
         form.addRow(self.denoiser_box)
         form.addRow(self.denoiser_info)
-        self.label_box = QComboBox()
-        self._bind(form, "Class", "label", self.label_box, lambda: self.label_box.currentData(),
+        self.label_box = DataCombo()
+        self._bind(form, "Class", "label", self.label_box, self.label_box.value,
                    lambda v: _set_combo(self.label_box, v), self.label_box.currentIndexChanged,
                    applies=lambda: self.model.denoiser.label_dim > 0)
         return group
@@ -168,7 +164,7 @@ class ControlPanel(QWidget):
     def _process_group(self) -> QGroupBox:
         group, form = self._form("Process and time steps")
         self.process_box = _combo([(name.upper(), name) for name in PROCESSES])
-        self._bind(form, "Process", "process", self.process_box, self.process_box.currentData,
+        self._bind(form, "Process", "process", self.process_box, self.process_box.value,
                    lambda v: _set_combo(self.process_box, v), self.process_box.currentIndexChanged)
         self.advanced = QGroupBox("σ(t) and s(t) apart (advanced)")
         self.advanced.setCheckable(True)
@@ -187,7 +183,7 @@ class ControlPanel(QWidget):
         self.advanced.toggled.connect(self._advanced_toggled)
         form.addRow(self.advanced)
         self.disc_box = _combo([(name, name) for name in DISCRETIZATIONS])
-        self._bind(form, "Time steps", "disc", self.disc_box, self.disc_box.currentData,
+        self._bind(form, "Time steps", "disc", self.disc_box, self.disc_box.value,
                    lambda v: _set_combo(self.disc_box, v), self.disc_box.currentIndexChanged)
         self.rho_box = _double(-100.0, 1000.0, 2, 0.5)
         self._bind(form, "ρ", "rho", self.rho_box, self.rho_box.value, self.rho_box.setValue,
@@ -202,7 +198,7 @@ class ControlPanel(QWidget):
         group, form = self._form("Solver")
         items = [(f"{name}  (order {info.order})", name) for name, info in SOLVERS.items()]
         self.solver_box = _combo(items)
-        self._bind(form, "Solver", "solver", self.solver_box, self.solver_box.currentData,
+        self._bind(form, "Solver", "solver", self.solver_box, self.solver_box.value,
                    lambda v: _set_combo(self.solver_box, v), self.solver_box.currentIndexChanged)
         self.solver_info = QLabel()
         self.solver_info.setWordWrap(True)
@@ -219,7 +215,7 @@ class ControlPanel(QWidget):
         row_layout.addWidget(self.budget_box)
         row_layout.addWidget(self.steps_box)
         row_layout.addWidget(self.nfe_box)
-        self._bind(form, "Count", BUDGET, self.budget_box, self.budget_box.currentData,
+        self._bind(form, "Count", BUDGET, self.budget_box, self.budget_box.value,
                    lambda v: _set_combo(self.budget_box, bool(v)), self.budget_box.currentIndexChanged, row_widget=row)
         self._bind(form, "", "steps", self.steps_box, self.steps_box.value, self.steps_box.setValue,
                    self.steps_box.valueChanged, own_row=False)
@@ -230,7 +226,7 @@ class ControlPanel(QWidget):
         self.nfe_label.setStyleSheet("font-weight: bold;")
         form.addRow("NFE", self.nfe_label)
         self.final_box = _combo([(name, name) for name in FINALS])
-        self._bind(form, "Final step", "final", self.final_box, self.final_box.currentData,
+        self._bind(form, "Final step", "final", self.final_box, self.final_box.value,
                    lambda v: _set_combo(self.final_box, v), self.final_box.currentIndexChanged)
         self.lof_box = QCheckBox("lower-order final steps")
         self._bind(form, "", "lower_order_final", self.lof_box, self.lof_box.isChecked, self.lof_box.setChecked,
@@ -277,9 +273,9 @@ class ControlPanel(QWidget):
         self._bind(form, "Batch", "batch", self.batch_box, self.batch_box.value, self.batch_box.setValue, self.batch_box.valueChanged)
         self.device_box = _combo([(d, d) for d in ("auto", "cpu", "cuda")])
         self.dtype_box = _combo([(d, d) for d in ("float32", "float64")])
-        self._bind(form, "Device", "device", self.device_box, self.device_box.currentData,
+        self._bind(form, "Device", "device", self.device_box, self.device_box.value,
                    lambda v: _set_combo(self.device_box, v), self.device_box.currentIndexChanged)
-        self._bind(form, "dtype", "dtype", self.dtype_box, self.dtype_box.currentData,
+        self._bind(form, "dtype", "dtype", self.dtype_box, self.dtype_box.value,
                    lambda v: _set_combo(self.dtype_box, v), self.dtype_box.currentIndexChanged)
         return group
 
@@ -327,10 +323,10 @@ class ControlPanel(QWidget):
         return sched == "vp"
 
     def _read_schedule(self) -> Optional[str]:
-        return self.schedule_box.currentData() if self.advanced.isChecked() else None
+        return self.schedule_box.value() if self.advanced.isChecked() else None
 
     def _read_scaling(self) -> Optional[str]:
-        return self.scaling_box.currentData() if self.advanced.isChecked() else None
+        return self.scaling_box.value() if self.advanced.isChecked() else None
 
     def _read_s_max(self) -> Any:
         text = self.s_max_edit.text().strip()
@@ -378,16 +374,16 @@ class ControlPanel(QWidget):
 
     def _fill_labels(self) -> None:
         den = self.model.denoiser
-        self.label_box.clear()
-        self.label_box.addItem("unconditional", None)
+        self.label_box.clear_items()
+        self.label_box.add("unconditional", None)
         names = label_names(den) or []
         for k in range(den.label_dim):
-            self.label_box.addItem(f"{k}: {names[k]}" if k < len(names) else str(k), k)
+            self.label_box.add(f"{k}: {names[k]}" if k < len(names) else str(k), k)
 
     def denoiser_changed(self) -> None:
         """The model got a new denoiser: refill its class list and refresh."""
         self._quiet(lambda: (self._fill_labels(), _set_combo(self.label_box, self.model.value("label"))))
-        if self.model.value("label") is not None and self.label_box.currentData() != self.model.value("label"):
+        if self.model.value("label") is not None and self.label_box.value() != self.model.value("label"):
             self.model.set_value("label", None)
         self.refresh()
 
@@ -395,25 +391,24 @@ class ControlPanel(QWidget):
         """Fill the picker: built-ins, then recent files, then Open…; select ``current``."""
         def fill() -> None:
             box = self.denoiser_box
-            box.clear()
+            box.clear_items()
             for name in names:
-                box.addItem(name, name)
+                box.add(name, name)
             if recent:
-                box.insertSeparator(box.count())
+                box.add_separator()
                 for path in recent:
-                    box.addItem(_short(path), path)
-                    box.setItemData(box.count() - 1, path, Qt.ToolTipRole)
-            box.insertSeparator(box.count())
-            box.addItem(OPEN_ITEM, OPEN_ITEM)
-            if box.findData(current) < 0:
-                box.insertItem(0, _short(current), current)
+                    box.add(_short(path), path, tooltip=path)
+            box.add_separator()
+            box.add(OPEN_ITEM, OPEN_ITEM)
+            if box.find(current) < 0:
+                box.insert(0, _short(current), current, tooltip=current)
             _set_combo(box, current)
         self._quiet(fill)
         self.denoiser_info.setText(description)
         self._current_denoiser = current
 
     def _denoiser_activated(self, index: int) -> None:
-        data = self.denoiser_box.itemData(index)
+        data = self.denoiser_box.value_at(index)
         if data == OPEN_ITEM:
             self._quiet(lambda: _set_combo(self.denoiser_box, getattr(self, "_current_denoiser", "")))
             self.openRequested.emit()

@@ -25,6 +25,7 @@ from explorer.export.images import grid_shape, tile, to_uint8
 
 MAX_TILES = 64  # images drawn per grid; larger batches are recorded in full but shown in part
 MAX_PARTICLES = 2048  # 2-D paths drawn
+TRACE_SAMPLES = 16  # samples whose chosen pixels are traced (more is clutter, and slower to draw)
 DENSITY_GRID = 128  # pixels per side of the 2-D density background
 PAD = 1
 
@@ -84,13 +85,6 @@ class StepFrame:
     pixel_traces: Optional[np.ndarray] = None  # [index + 1, B, P] x/s at the chosen pixels
     eval_sigmas: Optional[np.ndarray] = None  # [E] σ of the stage evaluations
     eval_traces: Optional[np.ndarray] = None  # [E, B, P] pixel values at the evaluations
-
-
-@dataclass
-class _Eval:
-    sigma: float
-    step: int
-    x: torch.Tensor  # [B', *shape] unscaled input, shown samples only
 
 
 def default_pixels(shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -168,10 +162,10 @@ class RunRecord:
         self.pixels: tuple[tuple[int, int], ...] = tuple(pixels) if pixels else default_pixels(self.shape)
         self.shown = min(config.batch, MAX_TILES if self.is_image else MAX_PARTICLES)
         self.base_rect = data_rect(denoiser) if self.is_points else (0.0, 0.0, 1.0, 1.0)
-        self.events: list[StepEvent] = []
-        self.unscaled: list[torch.Tensor] = []  # x/s of the shown samples, float32 CPU
+        self.events: list[StepEvent] = []  # the events without tensors
+        self._x: list[torch.Tensor] = []  # states of the shown samples (CPU views of the events' tensors)
         self.denoised: list[Optional[torch.Tensor]] = []
-        self.evals: list[_Eval] = []
+        self._evals_seen: list[tuple[float, int, torch.Tensor]] = []  # (σ, step, unscaled input)
         self.trajectory: Optional[Trajectory] = None
         self._t0: Optional[float] = None
         self._elapsed = 0.0
@@ -180,27 +174,45 @@ class RunRecord:
 
     # ------------------------------------------------------------------ recording
     def observe(self, event: StepEvent) -> None:
-        """Record one event (cheap: references and small CPU copies)."""
+        """Record one event. Events' tensors are never modified, so the shown samples are
+        kept by reference (no copy on the CPU; a small copy from a GPU)."""
         if self._t0 is None:
             self._t0 = time.perf_counter()
         self.recorder.add(event)
         k = self.shown
         self.events.append(_light(event))
-        self.unscaled.append((event.x[:k] / event.scale).detach().to("cpu", torch.float32))
-        self.denoised.append(None if event.denoised is None else event.denoised[:k].detach().to("cpu", torch.float32))
-        for sigma, x in zip(event.eval_sigma, event.eval_x or [None] * len(event.eval_sigma)):
-            if x is not None:
-                self.evals.append(_Eval(float(sigma), event.index, x[:k].detach().to("cpu", torch.float32)))
+        self._x.append(_host(event.x[:k]))
+        self.denoised.append(None if event.denoised is None else _host(event.denoised[:k]))
+        for sigma, x in zip(event.eval_sigma, event.eval_x):
+            self._evals_seen.append((float(sigma), event.index, _host(x[:k])))
         self._elapsed = time.perf_counter() - self._t0
 
     def finish(self) -> "RunRecord":
-        """Close the record: build the trajectory (called once, at the end of the run)."""
+        """Close the record: build the trajectory and, for images, the PCA projection
+        (called once, on the worker thread, so the GUI never waits for them)."""
         self.trajectory = self.recorder.finish()
+        if not self.is_points:
+            self.projection()
         return self
 
     @property
     def num_states(self) -> int:
         return len(self.events)
+
+    def unscaled(self, i: int) -> torch.Tensor:
+        """x/s of state i for the shown samples, float32."""
+        return (self._x[i] / self.events[i].scale).to(torch.float32)
+
+    def _paths(self, upto: int, rows: int) -> torch.Tensor:
+        """x/s of states 0 … upto for the first ``rows`` samples, ``[S, rows, *shape]`` float32."""
+        scales = torch.tensor([e.scale for e in self.events[: upto + 1]], dtype=torch.float64)
+        states = torch.stack([x[:rows] for x in self._x[: upto + 1]])
+        return (states / scales.reshape(-1, *([1] * (states.ndim - 1))).to(states.dtype)).to(torch.float32)
+
+    def _evals(self, upto: int, rows: int) -> tuple[list[float], list[int], list[torch.Tensor]]:
+        """(σ, step, unscaled input [rows, *shape]) of the stage evaluations of steps ≤ upto."""
+        kept = [e for e in self._evals_seen if e[1] <= upto]
+        return [e[0] for e in kept], [e[1] for e in kept], [e[2][:rows] for e in kept]
 
     # ------------------------------------------------------------------ frames
     def latest_frame(self, event: StepEvent) -> StepFrame:
@@ -225,36 +237,38 @@ class RunRecord:
         return frame
 
     def _image_frame(self, frame: StepFrame, i: int) -> None:
-        noisy = self.unscaled[i]
+        noisy = self.unscaled(i)
         cols = grid_shape(noisy.shape[0])[1]
         frame.noisy_image = tile(to_uint8(noisy, self.data_range), cols, pad=PAD)
         den = self.denoised[i]
         if den is not None:
-            frame.denoised_image = tile(to_uint8(den, self.data_range), cols, pad=PAD)
+            frame.denoised_image = tile(to_uint8(den[: self.shown], self.data_range), cols, pad=PAD)
         frame.layout = MosaicLayout(self.shape[1], self.shape[2], cols, noisy.shape[0])
         pixels = self.pixels
         frame.pixels = pixels
         if pixels:
-            frame.pixel_traces = np.stack([_pixel_values(x, pixels) for x in self.unscaled[: i + 1]])
-            evals = [e for e in self.evals if e.step <= i]
-            frame.eval_sigmas = np.array([e.sigma for e in evals], dtype=np.float64)
-            frame.eval_traces = (np.stack([_pixel_values(e.x, pixels) for e in evals])
-                                 if evals else np.zeros((0, noisy.shape[0], len(pixels)), np.float32))
+            rows = min(self.shown, TRACE_SAMPLES)
+            frame.pixel_traces = _pixel_values(self._paths(i, rows), pixels)
+            sigmas, _, xs = self._evals(i, rows)
+            frame.eval_sigmas = np.array(sigmas, dtype=np.float64)
+            frame.eval_traces = (_pixel_values(torch.stack(xs).to(torch.float32), pixels) if xs
+                                 else np.zeros((0, rows, len(pixels)), np.float32))
 
     def _point_frame(self, frame: StepFrame, i: int) -> None:
-        frame.noisy_points = self.unscaled[i].numpy()
+        paths = self._paths(i, self.shown)
+        frame.paths = paths.numpy()
+        frame.noisy_points = frame.paths[-1]
         den = self.denoised[i]
-        frame.denoised_points = None if den is None else den.numpy()
-        frame.paths = torch.stack(self.unscaled[: i + 1]).numpy()
-        evals = [e for e in self.evals if e.step <= i]
-        frame.eval_points = (torch.cat([e.x for e in evals]).numpy() if evals else np.zeros((0, 2), np.float32))
-        frame.eval_steps = np.concatenate([np.full(len(e.x), e.step) for e in evals]) if evals else np.zeros(0, int)
+        frame.denoised_points = None if den is None else den[: self.shown].to(torch.float32).numpy()
+        _, steps, xs = self._evals(i, self.shown)
+        frame.eval_points = torch.cat(xs).to(torch.float32).numpy() if xs else np.zeros((0, 2), np.float32)
+        frame.eval_steps = np.repeat(np.array(steps, dtype=int), [len(x) for x in xs]) if xs else np.zeros(0, int)
         frame.density = self.density(i)
 
     def density(self, i: int) -> Optional[Density]:
         """p(x; σ_i) over a square holding the points of state i (cached per state)."""
         if i not in self._density_cache:
-            rect = points_rect(self.unscaled[i].numpy(), self.base_rect)
+            rect = points_rect(self.unscaled(i).numpy(), self.base_rect)
             dens = gmm_density(self.denoiser, self.events[i].sigma, rect)
             if dens is None:
                 return None
@@ -270,27 +284,45 @@ class RunRecord:
         state is ~80× larger than the data). The axes are fitted on every state of every
         shown sample (subsampled to ``max_rows`` rows).
         """
-        if self._projection is None and self.unscaled:
+        if self._projection is None and self.events:
             norms = torch.tensor([1 / math.sqrt(1 + e.sigma**2) for e in self.events], dtype=torch.float64)
-            states = torch.stack(self.unscaled).double()  # [S, B, *shape]
+            states = self._paths(len(self.events) - 1, self.shown).double()  # [S, B, *shape]
             flat = states.reshape(states.shape[0], states.shape[1], -1) * norms[:, None, None]
             flat = flat.reshape(-1, flat.shape[-1])
             fit = flat if flat.shape[0] <= max_rows else flat[torch.linspace(0, flat.shape[0] - 1, max_rows).long()]
             mean = fit.mean(0, keepdim=True)
-            _, _, v = torch.linalg.svd(fit - mean, full_matrices=False)
-            axes = v[:2].T  # [D, 2]
+            axes = top_axes(fit - mean, 2)  # [D, 2]
             paths = ((flat - mean) @ axes).reshape(states.shape[0], states.shape[1], -1)
-            if self.evals:
-                ev = torch.cat([e.x.reshape(e.x.shape[0], -1).double() / math.sqrt(1 + e.sigma**2) for e in self.evals])
+            sigmas, _, xs = self._evals(len(self.events) - 1, self.shown)
+            if xs:
+                ev = torch.cat([x.reshape(x.shape[0], -1).double() / math.sqrt(1 + sig**2) for sig, x in zip(sigmas, xs)])
                 ev_pts = ((ev - mean) @ axes).numpy()
             else:
                 ev_pts = np.zeros((0, 2))
             self._projection = (_pad2(paths.numpy()).astype(np.float32), _pad2(ev_pts).astype(np.float32))
         return self._projection
 
-    def trace(self, pixel: tuple[int, int]) -> np.ndarray:
-        """Values of one pixel over the run so far, [S, B']."""
-        return np.stack([_pixel_values(x, (pixel,))[:, 0] for x in self.unscaled])
+
+def top_axes(centred: torch.Tensor, k: int, iterations: int = 6) -> torch.Tensor:
+    """The top-k principal axes ``[D, k]`` of centred rows, by subspace iteration.
+
+    A full SVD of a few thousand states of a 3×32×32 image takes seconds; a few
+    products with a thin block take milliseconds and are exact enough for a picture.
+    A fixed seed keeps the axes (and so the plot) the same for the same run.
+    """
+    d = centred.shape[1]
+    q = min(d, k + 8)
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(d, q, generator=g, dtype=centred.dtype)
+    for _ in range(iterations):
+        basis, _ = torch.linalg.qr(centred.T @ (centred @ basis))
+    _, _, v = torch.linalg.svd(centred @ basis, full_matrices=False)
+    axes = basis @ v.T[:, :k]
+    return axes if axes.shape[1] == k else torch.nn.functional.pad(axes, (0, k - axes.shape[1]))
+
+
+def _host(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu")
 
 
 def _light(event: StepEvent) -> StepEvent:
@@ -300,10 +332,10 @@ def _light(event: StepEvent) -> StepEvent:
 
 
 def _pixel_values(x: torch.Tensor, pixels: Sequence[tuple[int, int]]) -> np.ndarray:
-    """[B, C, H, W] → [B, P]: each pixel's value (mean over channels for colour images)."""
+    """``[..., C, H, W]`` → ``[..., P]``: each pixel's value (mean over channels for colour)."""
     rows = torch.tensor([p[0] for p in pixels])
     cols = torch.tensor([p[1] for p in pixels])
-    return x[:, :, rows, cols].mean(1).numpy()
+    return x[..., rows, cols].mean(-2).numpy()
 
 
 def _pad2(points: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ def _image_plot(title: str) -> tuple[pg.GraphicsLayoutWidget, pg.ViewBox, pg.Ima
     image = pg.ImageItem()
     box.addItem(image)
     hint = pg.TextItem("", color=(110, 110, 110), anchor=(0.5, 0.5))
-    box.addItem(hint)
+    box.addItem(hint, ignoreBounds=True)
     return widget, box, image, hint
 
 
@@ -72,7 +72,7 @@ class MosaicView(QWidget):
         self.layout_ = layout
         if img.shape != self._shape:
             self._shape = img.shape
-            self.box.autoRange(padding=0.01)
+            self.box.setRange(QRectF(0, 0, img.shape[1], img.shape[0]), padding=0.01)
 
     def _centre_hint(self) -> None:
         if self._shape is not None:
@@ -129,8 +129,10 @@ class ZoomView(QWidget):
                 continue
             row, col = divmod(sample, layout.columns)
             y, x = layout.pad + row * (layout.height + layout.pad), layout.pad + col * (layout.width + layout.pad)
+            fresh = item.image is None or item.image.shape[:2] != (layout.height, layout.width)
             item.setImage(_as_image(mosaic[y:y + layout.height, x:x + layout.width]), levels=LEVELS, autoLevels=False)
-            item.getViewBox().autoRange(padding=0.02)
+            if fresh:
+                item.getViewBox().setRange(QRectF(0, 0, layout.width, layout.height), padding=0.02)
 
     def _clicked(self, event) -> None:  # noqa: ANN001
         pos = event.pos()
@@ -147,7 +149,6 @@ class ScatterView(QWidget):
         self.widget.setMinimumSize(160, 160)
         self.plot = self.widget.getPlotItem()
         self.plot.setAspectLocked(True)
-        self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.density = pg.ImageItem()
         self.density.setLookupTable(DENSITY_LUT)
         self.density.setZValue(-10)
@@ -155,7 +156,7 @@ class ScatterView(QWidget):
         self.dots = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(20, 40, 110, 200))
         self.plot.addItem(self.dots)
         self.hint = pg.TextItem("", color=(110, 110, 110), anchor=(0.5, 0.5))
-        self.plot.addItem(self.hint)
+        self.plot.addItem(self.hint, ignoreBounds=True)
         self._rect: Optional[tuple[float, ...]] = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -394,8 +394,7 @@ class MainWindow(QMainWindow):
 
     def _set_sigma_mode(self, mode: str) -> None:
         view = self.run_view.sigma_view
-        index = view.mode_box.findData(mode)
-        view.mode_box.setCurrentIndex(index)
+        view.mode_box.select(mode)
         self.settings.set_view_value("sigma_mode", mode)
 
     # ------------------------------------------------------------------ exports

@@ -77,7 +77,7 @@ class RunView(QWidget):
         self.slider.setToolTip("Scrub the steps of the finished run (← → keys)")
         self.slider.valueChanged.connect(self._slider_moved)
         self.step_label = QLabel("no run yet")
-        self.step_label.setMinimumWidth(330)
+        self.step_label.setFixedWidth(360)  # a fixed width: new text never re-lays out the row
         slider_row = QHBoxLayout()
         slider_row.addWidget(QLabel("Step"))
         slider_row.addWidget(self.slider, 1)
@@ -130,6 +130,8 @@ class RunView(QWidget):
 
     def set_plan(self, plan: Optional[Plan]) -> None:
         self.sigma_view.set_plan(plan)
+        if plan is not None:
+            self.image_paths.set_sigma_span([float(plan.process.sigma(t)) for t in (plan.t[0], plan.t[-1], plan.t[-2] if len(plan.t) > 1 else plan.t[0])])
 
     # ------------------------------------------------------------------ frames
     def show_frame(self, frame: StepFrame, live: bool = True) -> None:

@@ -12,9 +12,10 @@ from typing import Optional
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from explorer.core.solvers.context import Plan
+from explorer.ui.widgets import DataCombo
 
 MODES = {
     "sigma": "σᵢ against i",
@@ -76,10 +77,8 @@ class SigmaView(QWidget):
         self.bottom = self.graphics.addPlot(row=1, col=0)
         self._build_top()
         self._build_bottom()
-        self.mode_box = QComboBox()
-        for key, text in MODES.items():
-            self.mode_box.addItem(text, key)
-        self.mode_box.currentIndexChanged.connect(lambda _: self.set_mode(self.mode_box.currentData()))
+        self.mode_box = DataCombo([(text, key) for key, text in MODES.items()])
+        self.mode_box.currentIndexChanged.connect(lambda _: self.set_mode(self.mode_box.value()))
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 0, 4, 0)
         bar.addWidget(QLabel("Lower plot:"))
@@ -101,7 +100,7 @@ class SigmaView(QWidget):
         self.step_marks = pg.ScatterPlotItem(size=6, pen=pg.mkPen(20, 20, 20), brush=pg.mkBrush(255, 255, 255))
         top.addItem(self.step_marks)
         self.current_mark = pg.ScatterPlotItem(size=11, pen=pg.mkPen(200, 0, 0, width=2), brush=None)
-        top.addItem(self.current_mark)
+        top.addItem(self.current_mark, ignoreBounds=True)
         self.scale_box = pg.ViewBox()
         top.showAxis("right")
         top.scene().addItem(self.scale_box)
@@ -126,7 +125,7 @@ class SigmaView(QWidget):
         bottom.showGrid(x=True, y=True, alpha=0.15)
         self.series = bottom.plot(pen=SIGMA_PEN, symbol="o", symbolSize=5, symbolBrush=(255, 255, 255))
         self.series_current = pg.ScatterPlotItem(size=11, pen=pg.mkPen(200, 0, 0, width=2), brush=None)
-        bottom.addItem(self.series_current)
+        bottom.addItem(self.series_current, ignoreBounds=True)
 
     # ------------------------------------------------------------------ updates
     def set_plan(self, plan: Optional[Plan]) -> None:
@@ -146,7 +145,7 @@ class SigmaView(QWidget):
         self.top.setLabel("bottom", "t (log scale; the final t = 0 is off the axis)" if log_t and not keep.all() else "t")
         self._sigmas, self._t = c["sigma_steps"], c["t_steps"]
         self._draw_series()
-        self.top.enableAutoRange()
+        self.top.getViewBox().autoRange(padding=0.05)  # fixed once per plan: moving the step mark repaints nothing else
         self.scale_box.setYRange(0, 1.05)
         self._sync_scale_box()
         self.set_current(None)
@@ -162,7 +161,7 @@ class SigmaView(QWidget):
         x, y = step_series(self._sigmas, self._t, self.mode)
         self.series.setData(x, y)
         self.bottom.setTitle(MODES[self.mode] + ("   (σ = 0 is off the axis)" if len(x) < len(self._sigmas) - (self.mode in ("h", "dt")) else ""), size="9pt")
-        self.bottom.enableAutoRange()
+        self.bottom.getViewBox().autoRange(padding=0.05)
 
     def set_current(self, index: Optional[int], t: Optional[float] = None, sigma: Optional[float] = None) -> None:
         """Circle step ``index`` (its actual t and σ when given, e.g. for adaptive runs)."""

@@ -6,7 +6,7 @@ are one scatter item and the current step another.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -19,6 +19,8 @@ from explorer.ui.image_views import DENSITY_LUT
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
 EVAL_BRUSH = pg.mkBrush(230, 120, 0, 110)
 CURRENT_BRUSH = pg.mkBrush(210, 0, 0, 230)
+# No grids on these live plots: a grid makes the axes span the plot, so every data
+# update repaints them (text included), several milliseconds a frame.
 PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
                  (127, 127, 127), (188, 189, 34)]
 
@@ -50,7 +52,6 @@ class PathView(QWidget):
         self.widget.setMinimumSize(240, 200)
         plot = self.plot = self.widget.getPlotItem()
         plot.setAspectLocked(True)
-        plot.showGrid(x=True, y=True, alpha=0.15)
         self.density = pg.ImageItem()
         self.density.setLookupTable(DENSITY_LUT)
         self.density.setZValue(-10)
@@ -109,17 +110,15 @@ class ImageTrajectoryView(QWidget):
         self.traces.getViewBox().invertX(True)
         self.traces.setLabel("bottom", "σ (log; the final σ = 0 is drawn at the right edge)")
         self.traces.setLabel("left", "pixel value (mean over channels)")
-        self.traces.showGrid(x=True, y=True, alpha=0.15)
         self.trace_curves: list[pg.PlotCurveItem] = []
         self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
-        self.traces.addItem(self.trace_evals)
+        self.traces.addItem(self.trace_evals, ignoreBounds=True)
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
-        self.traces.addItem(self.sigma_line)
+        self.traces.addItem(self.sigma_line, ignoreBounds=True)
         self.pca = self.graphics.addPlot(row=0, col=1)
         self.pca.setTitle("Paths, PCA over the run", size="9pt")
         self.pca.setLabel("bottom", "PC 1 of x/s÷√(1+σ²)")
         self.pca.setLabel("left", "PC 2")
-        self.pca.showGrid(x=True, y=True, alpha=0.15)
         self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
         self.pca_evals = pg.ScatterPlotItem(size=3, pen=None, brush=EVAL_BRUSH)
         self.pca_current = pg.ScatterPlotItem(size=6, pen=None, brush=CURRENT_BRUSH)
@@ -134,6 +133,7 @@ class ImageTrajectoryView(QWidget):
             plot.setMinimumWidth(150)
             plot.titleLabel.setMinimumWidth(10)
         self._data_range: tuple[float, float] = (-1.0, 1.0)
+        self._floor = 1e-3
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
@@ -145,12 +145,18 @@ class ImageTrajectoryView(QWidget):
         self._data_range = (lo, hi)
         self.traces.setYRange(lo - pad, hi + pad, padding=0)
 
-    @staticmethod
-    def _sigma_axis(sigmas: np.ndarray) -> np.ndarray:
-        """σ values with σ = 0 moved just below the smallest positive one (log axis)."""
-        positive = sigmas[sigmas > 0]
-        floor = positive.min() / 3 if len(positive) else 1e-3
-        return np.where(sigmas > 0, sigmas, floor)
+    def set_sigma_span(self, sigmas: Sequence[float]) -> None:
+        """Fix the σ axis to a run's σ values (known from its plan before it starts), so
+        growing traces never rescale the plot; σ = 0 is drawn at a third of the smallest σ."""
+        positive = [s for s in sigmas if s > 0]
+        if not positive:
+            return
+        self._floor = min(positive) / 3
+        self.traces.setXRange(np.log10(self._floor), np.log10(max(positive)), padding=0.03)
+
+    def _sigma_axis(self, sigmas: np.ndarray) -> np.ndarray:
+        """σ values with σ = 0 moved to the floor (log axis)."""
+        return np.where(sigmas > 0, sigmas, self._floor)
 
     def show_frame(self, frame: StepFrame) -> None:
         """Pixel traces up to this frame's step (they grow during a run)."""
@@ -158,7 +164,7 @@ class ImageTrajectoryView(QWidget):
         count = 0 if traces is None else traces.shape[2]
         while len(self.trace_curves) < count:
             curve = pg.PlotCurveItem(pen=pg.mkPen(*PIXEL_COLOURS[len(self.trace_curves) % len(PIXEL_COLOURS)], 110))
-            self.traces.addItem(curve)
+            self.traces.addItem(curve, ignoreBounds=True)
             self.trace_curves.append(curve)
         sig = self._sigma_axis(frame.sigmas)
         for p, curve in enumerate(self.trace_curves):

@@ -10,6 +10,12 @@ so a fast run cannot flood the event loop and a slow one shows every step.
 
 Cancel sets a flag checked after every event, so a run stops within one step; the
 generator is then closed (its ``finally`` blocks run).
+
+Drawing has a budget as well as a rate: the worker measures what each frame costs the
+GUI thread (the slots, plus the repaint that delays the next timer tick) and waits
+``cost / max_busy`` before the next one, so the window takes at most about
+``max_busy`` of the time (5% by default) however heavy the frame, and the run keeps
+its speed on a machine with few cores.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from typing import Any, Callable, Iterator, Optional
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 EventSource = Callable[[], Iterator[Any]]
+MAX_WAIT_S = 1.0  # a frame at least this often, however slow drawing is
 
 
 def error_message(err: BaseException) -> str:
@@ -56,7 +63,7 @@ class _Loop(QObject):
                     self._observe(event)
                 last = event
                 now = time.perf_counter()
-                if self._convert is not None and now - last_emit >= self._interval:
+                if self._convert is not None and now - last_emit >= self._interval and self._owner._wants_frame(now):
                     self._owner._post(self._convert(event))
                     last_emit, last = now, None
                 if self._owner._cancel.is_set():
@@ -97,9 +104,14 @@ class GeneratorWorker(QObject):
     cancelled = Signal()
     idle = Signal()
 
-    def __init__(self, parent: Optional[QObject] = None, rate_hz: float = 60.0) -> None:
+    def __init__(self, parent: Optional[QObject] = None, rate_hz: float = 60.0, max_busy: float = 0.05) -> None:
         super().__init__(parent)
         self._interval = 1.0 / rate_hz
+        self._max_busy = max_busy
+        self._cost = 0.0  # smoothed GUI seconds per frame
+        self._next_at = 0.0  # perf_counter before which no frame is drawn
+        self._last_tick = 0.0
+        self._pending_cost: Optional[float] = None
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._latest: Any = None
@@ -126,6 +138,7 @@ class GeneratorWorker(QObject):
         self._cancel.clear()
         with self._lock:
             self._latest, self._has_new = None, False
+        self._next_at, self._pending_cost, self._last_tick = 0.0, None, time.perf_counter()
         thread = QThread()
         loop = _Loop(self, source, observe, convert, finish, self._interval)
         loop.moveToThread(thread)
@@ -148,22 +161,44 @@ class GeneratorWorker(QObject):
         return True if thread is None else bool(thread.wait(timeout_ms))
 
     # ------------------------------------------------------------------ internals
+    def _wants_frame(self, now: float) -> bool:
+        """Called on the worker thread: convert only what the GUI will draw (it took the
+        last frame, and its drawing budget allows the next one about now)."""
+        with self._lock:
+            if self._has_new:
+                return False
+        return now >= self._next_at - self._interval
+
     def _post(self, payload: Any) -> None:
         """Called on the worker thread: replace the pending payload (older ones are dropped)."""
         with self._lock:
             self._latest, self._has_new = payload, True
 
     @Slot()
-    def _flush(self) -> None:
+    def _flush(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self._pending_cost is not None:  # the repaint after the last frame delayed this tick
+            late = max(0.0, now - self._last_tick - self._interval)
+            self._learn(self._pending_cost + late)
+            self._pending_cost = None
+        self._last_tick = now
+        if not force and now < self._next_at:
+            return
         with self._lock:
             payload, fresh = self._latest, self._has_new
             self._has_new = False
         if fresh:
             self.frameReady.emit(payload)
+            done = time.perf_counter()
+            self._pending_cost = done - now
+            self._next_at = done + min(self._cost / self._max_busy, MAX_WAIT_S)
+
+    def _learn(self, cost: float) -> None:
+        self._cost = cost if self._cost == 0.0 else 0.7 * self._cost + 0.3 * cost
 
     def _end(self) -> None:
         self._timer.stop()
-        self._flush()
+        self._flush(force=True)  # the last state is always drawn
         thread, self._thread, self._loop = self._thread, None, None
         if thread is not None:
             thread.quit()
