@@ -159,3 +159,12 @@ def test_column_error_marks_unmatched_sigmas_nan(gauss):
     err = column_error(a, b)
     matched = [math.isfinite(e) for e in err.step]
     assert matched[0] and matched[-1] and not all(matched)  # σ_max and 0 are shared, the middle is not
+
+
+def test_reference_also_visits_the_steps_an_adaptive_column_chose(gauss):
+    cmp = Comparison("gaussian", (RunConfig(steps=5), RunConfig(solver="dpm-solver-12", steps=None)), batch=3)
+    result = run_comparison(gauss, cmp)
+    adaptive = result.runs[1].trajectory
+    assert adaptive.num_steps > 3  # more states than the ends its plan knew
+    err = result.errors()[1]
+    assert all(math.isfinite(e) for e in err.step)

@@ -28,7 +28,7 @@ from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.sampling import make_plan, sample_steps
-from explorer.core.solvers import SOLVERS
+from explorer.core.solvers import SOLVERS, get_solver
 from explorer.core.solvers.context import Plan
 from explorer.core.solvers.reference import DEFAULT_RTOL
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
@@ -300,7 +300,12 @@ def difference(trajectory: Trajectory, reference: Trajectory) -> Optional[torch.
 # --------------------------------------------------------------------------- step sync
 def sigma_axis(trajectories: Sequence[Trajectory]) -> list[float]:
     """Every σ any column visits, descending and without near-duplicates: the σ-mode slider's stops."""
-    values = sorted({float(s) for tr in trajectories for s in tr.sigma}, reverse=True)
+    return sigma_axis_values([float(s) for tr in trajectories for s in tr.sigma])
+
+
+def sigma_axis_values(sigmas: Sequence[float]) -> list[float]:
+    """σ's sorted descending, each run of values equal within :data:`SIGMA_MATCH_RTOL` kept once."""
+    values = sorted({float(s) for s in sigmas}, reverse=True)
     out: list[float] = []
     for v in values:
         if not out or abs(out[-1] - v) > SIGMA_MATCH_RTOL * max(abs(v), 1e-300):
@@ -329,17 +334,15 @@ def reference_config(base: RunConfig, rtol: float) -> RunConfig:
     return base.replace(solver="reference", steps=None, nfe=None, dtype="float64", rtol=rtol, atol=None, churn=0.0)
 
 
-def reference_plan(first: Plan, plans: Sequence[Plan], sigmas: Optional[Sequence[float]] = None) -> Plan:
-    """A plan in ``first``'s process through every σ of ``plans`` (or just ``sigmas``), descending.
+def reference_plan(first: Plan, plans: Sequence[Plan], sigmas: Sequence[float]) -> Plan:
+    """A plan in ``first``'s process through the σ's given, descending (near-equal ones once).
 
     The reference solver integrates between consecutive grid points, so its states
     land exactly on the columns' σ's; a final 0 is the usual first-order step.
+    ``plans`` give the nominal σ range.
     """
     process = first.process
-    if sigmas is None:
-        sigmas = [float(p.process.sigma(t)) if t > 0 else 0.0 for p in plans for t in p.t]
-        sigmas += [0.0 for p in plans if p.final == "denoise"]  # its extra state at σ = 0
-    positive = sorted({s for s in sigmas if s > 0}, reverse=True)
+    positive = [s for s in sigma_axis_values(sigmas) if s > 0]
     t = [float(process.sigma_inv(s)) for s in positive]
     t = [v for i, v in enumerate(t) if i == 0 or v < t[i - 1]]  # strictly decreasing
     final_zero = any(s == 0 for s in sigmas)
@@ -378,17 +381,32 @@ def comparison_events(
     noise = shared_noise(denoiser, comparison.seed, comparison.batch)
     indices = list(range(len(comparison.columns))) if columns is None else list(columns)
     total = len(comparison.columns)
+    visited: list[float] = []
     for k in indices:
-        yield from _timed_run(denoiser, comparison.columns[k], noise, k, total, comparison.model, record_evals)
+        for progress in _timed_run(denoiser, comparison.columns[k], noise, k, total, comparison.model, record_evals):
+            if progress.run is not None:
+                visited += adaptive_sigmas(progress.run)
+            yield progress
     if comparison.reference if with_reference is None else with_reference:
-        yield from reference_events(denoiser, comparison, noise)
+        yield from reference_events(denoiser, comparison, noise, visited)
 
 
-def reference_events(denoiser: Denoiser, comparison: Comparison, noise: Optional[torch.Tensor] = None) -> Iterator[CompareProgress]:
-    """The reference run (column −1) through every σ of every column."""
+def adaptive_sigmas(run: ColumnRun) -> list[float]:
+    """The σ's an adaptive column chose during its run (its plan knows only the ends)."""
+    if not get_solver(run.config.solver).adaptive:
+        return []
+    return [float(s) for s in run.trajectory.sigma]
+
+
+def reference_events(denoiser: Denoiser, comparison: Comparison, noise: Optional[torch.Tensor] = None,
+                     visited: Sequence[float] = ()) -> Iterator[CompareProgress]:
+    """The reference run (column −1) through every σ of every column's plan, and through
+    ``visited`` (the steps adaptive columns chose, see :func:`adaptive_sigmas`)."""
     noise = shared_noise(denoiser, comparison.seed, comparison.batch) if noise is None else noise
     plans = [make_plan(denoiser, c) for c in comparison.columns]
-    plan = reference_plan(plans[0], plans)
+    planned = [float(p.process.sigma(t)) if t > 0 else 0.0 for p in plans for t in p.t]
+    planned += [0.0 for p in plans if p.final == "denoise"]  # its extra state at σ = 0
+    plan = reference_plan(plans[0], plans, planned + list(visited))
     config = reference_config(comparison.columns[0], comparison.reference_rtol).replace(final=plan.final)
     yield from _timed_run(denoiser, config, noise, -1, len(comparison.columns), comparison.model, False, plan)
 

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from explorer.core.compare import (
-    ColumnRun, Comparison, ComparisonResult, CompareProgress, absorb, column_error, column_label, comparison_events,
+    ColumnRun, Comparison, ComparisonResult, CompareProgress, absorb, adaptive_sigmas, column_error, column_label, comparison_events,
     data_space, index_at_sigma, index_at_step, match_sigma, reference_events, shared_noise, sigma_axis, solver_color,
 )
 from explorer.core.config import RunConfig
@@ -423,7 +423,8 @@ class CompareView(QWidget):
 
     def run_reference(self) -> bool:
         """One click: the high-accuracy reference run for the same latents."""
-        return self._comparison_job("reference", reference_events,
+        visited = [s for r in self.runs if r is not None for s in adaptive_sigmas(r)]
+        return self._comparison_job("reference", lambda den, cmp: reference_events(den, cmp, None, visited),
                                     "Running the reference (RK45, float64) through every column's σ…")
 
     def _comparison_job(self, job: str, events: Callable[[Denoiser, Comparison], Iterator[CompareProgress]], what: str) -> bool:
