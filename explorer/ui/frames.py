@@ -276,30 +276,30 @@ class RunRecord:
         return self._density_cache[i]
 
     # ------------------------------------------------------------------ after the run
-    def projection(self, max_rows: int = 4096) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    def projection(self, max_rows: int = 1024) -> Optional[tuple[np.ndarray, np.ndarray]]:
         """PCA over the run: (paths [S, B', 2], stage points [E·B', 2]) in the top-2 plane.
 
         Each state x/s is divided by √(1 + σ²) first, so noise and data have comparable
         size and the end of a path is not a dot next to its start (at σ = 80 the raw
-        state is ~80× larger than the data). The axes are fitted on every state of every
-        shown sample (subsampled to ``max_rows`` rows).
+        state is ~80× larger than the data). The axes are fitted on up to ``max_rows``
+        states spread over the run (float32: this is a picture, and it runs after every run).
         """
         if self._projection is None and self.events:
-            norms = torch.tensor([1 / math.sqrt(1 + e.sigma**2) for e in self.events], dtype=torch.float64)
-            states = self._paths(len(self.events) - 1, self.shown).double()  # [S, B, *shape]
-            flat = states.reshape(states.shape[0], states.shape[1], -1) * norms[:, None, None]
-            flat = flat.reshape(-1, flat.shape[-1])
-            fit = flat if flat.shape[0] <= max_rows else flat[torch.linspace(0, flat.shape[0] - 1, max_rows).long()]
+            norms = torch.tensor([1 / math.sqrt(1 + e.sigma**2) for e in self.events], dtype=torch.float32)
+            states = self._paths(len(self.events) - 1, self.shown)  # [S, B, *shape] float32
+            raw = states.reshape(states.shape[0], states.shape[1], -1)  # [S, B, D]
+            rows = raw.shape[0] * raw.shape[1]
+            pick = torch.arange(rows) if rows <= max_rows else torch.linspace(0, rows - 1, max_rows).long()
+            fit = raw.reshape(rows, -1)[pick] * norms.repeat_interleave(raw.shape[1])[pick, None]
             mean = fit.mean(0, keepdim=True)
             axes = top_axes(fit - mean, 2)  # [D, 2]
-            paths = ((flat - mean) @ axes).reshape(states.shape[0], states.shape[1], -1)
+            offset = mean @ axes
+            # projecting is linear: scale after projecting, so no scaled copy of the run is made
+            paths = (raw @ axes) * norms[:, None, None] - offset
             sigmas, _, xs = self._evals(len(self.events) - 1, self.shown)
-            if xs:
-                ev = torch.cat([x.reshape(x.shape[0], -1).double() / math.sqrt(1 + sig**2) for sig, x in zip(sigmas, xs)])
-                ev_pts = ((ev - mean) @ axes).numpy()
-            else:
-                ev_pts = np.zeros((0, 2))
-            self._projection = (_pad2(paths.numpy()).astype(np.float32), _pad2(ev_pts).astype(np.float32))
+            ev_pts = (torch.cat([(x.reshape(x.shape[0], -1).to(torch.float32) @ axes) / math.sqrt(1 + sig**2)
+                                 for sig, x in zip(sigmas, xs)]) - offset).numpy() if xs else np.zeros((0, 2))
+            self._projection = (_pad2(paths.numpy()).astype(np.float32), _pad2(np.asarray(ev_pts)).astype(np.float32))
         return self._projection
 
 
