@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     traj = recorder.finish()
     traj.save(out)
     if args.grid:
-        from explorer.export.images import samples_image
+        from explorer.export.files import save_image
+        from explorer.export.grids import sample_grid
 
-        samples_image(traj.samples, denoiser.data_range).save(args.grid)
+        save_image(sample_grid(traj.samples, denoiser.data_range), args.grid)
     print(f"{config.solver}: {traj.num_steps} steps, NFE {traj.nfe}, saved {out}", file=sys.stderr)
     return 0

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         order = plan.orders[i] if plan.orders and i < len(plan.orders) else ""
         print(f"{i:>4} {t:14.8g} {sigma:14.8g} {float(proc.s(t)):12.8g} {lam} {order!s:>5}")
     if args.plot:
-        from explorer.export.plots import schedule_figure, save_figure
+        from explorer.export.figures import save_plot
+        from explorer.export.plots import schedule_figure
 
-        save_figure(schedule_figure(plan, title=f"{config.process} / {config.disc}"), args.plot)
+        save_plot(schedule_figure(plan, title=f"{config.process} / {config.disc}"), args.plot)
     return 0

@@ -1,11 +1,8 @@
-"""Headless plots (matplotlib, Agg): σ(t) and the steps, for the CLI and exports.
+"""The σ(t) schedule figure (matplotlib, Agg) for ``diffusion-explorer schedule --plot``.
 
-The GUI draws its own live plots with pyqtgraph; these figures are for files (PNG/SVG).
+Save it with :func:`explorer.export.figures.save_plot` (PNG/SVG, reproducible, atomic).
 """
 from __future__ import annotations
-
-import math
-from pathlib import Path
 
 import matplotlib
 
@@ -15,7 +12,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from explorer.core.solvers.context import Plan  # noqa: E402
-from explorer.core.trajectory import atomic_write  # noqa: E402
 
 
 def schedule_figure(plan: Plan, title: str = "") -> "plt.Figure":
@@ -57,24 +53,3 @@ def schedule_figure(plan: Plan, title: str = "") -> "plt.Figure":
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: "plt.Figure", path: str | Path) -> Path:
-    """Save as PNG or SVG (by suffix), atomically; closes the figure."""
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg"):
-        raise ValueError(f"Plots are saved as .png or .svg, not {path.name!r}.")
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=110))
-    finally:
-        plt.close(fig)
-
-
-def fitted_slope(nfe: list[float], err: list[float]) -> float:
-    """Slope of log error against log NFE (negated: the empirical order)."""
-    x, y = np.log(np.asarray(nfe, float)), np.log(np.asarray(err, float))
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
-        return math.nan
-    return float(-np.polyfit(x[ok], y[ok], 1)[0])
