@@ -23,6 +23,9 @@ import tarfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script, the package is imported from the checkout
+
 # name, data, precond, extra arguments. Dropout is lower on Fashion-MNIST (60k images, short
 # training: under-fitting is the risk) than on the 1.4k emoji (seen ~1000 times each).
 RUNS = [
@@ -44,7 +47,7 @@ def launch(name: str, data: str, precond: str, extra: list[str], args: argparse.
     Path(args.out, name).mkdir(parents=True, exist_ok=True)
     log = open(Path(args.out) / f"{name}.stdout.txt", "w")
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="4")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
 def score(args: argparse.Namespace) -> dict[str, float]:
@@ -107,6 +110,8 @@ def main() -> int:
         if log.is_file():
             print(f"--- {name}\n" + "".join(log.read_text().splitlines(keepends=True)[-3:]), flush=True)
     summary = {"exit_codes": codes, "train_wall_seconds": round(time.time() - start, 1)}
+    if args.collect:  # first copy, in case scoring outlasts the call
+        collect(args, summary)
     try:
         summary["fd"] = score(args)
     except Exception as err:  # keep the checkpoints even if scoring fails

@@ -112,10 +112,10 @@ def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_state_saves_resumes_and_continues_bit_for_bit(tmp_path: Path):
     data = tiny_data()
     straight = Trainer(tiny_config(), tmp_path / "a", device="cpu", data=data, log=lambda s: None)
-    straight.run(max_steps=6)
+    straight.run(max_steps=4)
 
     first = Trainer(tiny_config(), tmp_path / "b", device="cpu", data=data, log=lambda s: None)
-    first.run(max_steps=3)
+    first.run(max_steps=2)
     saved_net, saved_ema = _weights(first.net), _weights(first.ema.module)
     resumed = Trainer(tiny_config(), tmp_path / "b", device="cpu", data=data, log=lambda s: None)
     resumed.load_state()
@@ -123,11 +123,11 @@ def test_state_saves_resumes_and_continues_bit_for_bit(tmp_path: Path):
         assert torch.equal(resumed.net.state_dict()[k], v), k
     for k, v in saved_ema.items():
         assert torch.equal(resumed.ema.module.state_dict()[k], v), k
-    assert resumed.progress.step == 3 and resumed.progress.nimg == 24
-    resumed.run(max_steps=3, resume=True)
+    assert resumed.progress.step == 2 and resumed.progress.nimg == 16
+    resumed.run(max_steps=2, resume=True)
     for k, v in _weights(straight.net).items():
         assert torch.equal(resumed.net.state_dict()[k], v), k
-    assert resumed.progress.step == 6 and resumed.progress.sessions == 2
+    assert resumed.progress.step == 4 and resumed.progress.sessions == 2
     with pytest.raises(ValueError, match="--resume"):
         Trainer(tiny_config(), tmp_path / "b", device="cpu", data=data, log=lambda s: None).run(max_steps=1)
 
@@ -183,7 +183,7 @@ def test_shipped_checkpoint_loads_and_samples(path: Path):
     precond, shape, dataset = EXPECTED[path.stem]
     assert (meta["precond"], meta["shape"], meta["dataset"]) == (precond, shape, dataset)
     train = meta["train"]
-    assert train["images_seen"] == train["steps"] * train["batch"] > 1_000_000
+    assert train["images_seen"] == train["steps"] * train["batch"] >= 900_000
     assert train["card"] == f"{path.stem}.md" and (path.parent / train["card"]).is_file()
     assert path.stat().st_size < 16 * 2**20
     denoiser = load_checkpoint(path)

@@ -7,6 +7,7 @@ training split are cached next to the classifier so that a score needs only the 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
@@ -38,7 +39,9 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (mu1.size, mu1.size):
         raise ValueError("The two sets of statistics have different feature dimensions.")
-    root = scipy.linalg.sqrtm(cov1 @ cov2)
+    with warnings.catch_warnings():  # singular products are handled just below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(root).all():
         eps = 1e-6 * np.eye(mu1.size)
         root = scipy.linalg.sqrtm((cov1 + eps) @ (cov2 + eps))

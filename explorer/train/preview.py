@@ -6,11 +6,9 @@ through the engine's own sampler, so the pictures are exactly what the explorer 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from explorer.core.config import RunConfig
@@ -41,24 +39,11 @@ def batch_sampler(denoiser: torch.nn.Module, config: RunConfig) -> Callable[[int
     return draw
 
 
-def image_grid(images: torch.Tensor, columns: Optional[int] = None) -> np.ndarray:
-    """Tile ``[B, C, H, W]`` images in [-1, 1] into one uint8 ``[rows·H, cols·W, C]`` array."""
-    b, c, h, w = images.shape
-    cols = columns or int(math.ceil(math.sqrt(b)))
-    rows = int(math.ceil(b / cols))
-    pixels = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    canvas = torch.zeros(rows * cols, c, h, w, dtype=torch.uint8)
-    canvas[:b] = pixels
-    grid = canvas.reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
-    return grid.numpy()
-
-
 def save_grid(images: torch.Tensor, path: Path, columns: Optional[int] = None) -> None:
-    """Write :func:`image_grid` as a PNG (grey for one channel)."""
-    from PIL import Image
+    """Write ``[B, C, H, W]`` images in [-1, 1] as one PNG mosaic (the exporters' own tiling)."""
+    from explorer.export.images import tile, to_pil, to_uint8
 
-    grid = image_grid(images, columns)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+    to_pil(tile(to_uint8(images), columns)).save(path)
 
 
 def save_sample_grid(trainer, path: Path, count: int = 64, steps: int = 18, seed: int = 0) -> None:
