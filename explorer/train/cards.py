@@ -55,7 +55,8 @@ def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
         f"{train.get('ema_halflife_kimg')} kimg (ramp-up 0.05) |",
         f"| training steps | {train.get('steps')} |",
         f"| images seen | {train.get('images_seen'):,} |",
-        f"| training time | {seconds / 60:.1f} min on {train.get('device')} |" if seconds else "| training time | unknown |",
+        f"| training time | {seconds / 60:.1f} min of wall clock on {train.get('device')} (see README.md for the session) |"
+        if seconds else "| training time | unknown |",
         f"| final loss | {train.get('final_loss')} (running mean, λ-weighted, per pixel) |",
         f"| seed | {train.get('seed')} |",
     ]
@@ -75,13 +76,14 @@ def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
     return "\n".join(lines)
 
 
-def write_card(path: Path, fd: Optional[float] = None, count: int = 64) -> Path:
-    """Write ``<name>.md`` and ``<name>.png`` next to the checkpoint; returns the card path."""
+def write_card(path: Path, fd: Optional[float] = None, count: int = 64, grid: bool = True) -> Path:
+    """Write ``<name>.md`` and (unless ``grid`` is false) ``<name>.png`` next to the checkpoint."""
     path = Path(path)
     meta = read_checkpoint_metadata(path)
     denoiser = load_checkpoint(path)
-    config = RunConfig(process="edm", disc="edm", solver="heun", steps=18, seed=0, batch=count, device="cpu")
-    save_grid(final_samples(denoiser, config), path.with_suffix(".png"), columns=8)
+    if grid:
+        config = RunConfig(process="edm", disc="edm", solver="heun", steps=18, seed=0, batch=count, device="cpu")
+        save_grid(final_samples(denoiser, config), path.with_suffix(".png"), columns=8)
     params = sum(p.numel() for p in denoiser.parameters())
     card = path.with_suffix(".md")
     card.write_text(card_text(path, meta, params, fd), encoding="utf-8")
@@ -93,8 +95,9 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--fd", type=float, default=None, help="measured FD to record (Fashion models)")
     parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--no-grid", action="store_true", help="rewrite the text only, keep the PNG")
     args = parser.parse_args(argv)
-    print(write_card(Path(args.checkpoint), args.fd, args.count))
+    print(write_card(Path(args.checkpoint), args.fd, args.count, grid=not args.no_grid))
     return 0
 
 
