@@ -92,3 +92,16 @@ def test_shipped_classifier_accuracy_and_reference_statistics():
         floor = frechet.frechet_distance(*frechet.feature_statistics(feats), mu, cov)
         noise = frechet.extract_features(model, [torch.rand(2000, 1, 32, 32) * 2 - 1])
         assert floor < 0.05 * frechet.frechet_distance(*frechet.feature_statistics(noise), mu, cov)
+
+
+def test_fd_command_runs_on_a_shipped_model(capsys):
+    from explorer.cli import main
+    from explorer.commands.fd import CHECKPOINT_DIR
+
+    if not (CHECKPOINT_DIR / "fashion32-edm.safetensors").is_file() or not DEFAULT_CLASSIFIER.is_file():
+        pytest.skip("checkpoint or classifier not shipped")
+    assert main(["fd", "--model", "fashion32-edm", "--num", "16", "--batch", "8", "--steps", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("FD ") and float(out.split()[1]) > 0
+    assert main(["fd", "--model", "emoji32-edm", "--num", "4", "--steps", "1", "--device", "cpu"]) == 2  # RGB: refused
+    assert main(["fd", "--model", "no-such-model"]) == 2

@@ -191,3 +191,25 @@ def test_shipped_checkpoint_loads_and_samples(path: Path):
     x = final_samples(denoiser, RunConfig(solver="heun", steps=8, batch=2, seed=0, device="cpu"))
     assert x.shape == (2, *shape) and bool(torch.isfinite(x).all())
     assert float(x.abs().max()) < 1.5  # the data lie in [-1, 1]; a trained model stays near it
+
+
+def test_train_command_trains_resumes_and_rejects_bad_data(tmp_path: Path, capsys):
+    from explorer.cli import main
+
+    np_images = (torch.rand(6, 8, 8, 3) * 255).to(torch.uint8).numpy()
+    import numpy as np
+
+    np.save(tmp_path / "imgs.npy", np_images)
+    run = tmp_path / "run"
+    tiny = ["--arch-channels", "16", "--arch-mult", "1,2", "--arch-blocks", "1", "--arch-attn", "4",
+            "--batch", "4", "--kimg", "0.008", "--grid-every-kimg", "1000", "--device", "cpu"]
+    assert main(["train", "--data", str(tmp_path / "imgs.npy"), "--out", str(run), *tiny]) == 0
+    assert (run / "run.safetensors").is_file() and (run / "training-state.pt").is_file()
+    assert any(p.name.startswith("grid-") for p in run.iterdir())  # the final sample grid
+    assert main(["train", "--data", str(tmp_path / "imgs.npy"), "--out", str(run), "--resume", "--kimg", "0.016",
+                 "--device", "cpu"]) == 0
+    assert json.loads((run / "config.json").read_text())["kimg"] == 0.016
+    assert "resumed at step 2" in (run / "log.txt").read_text()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
+    assert "no image files" in capsys.readouterr().err
