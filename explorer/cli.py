@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "explorer.commands.export",
     "explorer.commands.train",
     "explorer.commands.fd",
+    "explorer.commands.generate",
+    "explorer.commands.bench",
 ]
 
 

@@ -53,6 +53,7 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "auto"
     epsilon_s: float = 1e-3
+    fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -111,6 +112,8 @@ class RunConfig:
             _integer("class label", self.label, 0)
         if not (0 < self.epsilon_s < 1):
             raise ValueError(f"ε_s must lie in (0, 1) (got {self.epsilon_s:g}).")
+        if not isinstance(self.fast, bool):
+            raise ValueError(f"fast must be true or false (got {self.fast!r}).")
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> "RunConfig":

@@ -4,6 +4,14 @@
 :class:`StepEvent` per step; the consumer cancels a run simply by not asking for the
 next event (``close()``), so cancellation is honoured at every step. A NaN or infinity
 stops the run with an error naming the step and σ.
+
+With ``config.fast`` (the default) on a CUDA device the loop never waits for the GPU:
+D is replayed from CUDA graphs (:mod:`explorer.core.fast`), and each step's finiteness
+flag, and by default its tensors, travel to pinned host memory on a side stream
+(:mod:`explorer.core.streaming`). Events are then handed out a step or two behind the
+solver, their tensors already on the host, and a non-finite state is reported when its
+event would have been handed out. Elsewhere, and with ``fast=False``, every step is checked
+as it is made and events hold device tensors.
 """
 from __future__ import annotations
 
@@ -14,10 +22,12 @@ import torch
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
+from explorer.core.fast import FastOptions, fast_denoiser, graphs_available, module_tensors
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.plan import plan_run
 from explorer.core.solvers import get_solver
 from explorer.core.solvers.context import Plan, SolverContext
+from explorer.core.streaming import HostCopy, HostStreamer, in_order
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
 
 
@@ -26,10 +36,13 @@ class NonFiniteError(ValueError):
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's name; CUDA with its index, so that it compares equal to tensors' devices."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("Device 'cuda' was asked for, but no CUDA GPU is available; use 'cpu' or 'auto'.")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 
@@ -62,7 +75,7 @@ def _labels(denoiser: Denoiser, config: RunConfig, batch: int, device: torch.dev
 
 
 def _move(denoiser: Denoiser, device: torch.device, dtype: torch.dtype) -> Denoiser:
-    tensors = list(denoiser.parameters()) + list(denoiser.buffers())
+    tensors = module_tensors(denoiser)
     if any(t.is_floating_point() and (t.dtype != dtype or t.device != device) for t in tensors):
         denoiser.to(device=device, dtype=dtype)
     return denoiser
@@ -74,6 +87,9 @@ def sample_steps(
     noise: Optional[torch.Tensor] = None,
     record_evals: bool = True,
     plan: Optional[Plan] = None,
+    fast: Optional[FastOptions] = None,
+    to_host: Optional[bool] = None,
+    lookahead: int = 2,
 ) -> Iterator[StepEvent]:
     """Run the configured solver, yielding the initial state then every step.
 
@@ -84,46 +100,110 @@ def sample_steps(
             from seed + k, so sample k does not depend on the batch size.
         record_evals: keep the inputs of every D evaluation in the events.
         plan: a precomputed plan (else made from the config and the denoiser).
+        fast: options of the CUDA fast path (precision, channels-last, compile), used when
+            ``config.fast`` is on and the run is on a CUDA device.
+        to_host: hand out events whose tensors are already host copies (default: when the
+            fast path is on). On the CPU there is nothing to copy.
+        lookahead: how many steps the solver may run ahead of the events handed out.
     """
     info = get_solver(config.solver)
     device, dtype = resolve_device(config.device), run_dtype(config)
     plan = plan or make_plan(denoiser, config)
     batch = config.batch if noise is None else noise.shape[0]
-    streams = NoiseStreams(seeds_for(config.seed, batch))
+    streams = _LazyStreams(seeds_for(config.seed, batch))  # per-sample generators, made only when drawn from
     latents = streams.randn(denoiser.shape) if noise is None else noise
     if tuple(latents.shape[1:]) != tuple(denoiser.shape):
         raise ValueError(f"Noise of shape {tuple(latents.shape)} does not fit the denoiser's samples {tuple(denoiser.shape)}.")
     _move(denoiser, device, dtype)
+    model = fast_denoiser(denoiser, fast) if config.fast and graphs_available(device) else denoiser
     t0 = plan.t[0]
     x0 = latents.to(device=device, dtype=dtype) * float(plan.process.sigma(t0) * plan.process.s(t0))
     ctx = SolverContext(
-        denoiser, plan, config, x0, streams.randn_like,
+        model, plan, config, x0, streams.randn_like,
         labels=_labels(denoiser, config, batch, device, dtype),
         record_evals=record_evals,
         total_steps=None if info.adaptive and info.family != "reference" else plan.n_steps + (config.final == "denoise"),
     )
     first = ctx.event(0, t0, x0)
     first.noise = latents
+    if not config.fast:
+        yield from _checked_as_made(info, ctx, first)
+        return
+    streamer = HostStreamer(device)
+    host = device.type == "cuda" if to_host is None else to_host
+    with torch.inference_mode():
+        for event, copies in in_order(_solver_events(info, ctx, first), lambda ev: _submit(streamer, ev, host), lookahead):
+            yield _delivered(event, copies, host)
+
+
+class _LazyStreams:
+    """:class:`NoiseStreams` created on first use: runs with given latents and a deterministic
+    solver never pay for a generator per sample."""
+
+    def __init__(self, seeds: list[int]) -> None:
+        self.seeds = seeds
+        self._streams: Optional[NoiseStreams] = None
+
+    def _get(self) -> NoiseStreams:
+        if self._streams is None:
+            self._streams = NoiseStreams(self.seeds)
+        return self._streams
+
+    def randn(self, shape) -> torch.Tensor:
+        return self._get().randn(shape)
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        return self._get().randn_like(x)
+
+
+def _solver_events(info, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
+    """The initial event, every solver step, and the extra step of final=denoise."""
     yield first
     last = first
+    for event in info.fn(ctx):
+        last = event
+        yield event
+    if ctx.config.final == "denoise":
+        x = ctx.final_denoise(last.x, last.t)
+        yield ctx.event(last.index + 1, 0.0, x, 1)
+
+
+def _checked_as_made(info, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
+    """The plain loop: each state is checked for NaN as soon as it exists (a host sync per step)."""
+    events = _solver_events(info, ctx, first)
+    yield next(events)
     with torch.inference_mode():
-        for event in info.fn(ctx):
-            _check_finite(event)
-            last = event
-            yield event
-        if config.final == "denoise":
-            x = ctx.final_denoise(last.x, last.t)
-            event = ctx.event(last.index + 1, 0.0, x, 1)
+        for event in events:
             _check_finite(event)
             yield event
+
+
+def _submit(streamer: HostStreamer, event: StepEvent, host: bool) -> HostCopy:
+    """Queue the copies of one event: its finiteness flag, and its tensors when ``host``."""
+    flag = None if event.index == 0 else torch.isfinite(event.x).all()
+    tensors = [event.x, event.denoised, event.noise, *event.eval_x] if host else []
+    return streamer.submit([flag, *tensors])
+
+
+def _delivered(event: StepEvent, copies: list, host: bool) -> StepEvent:
+    """The event with its host tensors, or NonFiniteError if its state was not finite."""
+    flag = copies[0]
+    if flag is not None and not bool(flag):
+        raise NonFiniteError(_non_finite_message(event))
+    if host:
+        event.x, event.denoised, event.noise = copies[1], copies[2], copies[3]
+        event.eval_x = list(copies[4:])
+    return event
 
 
 def _check_finite(event: StepEvent) -> None:
     if not bool(torch.isfinite(event.x).all()):
-        raise NonFiniteError(
-            f"The run produced NaN or infinity at step {event.index} (σ = {event.sigma:.6g}); "
-            "try float64, more steps or another solver."
-        )
+        raise NonFiniteError(_non_finite_message(event))
+
+
+def _non_finite_message(event: StepEvent) -> str:
+    return (f"The run produced NaN or infinity at step {event.index} (σ = {event.sigma:.6g}); "
+            "try float64, more steps or another solver.")
 
 
 def sample(

@@ -9,11 +9,12 @@ JSON of the run configuration, the denoiser id, seed, library version and NFE.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -156,48 +157,181 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, meta
 
 
-class TrajectoryRecorder:
-    """Collects step events into a :class:`Trajectory` (tensors copied to the CPU)."""
+class _Rows:
+    """A growing ``[n, *row]`` host tensor: rows are copied in (converting dtype, leaving pinned
+    staging memory), preallocated when the count is known so that nothing is stacked at the end."""
 
-    def __init__(self, config: RunConfig, denoiser_id: str, record_evals: bool = True) -> None:
+    def __init__(self, capacity: Optional[int], dtype: Optional[torch.dtype]) -> None:
+        self.capacity = capacity
+        self.dtype = dtype
+        self.data: Optional[torch.Tensor] = None
+        self.count = 0
+
+    def add(self, row: torch.Tensor) -> None:
+        with torch.inference_mode(False):  # normal tensors, even when called from inside a sampling loop
+            self._add(row.detach())
+
+    def _add(self, row: torch.Tensor) -> None:
+        if self.data is None:
+            size = max(self.capacity or 8, 1)
+            self.data = torch.empty((size, *row.shape), dtype=self.dtype or row.dtype)
+        elif self.count == self.data.shape[0]:
+            grown = torch.empty((2 * self.count, *self.data.shape[1:]), dtype=self.data.dtype)
+            grown[: self.count] = self.data
+            self.data = grown
+        self.data[self.count].copy_(row)
+        self.count += 1
+
+    def drop_last(self) -> None:
+        self.count -= 1
+
+    def tensor(self) -> Optional[torch.Tensor]:
+        return None if self.data is None else self.data[: self.count]
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.data is None else self.data.nelement() * self.data.element_size()
+
+
+class TrajectoryRecorder:
+    """Collects step events into a :class:`Trajectory` (tensors copied to the CPU).
+
+    Options that bound host memory (a batch of 1024 RGB 32×32 samples over 35 steps is
+    0.9 GB in float32 before the evaluations are counted):
+
+    - ``storage_dtype``: e.g. ``torch.float16`` halves x, denoised, eval_x and noise
+      (t, σ and s stay in the run's precision);
+    - ``samples``: record only these samples of the batch (indices);
+    - ``steps``: record only these states (indices; the initial and final states are always
+      kept), with the evaluations of those steps. ``extra`` then names what was kept.
+
+    When the number of steps is known from the first event, every tensor is allocated once
+    at its final size; :meth:`estimate_bytes` predicts that size before a run.
+    """
+
+    def __init__(self, config: RunConfig, denoiser_id: str, record_evals: bool = True,
+                 storage_dtype: Optional[torch.dtype] = None, samples: Optional[Sequence[int]] = None,
+                 steps: Optional[Sequence[int]] = None) -> None:
         self.config, self.denoiser_id, self.record_evals = config, denoiser_id, record_evals
+        self.storage_dtype = storage_dtype
+        self.samples = _index_list(samples, "sample", config.batch)
+        self.steps = None if steps is None else set(_index_list(steps, "step", None)) | {0}
         self.t: list[float] = []
         self.sigma: list[float] = []
         self.scale: list[float] = []
-        self.x: list[torch.Tensor] = []
-        self.denoised: list[torch.Tensor] = []
+        self.indices: list[int] = []
         self.eval_sigma: list[float] = []
         self.eval_step: list[int] = []
-        self.eval_x: list[torch.Tensor] = []
         self.nfe = 0
         self.noise: Optional[torch.Tensor] = None
+        self.run_dtype: Optional[torch.dtype] = None
+        self.x: Optional[_Rows] = None
+        self.denoised: Optional[_Rows] = None
+        self.eval_x: Optional[_Rows] = None
+        self._pending_last: Optional[StepEvent] = None  # an unrecorded state that may turn out to be the last
 
+    # ------------------------------------------------------------------ sizes
+    def estimate_bytes(self, shape: Sequence[int], batch: int, n_steps: int, nfe: int,
+                       run_dtype: torch.dtype = torch.float32) -> int:
+        """Host bytes this recorder will hold for a run of ``n_steps`` steps and ``nfe`` evaluations."""
+        kept_samples = len(self.samples) if self.samples is not None else batch
+        states = n_steps + 1 if self.steps is None else len({i for i in self.steps if i <= n_steps} | {n_steps})
+        evals = nfe if self.steps is None else round(nfe * (states - 1) / max(n_steps, 1))
+        store = torch.empty((), dtype=self.storage_dtype or run_dtype).element_size()
+        meta = torch.empty((), dtype=run_dtype).element_size()
+        image = kept_samples * math.prod(shape) * store
+        rows = states + (states - 1) + (evals if self.record_evals else 0) + 1  # x, denoised, eval_x, noise
+        return rows * image + 3 * states * meta + evals * (meta + 8)
+
+    @property
+    def allocated_bytes(self) -> int:
+        """Host bytes the recorder holds now."""
+        rows = [self.x, self.denoised, self.eval_x]
+        noise = 0 if self.noise is None else self.noise.nelement() * self.noise.element_size()
+        return sum(r.nbytes for r in rows if r is not None) + noise
+
+    # ------------------------------------------------------------------ recording
     def add(self, ev: StepEvent) -> None:
+        if self.x is None:
+            self._start(ev)
+        self.nfe = ev.nfe
+        if self.steps is not None and ev.index not in self.steps and ev.index != ev.total_steps:
+            self._pending_last = ev  # kept only if no other state follows
+            return
+        self._pending_last = None
+        self._record(ev)
+
+    def _start(self, ev: StepEvent) -> None:
+        self.run_dtype = ev.x.dtype
+        states = None if ev.total_steps is None else ev.total_steps + 1
+        if states is not None and self.steps is not None:
+            states = len({i for i in self.steps if i < states} | {0, states - 1})
+        self.x = _Rows(states, self.storage_dtype)
+        self.denoised = _Rows(None if states is None else states - 1, self.storage_dtype)
+        self.eval_x = _Rows(None, self.storage_dtype)
         if ev.noise is not None:
-            self.noise = ev.noise.detach().cpu()
+            self.noise = self._rows_of(ev.noise).to("cpu", self.storage_dtype or ev.noise.dtype, copy=True)
+
+    def _rows_of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The recorded samples of a ``[B, …]`` tensor (all of them by default)."""
+        if self.samples is None:
+            return tensor
+        return tensor[torch.tensor(self.samples, device=tensor.device)]
+
+    def _record(self, ev: StepEvent) -> None:
         self.t.append(ev.t)
         self.sigma.append(ev.sigma)
         self.scale.append(ev.scale)
-        self.x.append(ev.x.detach().cpu())
+        self.indices.append(ev.index)
+        self.x.add(self._rows_of(ev.x))
         if ev.denoised is not None:
-            self.denoised.append(ev.denoised.detach().cpu())
+            self.denoised.add(self._rows_of(ev.denoised))
         self.eval_sigma.extend(ev.eval_sigma)
         self.eval_step.extend([ev.index] * len(ev.eval_sigma))
         if self.record_evals:
-            self.eval_x.extend(e.detach().cpu() for e in ev.eval_x)
-        self.nfe = ev.nfe
+            if self.eval_x.capacity is None and ev.eval_x and self.denoised.capacity is not None:
+                self.eval_x.capacity = len(ev.eval_x) * self.denoised.capacity  # evaluations per step x steps
+            for e in ev.eval_x:
+                self.eval_x.add(self._rows_of(e))
 
     def finish(self) -> Trajectory:
-        x = torch.stack(self.x)
-        dtype = x.dtype
-        f64 = dtype  # SPEC §6: float32 by default, float64 when the run was
-        denoised = torch.stack(self.denoised) if self.denoised else x[:0]
+        if self._pending_last is not None:
+            self._record(self._pending_last)
+            self._pending_last = None
+        x = self.x.tensor()
+        store = x.dtype
+        meta = self.run_dtype if self.storage_dtype is not None else store  # SPEC §6: float32, or float64 runs
+        denoised = self.denoised.tensor()
+        if denoised is None:
+            denoised = x[:0]
+        extra = {}
+        if self.steps is not None:
+            extra["recorded_steps"] = list(self.indices)
+        if self.samples is not None:
+            extra["recorded_samples"] = list(self.samples)
+        noise = self.noise.to(store) if self.noise is not None else x[0] / (self.sigma[0] * self.scale[0])
+        eval_x = self.eval_x.tensor() if self.record_evals else None
         return Trajectory(
             config=self.config, denoiser_id=self.denoiser_id,
-            t=torch.tensor(self.t, dtype=f64), sigma=torch.tensor(self.sigma, dtype=f64),
-            scale=torch.tensor(self.scale, dtype=f64), x=x, denoised=denoised,
-            noise=self.noise.to(dtype) if self.noise is not None else x[0] / (self.sigma[0] * self.scale[0]), nfe=self.nfe,
-            eval_sigma=torch.tensor(self.eval_sigma, dtype=f64),
+            t=torch.tensor(self.t, dtype=meta), sigma=torch.tensor(self.sigma, dtype=meta),
+            scale=torch.tensor(self.scale, dtype=meta), x=x, denoised=denoised,
+            noise=noise, nfe=self.nfe,
+            eval_sigma=torch.tensor(self.eval_sigma, dtype=meta),
             eval_step=torch.tensor(self.eval_step, dtype=torch.int64),
-            eval_x=torch.stack(self.eval_x) if self.record_evals and self.eval_x else None,
+            eval_x=eval_x if eval_x is not None and len(eval_x) else None,
+            extra=extra,
         )
+
+
+def _index_list(values: Optional[Sequence[int]], what: str, limit: Optional[int]) -> Optional[list[int]]:
+    """Sorted distinct indices, checked (ValueError names the bad one)."""
+    if values is None:
+        return None
+    out = sorted({int(v) for v in values})
+    if not out:
+        raise ValueError(f"Give at least one {what} to record.")
+    if out[0] < 0 or (limit is not None and out[-1] >= limit):
+        bad = out[0] if out[0] < 0 else out[-1]
+        bound = f" (the batch has {limit})" if limit is not None else ""
+        raise ValueError(f"Cannot record {what} {bad}{bound}.")
+    return out
