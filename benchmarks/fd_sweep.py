@@ -1,0 +1,88 @@
+"""Quality against NFE: Fréchet distance of a shipped Fashion model for several solvers.
+
+For each solver and NFE budget, draws ``--num`` samples (seeds 0…num−1) and computes the
+FD of the Fashion classifier's penultimate features to the training split. The floor is
+the test split against the training split. Writes JSON and a markdown table.
+
+    python benchmarks/fd_sweep.py --model fashion32-edm --num 10000 --out benchmarks/results
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from explorer.core.config import RunConfig
+from explorer.core.sampling import resolve_device
+from explorer.models.loader import load_denoiser
+from explorer.train.frechet import (
+    extract_features, fd_against_fashion, feature_statistics, frechet_distance, reference_statistics, tensor_batches,
+)
+from explorer.train.preview import batch_sampler
+
+
+def floor_fd(device: torch.device) -> float:
+    from explorer.train.datasets import load_fashion
+    from explorer.train.frechet import DEFAULT_CLASSIFIER, load_classifier
+
+    model, _ = load_classifier(DEFAULT_CLASSIFIER, device=str(device))
+    mu_ref, cov_ref = reference_statistics(model, device=device)
+    feats = extract_features(model, tensor_batches(load_fashion("test").images), device)
+    return frechet_distance(*feature_statistics(feats), mu_ref, cov_ref)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="fashion32-edm")
+    p.add_argument("--solvers", default="euler,heun,dpm-solver-3,dpm-solver++2m")
+    p.add_argument("--nfe", default="5,10,20,35")
+    p.add_argument("--num", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--reference-rtol", type=float, default=1e-4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    den = load_denoiser(args.model, device=str(device)).eval()
+    rows = []
+
+    def measure(solver: str, **kw) -> None:
+        cfg = RunConfig(solver=solver, batch=args.batch, device=device.type, **kw)
+        start = time.time()
+        try:
+            fd = fd_against_fashion(batch_sampler(den, cfg), num=args.num, batch=args.batch, device=device)
+            err = None
+        except ValueError as e:  # e.g. an NFE budget too small for the solver
+            fd, err = None, str(e)
+        rows.append({"solver": solver, "nfe": kw.get("nfe"), "rtol": kw.get("rtol"), "fd": fd, "error": err,
+                     "seconds": round(time.time() - start, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    floor = floor_fd(device)
+    print(json.dumps({"floor_test_vs_train": floor}), flush=True)
+    for solver in args.solvers.split(","):
+        for nfe in (int(n) for n in args.nfe.split(",")):
+            measure(solver, nfe=nfe, steps=None)
+    measure("reference", steps=18, rtol=args.reference_rtol, atol=args.reference_rtol * 1e-2)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    result = {"model": args.model, "num": args.num, "floor": floor, "device": device_name, "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"fd_{args.model}.json").write_text(json.dumps(result, indent=1))
+    nfes = [int(n) for n in args.nfe.split(",")]
+    lines = [f"FD ({args.num} samples, {args.model}, {device_name}); floor (test vs train) {floor:.3f}", "",
+             "| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
+    for solver in args.solvers.split(","):
+        cells = [next((f"{r['fd']:.2f}" if r["fd"] is not None else "—") for r in rows if r["solver"] == solver and r["nfe"] == n) for n in nfes]
+        lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+    ref = rows[-1]
+    lines.append(f"\nreference (RK45, rtol {args.reference_rtol:g}): FD {ref['fd']:.2f}" if ref["fd"] is not None else "")
+    (out / f"fd_{args.model}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
