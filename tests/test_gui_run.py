@@ -236,6 +236,7 @@ def test_screenshot_mode_saves_the_window(qtbot, tmp_path, monkeypatch):
     settings = tmp_path / "shot.ini"
     stored = AppSettings(open_settings(str(settings)))
     stored.set_config(RunConfig(steps=4, batch=64))
+    stored.set_denoiser("ring")  # a toy keeps this test fast (the default is a network)
     stored.sync()
     out = tmp_path / "shot.png"
     assert app_module.run_app(screenshot=str(out), settings_path=str(settings)) == 0

@@ -10,6 +10,7 @@ import pytest  # noqa: E402
 pytest.importorskip("pytestqt")
 
 from explorer.core.config import RunConfig  # noqa: E402
+from explorer.models.loader import default_model_name  # noqa: E402
 from explorer.ui.main_window import MainWindow, default_batch  # noqa: E402
 from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
 
@@ -56,7 +57,7 @@ def test_a_missing_remembered_file_falls_back_to_the_default(qtbot, tmp_path):
     stored.store.setValue("run/config", "{not json")
     stored.sync()
     win = make(qtbot, path)
-    assert win.session.denoiser_spec == "ring"
+    assert win.session.denoiser_spec == default_model_name()
     assert "gone.safetensors" in win.banner.text()
     assert win.model.config == RunConfig(batch=default_batch(win.session.denoiser))
 

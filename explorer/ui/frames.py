@@ -199,6 +199,11 @@ class RunRecord:
     def num_states(self) -> int:
         return len(self.events)
 
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the initial state to the latest step (the run's own speed)."""
+        return self._elapsed
+
     def unscaled(self, i: int) -> torch.Tensor:
         """x/s of state i for the shown samples, float32."""
         return (self._x[i] / self.events[i].scale).to(torch.float32)
@@ -248,10 +253,12 @@ class RunRecord:
         frame.pixels = pixels
         if pixels:
             rows = min(self.shown, TRACE_SAMPLES)
-            frame.pixel_traces = _pixel_values(self._paths(i, rows), pixels)
+            scales = torch.tensor([e.scale for e in self.events[: i + 1]], dtype=torch.float64)
+            values = torch.stack([_pixel_values(x[:rows], pixels) for x in self._x[: i + 1]])  # [S, rows, P]
+            frame.pixel_traces = (values / scales[:, None, None]).to(torch.float32).numpy()
             sigmas, _, xs = self._evals(i, rows)
             frame.eval_sigmas = np.array(sigmas, dtype=np.float64)
-            frame.eval_traces = (_pixel_values(torch.stack(xs).to(torch.float32), pixels) if xs
+            frame.eval_traces = (torch.stack([_pixel_values(x, pixels) for x in xs]).to(torch.float32).numpy() if xs
                                  else np.zeros((0, rows, len(pixels)), np.float32))
 
     def _point_frame(self, frame: StepFrame, i: int) -> None:
@@ -331,11 +338,11 @@ def _light(event: StepEvent) -> StepEvent:
                      event.total_steps, list(event.eval_sigma), [], event.order)
 
 
-def _pixel_values(x: torch.Tensor, pixels: Sequence[tuple[int, int]]) -> np.ndarray:
-    """``[..., C, H, W]`` → ``[..., P]``: each pixel's value (mean over channels for colour)."""
+def _pixel_values(x: torch.Tensor, pixels: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``[B, C, H, W]`` → ``[B, P]``: each pixel's value (mean over channels for colour)."""
     rows = torch.tensor([p[0] for p in pixels])
     cols = torch.tensor([p[1] for p in pixels])
-    return x[..., rows, cols].mean(-2).numpy()
+    return x[:, :, rows, cols].mean(1)
 
 
 def _pad2(points: np.ndarray) -> np.ndarray:
