@@ -126,6 +126,9 @@ class RunView(QWidget):
             self.trajectories.setCurrentIndex(0)
         self.image_paths.set_projection(None)
         self.image_paths.set_data_range(tuple(denoiser.data_range))
+        if denoiser.is_image:
+            colour = shape[0] == 3
+            self.image_paths.traces.setLabel("left", "pixel value (mean of R, G, B)" if colour else "pixel value")
         self.set_pixels(tuple(p for p in self.pixels if denoiser.is_image and p[0] < shape[1] and p[1] < shape[2]))
 
     def set_plan(self, plan: Optional[Plan]) -> None:

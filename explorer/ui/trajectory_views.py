@@ -109,7 +109,7 @@ class ImageTrajectoryView(QWidget):
         self.traces.setLogMode(x=True)
         self.traces.getViewBox().invertX(True)
         self.traces.setLabel("bottom", "σ (log; the final σ = 0 is drawn at the right edge)")
-        self.traces.setLabel("left", "pixel value (mean over channels)")
+        self.traces.setLabel("left", "pixel value")
         self.trace_curves: list[pg.PlotCurveItem] = []
         self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
         self.traces.addItem(self.trace_evals, ignoreBounds=True)
