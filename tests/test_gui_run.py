@@ -163,6 +163,7 @@ def test_clicking_a_tile_zooms_and_adds_a_pixel_trace(window, qtbot):
     assert run(window, qtbot) == "finished"
     view = window.run_view
     before = len(view.pixels)
+    assert before == 3  # default pixels are traced before any click
     view.denoised_grid.tileClicked.emit(3, 5, 6)
     assert view.zoom_sample == 3
     assert view.pixels[-1] == (5, 6) and len(view.pixels) == before + 1
@@ -246,3 +247,44 @@ def test_screenshot_mode_saves_the_window(qtbot, tmp_path, monkeypatch):
         assert img.size[0] >= 1000 and img.size[1] >= 700
     with pytest.raises(ValueError):
         app_module.run_app(screenshot=str(tmp_path / "shot.jpg"))
+
+
+class Conditional(Denoiser):
+    """A 2-D toy that pretends to have three classes (and records the labels it gets)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = toy("ring")
+        self.shape, self.label_dim, self.name = (2,), 3, "cond"
+        self.label_names = ["a", "b", "c"]
+        self.seen = None
+
+    def forward(self, x, sigma, labels=None):
+        self.seen = labels
+        return self.inner(x, sigma)
+
+
+def test_class_label_for_conditional_models(window, qtbot):
+    den = Conditional()
+    window.use_denoiser(den, "cond")
+    box = window.panel.label_box
+    assert box.isEnabled() and box.count() == 4 and box.itemText(3) == "2: c"
+    assert box.select(2)
+    assert window.model.config.label == 2
+    assert run(window, qtbot) == "finished"
+    assert den.seen is not None and den.seen.argmax(1).tolist() == [2] * window.model.config.batch
+    window.use_denoiser(toy("ring"), "ring")
+    assert window.model.config.label is None and not box.isEnabled()
+
+
+def test_cancel_and_failure_restore_the_previous_progress(window, qtbot):
+    assert run(window, qtbot) == "finished"
+    steps = window.session.trajectory.num_steps
+    window.use_denoiser(Slow(toy("ring"), 0.0, fail_at=3), "nan")
+    window.model.load(RunConfig(steps=8, batch=4))
+    assert run(window, qtbot) == "failed"
+    assert window.panel.progress.value() == 0 and window.panel.nfe_counter.text() == "NFE 0"
+    window.use_denoiser(toy("ring"), "ring")
+    window.model.load(RunConfig(steps=steps, batch=4))
+    assert run(window, qtbot) == "finished"
+    assert window.panel.progress.value() == steps

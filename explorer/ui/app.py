@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
 from explorer.ui.main_window import MainWindow
@@ -43,31 +43,38 @@ def run_app(screenshot: Optional[str] = None, settings_path: Optional[str] = Non
     if screenshot is None:
         return int(app.exec())
     outcome = {"code": 1}
+    loop = QEventLoop()  # a loop of its own: quitting it leaves the application's state alone
 
     def grab() -> None:
         pixmap = window.grab()
         outcome["code"] = 0 if pixmap.save(str(screenshot), "PNG") else 1
         if outcome["code"]:
             print(f"diffusion-explorer: error: could not write {screenshot}", file=sys.stderr)
-        window.close()
-        app.quit()
+        loop.quit()
 
     def ended(how: str) -> None:
         if how != "finished":
             print(f"diffusion-explorer: error: the default run {how}: {window.banner.text()}", file=sys.stderr)
-        QTimer.singleShot(SETTLE_MS, grab if how == "finished" else _fail(window, app))
+        QTimer.singleShot(SETTLE_MS, grab if how == "finished" else loop.quit)
 
     window.runEnded.connect(ended)
     if window.model.config is None:
         print(f"diffusion-explorer: error: the remembered configuration is invalid: {window.model.error}", file=sys.stderr)
+        _close_quietly(app, window)
         return 1
-    QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, _fail(window, app))
-    app.exec()
+    QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, loop.quit)
+    loop.exec()
+    _close_quietly(app, window)
     return outcome["code"]
 
 
-def _fail(window: MainWindow, app: QApplication):
-    def stop() -> None:
+def _close_quietly(app: QApplication, window: MainWindow) -> None:
+    """Close the window after the loop ended without "last window closed" posting a quit
+    that would end the next event loop of this process (tests run several)."""
+    quit_on_close = app.quitOnLastWindowClosed()
+    app.setQuitOnLastWindowClosed(False)
+    try:
         window.close()
-        app.quit()
-    return stop
+        window.deleteLater()
+    finally:
+        app.setQuitOnLastWindowClosed(quit_on_close)

@@ -344,20 +344,26 @@ class MainWindow(QMainWindow):
         self._run_over()
         self.record = record
         self.session.set_trajectory(record.trajectory)
-        self.run_view.show_record(record)
+        self._restore_previous()
         last = record.frame(record.num_states - 1)
-        bar = self.panel.progress
-        bar.setRange(0, max(1, last.index))
-        bar.setValue(last.index)
-        self.panel.nfe_counter.setText(f"NFE {last.nfe}")
         self.status(self._speed_text(last, running=False))
         self.run_view.slider.setFocus()
         self.runEnded.emit("finished")
 
     def _restore_previous(self) -> None:
+        """After a cancel or failure: the views, progress and NFE of the last finished run."""
         self.run_view.set_denoiser(self.session.denoiser)
+        bar = self.panel.progress
         if self.record is not None and self.record.denoiser is self.session.denoiser:
             self.run_view.show_record(self.record)
+            last = self.record.frame(self.record.num_states - 1)
+            bar.setRange(0, max(1, last.index))
+            bar.setValue(last.index)
+            self.panel.nfe_counter.setText(f"NFE {last.nfe}")
+        else:
+            bar.setRange(0, 1)
+            bar.setValue(0)
+            self.panel.nfe_counter.setText("NFE 0")
 
     def _on_failed(self, message: str) -> None:
         steps = self._live_record.num_states - 1 if self._live_record is not None else 0

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QSplitter, QStackedW
 
 from explorer.core.denoiser import Denoiser
 from explorer.core.solvers.context import Plan
-from explorer.ui.frames import Density, RunRecord, StepFrame, data_rect, gmm_density
+from explorer.ui.frames import Density, RunRecord, StepFrame, data_rect, default_pixels, gmm_density
 from explorer.ui.image_views import MosaicView, ScatterView, ZoomView
 from explorer.ui.sigma_view import SigmaView
 from explorer.ui.trajectory_views import ImageTrajectoryView, PathView
@@ -129,7 +129,8 @@ class RunView(QWidget):
         if denoiser.is_image:
             colour = shape[0] == 3
             self.image_paths.traces.setLabel("left", "pixel value (mean of R, G, B)" if colour else "pixel value")
-        self.set_pixels(tuple(p for p in self.pixels if denoiser.is_image and p[0] < shape[1] and p[1] < shape[2]))
+        kept = tuple(p for p in self.pixels if denoiser.is_image and p[0] < shape[1] and p[1] < shape[2])
+        self.set_pixels(kept or default_pixels(shape))
 
     def set_plan(self, plan: Optional[Plan]) -> None:
         self.sigma_view.set_plan(plan)

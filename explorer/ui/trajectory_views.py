@@ -124,8 +124,6 @@ class ImageTrajectoryView(QWidget):
         self.pca_current = pg.ScatterPlotItem(size=6, pen=None, brush=CURRENT_BRUSH)
         for item in (self.pca_curve, self.pca_evals, self.pca_current):
             self.pca.addItem(item)
-        self.pca_hint = pg.TextItem("the projection appears when the run ends", color=(110, 110, 110), anchor=(0.5, 0.5))
-        self.pca.addItem(self.pca_hint)
         self._pca_paths: Optional[np.ndarray] = None
         self.graphics.ci.layout.setColumnStretchFactor(0, 3)
         self.graphics.ci.layout.setColumnStretchFactor(1, 2)
@@ -189,18 +187,15 @@ class ImageTrajectoryView(QWidget):
             self._pca_paths = None
             for item in (self.pca_curve, self.pca_evals, self.pca_current):
                 item.setData([], [])
-            self.pca_hint.show()
+            self.pca.setTitle("Paths, PCA over the run (drawn when it ends)", size="9pt")
             return
         paths, evals = projection
         self._pca_paths = paths
         x, y, connect = path_arrays(paths)
         self.pca_curve.setData(x, y, connect=connect)
         self.pca_evals.setData(evals[:, 0], evals[:, 1]) if len(evals) else self.pca_evals.setData([], [])
-        self.pca_hint.hide()
+        self.pca.setTitle("Paths, PCA over the run", size="9pt")
         self.pca.enableAutoRange()
-        finite = paths[np.isfinite(paths).all(-1)]
-        if len(finite):
-            self.pca_hint.setPos(*finite.mean(0))
 
     def _show_pca_step(self, index: int) -> None:
         if self._pca_paths is None or index >= len(self._pca_paths):
