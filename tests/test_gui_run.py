@@ -288,3 +288,21 @@ def test_cancel_and_failure_restore_the_previous_progress(window, qtbot):
     window.model.load(RunConfig(steps=steps, batch=4))
     assert run(window, qtbot) == "finished"
     assert window.panel.progress.value() == steps
+
+
+def test_sigma_view_redraws_before_any_run(window):
+    view = window.run_view.sigma_view
+    before = view.step_marks.data["y"].copy()
+    window.panel.rho_box.setValue(3)
+    after = view.step_marks.data["y"]
+    assert len(after) == len(before) and not np.allclose(after, before)
+    window.panel.steps_box.setValue(9)
+    assert len(view.step_marks.data) == 9  # the positive σ's of 9 steps (the final σ = 0 is off the log axis)
+    window.panel.process_box.select("vp")
+    window.panel.disc_box.select("vp")
+    _, scale = view.scale_curve.getData()
+    assert scale.min() < 0.1 and np.isclose(scale.max(), 1.0, atol=1e-3)  # s(t) of VP is drawn
+    view.set_mode("h")
+    x, y = view.series.getData()
+    assert len(x) == 8 and (y > 0).all()  # steps in λ between the 9 positive σ's
+    assert window.session.trajectory is None

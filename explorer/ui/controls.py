@@ -26,6 +26,7 @@ from explorer.ui.config_model import BUDGET, ConfigModel, Invalid
 from explorer.ui.widgets import DataCombo
 
 OPEN_ITEM = "Open…"
+OPEN_FOLDER_ITEM = "Open diffusers folder…"
 ERROR_STYLE = "color: #b00020;"
 
 
@@ -82,11 +83,13 @@ class ControlPanel(QWidget):
     Signals:
         denoiserPicked(str): a built-in name or a recent file was chosen.
         openRequested(): "Open…" was chosen.
+        openFolderRequested(): "Open diffusers folder…" was chosen.
         sampleClicked(), cancelClicked().
     """
 
     denoiserPicked = Signal(str)
     openRequested = Signal()
+    openFolderRequested = Signal()
     sampleClicked = Signal()
     cancelClicked = Signal()
 
@@ -399,7 +402,8 @@ class ControlPanel(QWidget):
                 for path in recent:
                     box.add(_short(path), path, tooltip=path)
             box.add_separator()
-            box.add(OPEN_ITEM, OPEN_ITEM)
+            box.add(OPEN_ITEM, OPEN_ITEM, tooltip="A checkpoint (.safetensors), a mixture (.json), an EDM pickle (.pkl) or an array (.npy/.npz)")
+            box.add(OPEN_FOLDER_ITEM, OPEN_FOLDER_ITEM)
             if box.find(current) < 0:
                 box.insert(0, _short(current), current, tooltip=current)
             _set_combo(box, current)
@@ -409,9 +413,9 @@ class ControlPanel(QWidget):
 
     def _denoiser_activated(self, index: int) -> None:
         data = self.denoiser_box.value_at(index)
-        if data == OPEN_ITEM:
+        if data in (OPEN_ITEM, OPEN_FOLDER_ITEM):
             self._quiet(lambda: _set_combo(self.denoiser_box, getattr(self, "_current_denoiser", "")))
-            self.openRequested.emit()
+            (self.openRequested if data == OPEN_ITEM else self.openFolderRequested).emit()
         elif data:
             self.denoiserPicked.emit(str(data))
 

@@ -170,6 +170,7 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         file = bar.addMenu("&File")
         self._action(file, "&Open denoiser…", self.open_dialog, QKeySequence.Open)
+        self._action(file, "Open a &diffusers folder…", self.open_folder_dialog)
         self.recent_menu = file.addMenu("Open &recent")
         file.addSeparator()
         self.export_actions = [
@@ -200,6 +201,7 @@ class MainWindow(QMainWindow):
         self.panel.cancelClicked.connect(self.cancel_run)
         self.panel.denoiserPicked.connect(self.choose_denoiser)
         self.panel.openRequested.connect(self.open_dialog)
+        self.panel.openFolderRequested.connect(self.open_folder_dialog)
         self.model.changed.connect(self._model_changed)
         self.worker.frameReady.connect(self._on_frame)
         self.worker.finished.connect(self._on_finished)
@@ -288,9 +290,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.clear()
         for path in self.recent:
             self._action(self.recent_menu, path, lambda p=path: self.choose_denoiser(p))
-        if self.recent:
-            self.recent_menu.addSeparator()
-        self._action(self.recent_menu, "Open a &diffusers folder…", self.open_folder_dialog)
+        self.recent_menu.setEnabled(bool(self.recent))
 
     # ------------------------------------------------------------------ running
     def start_run(self) -> bool:
