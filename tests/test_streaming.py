@@ -40,16 +40,17 @@ class _Late(HostCopy):
         return False
 
 
+def _counted(n: int, produced: list):
+    """0 … n−1, noting in ``produced`` how far the producer has got."""
+    for i in range(n):
+        produced.append(i)
+        yield i
+
+
 def test_in_order_hands_out_in_order_at_most_depth_behind():
-    produced = []
-
-    def items():
-        for i in range(6):
-            produced.append(i)
-            yield i
-
+    produced: list = []
     seen = []
-    for item, tensors in in_order(items(), lambda i: _Late([torch.tensor(i)]), depth=2):
+    for item, tensors in in_order(_counted(6, produced), lambda i: _Late([torch.tensor(i)]), depth=2):
         seen.append((item, len(produced)))
         assert int(tensors[0]) == item
     assert [i for i, _ in seen] == list(range(6))
@@ -58,14 +59,8 @@ def test_in_order_hands_out_in_order_at_most_depth_behind():
 
 
 def test_in_order_hands_out_ready_copies_at_once():
-    produced = []
-
-    def items():
-        for i in range(4):
-            produced.append(i)
-            yield i
-
-    seen = [len(produced) for _, _ in in_order(items(), lambda i: HostCopy([None]), depth=3)]
+    produced: list = []
+    seen = [len(produced) for _, _ in in_order(_counted(4, produced), lambda i: HostCopy([None]), depth=3)]
     assert seen == [1, 2, 3, 4]
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -259,6 +259,3 @@ def environment(device: torch.device) -> dict[str, Any]:
         info["threads"] = torch.get_num_threads()
     return info
 
-
-def optional_float(value: Optional[float], digits: int = 3) -> Optional[float]:
-    return None if value is None else round(float(value), digits)

@@ -15,7 +15,7 @@ as it is made and events hold device tensors.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -25,7 +25,7 @@ from explorer.core.events import StepEvent
 from explorer.core.fast import FastOptions, fast_denoiser, graphs_available, module_tensors
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.plan import plan_run
-from explorer.core.solvers import get_solver
+from explorer.core.solvers import SolverInfo, get_solver
 from explorer.core.solvers.context import Plan, SolverContext
 from explorer.core.streaming import HostCopy, HostStreamer, in_order
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
@@ -149,14 +149,14 @@ class _LazyStreams:
             self._streams = NoiseStreams(self.seeds)
         return self._streams
 
-    def randn(self, shape) -> torch.Tensor:
+    def randn(self, shape: Sequence[int]) -> torch.Tensor:
         return self._get().randn(shape)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self._get().randn_like(x)
 
 
-def _solver_events(info, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
+def _solver_events(info: SolverInfo, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
     """The initial event, every solver step, and the extra step of final=denoise."""
     yield first
     last = first
@@ -168,7 +168,7 @@ def _solver_events(info, ctx: SolverContext, first: StepEvent) -> Iterator[StepE
         yield ctx.event(last.index + 1, 0.0, x, 1)
 
 
-def _checked_as_made(info, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
+def _checked_as_made(info: SolverInfo, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
     """The plain loop: each state is checked for NaN as soon as it exists (a host sync per step)."""
     events = _solver_events(info, ctx, first)
     yield next(events)
