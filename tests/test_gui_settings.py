@@ -80,3 +80,17 @@ def test_compare_tab_only_when_its_module_imports(qtbot, tmp_path):
         assert names == ["Run"]
     else:
         assert "Compare" in names or "could not be built" in win.banner.text()
+
+
+def test_an_untouched_batch_follows_the_kind_of_data(qtbot, tmp_path):
+    import torch
+    from explorer.core.analytic import GMMDenoiser, toy
+
+    win = make(qtbot, tmp_path / "s.ini", denoiser_spec="ring")
+    win.model.load(RunConfig(batch=default_batch(win.session.denoiser)))
+    images = GMMDenoiser(torch.zeros(2, 16), [0.1, 0.1], [1, 1], (1, 4, 4))
+    win.use_denoiser(images, "img")
+    assert win.model.config.batch == default_batch(images) == win.panel.batch_box.value()
+    win.panel.batch_box.setValue(5)
+    win.use_denoiser(toy("ring"), "ring")
+    assert win.model.config.batch == 5  # the user's own choice stays

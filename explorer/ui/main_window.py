@@ -256,8 +256,13 @@ class MainWindow(QMainWindow):
         if self.worker.is_running():
             self.cancel_run()
             self.worker.wait()
+        follow_batch = self.model.value("batch") == default_batch(self.session.denoiser)
         self.session.set_denoiser(denoiser, spec)
         self.model.set_denoiser(denoiser)
+        if follow_batch and self.model.value("batch") != default_batch(denoiser):
+            # an untouched batch follows the kind of data: a cloud of points, a grid of images
+            self.model.set_value("batch", default_batch(denoiser))
+            self.panel.read_model()
         self.record = None
         self._denoiser_ready(denoiser)
         self.banner.hide()
