@@ -25,7 +25,10 @@ def needs_guard(pyside_version: str, python: tuple[int, int] = sys.version_info[
 
 def guard_singletons() -> bool:
     """Apply the guard once if this PySide6 needs it; True when applied (now or before)."""
-    import PySide6
+    try:
+        import PySide6
+    except ImportError:  # no Qt: importing the app's modules will say so
+        return False
 
     if not needs_guard(PySide6.__version__):
         return False
