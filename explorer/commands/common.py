@@ -55,6 +55,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_steps: bool = True) 
     r.add_argument("--label", type=int, help="class for class-conditional denoisers")
     r.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_DEFAULTS.device)
+    r.add_argument("--no-fast", action="store_true", help="turn off the CUDA fast path (graph-replayed D, streamed steps)")
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
@@ -69,7 +70,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
         nfe=nfe, final=args.final, lower_order_final=not args.no_lower_order_final, alpha=args.alpha,
         churn=args.churn, s_min=args.s_min, s_max=args.s_max, s_noise=args.s_noise, eta=args.eta,
         rtol=args.rtol, atol=args.atol, seed=args.seed, batch=args.batch, label=args.label,
-        dtype=args.dtype, device=args.device, epsilon_s=args.epsilon_s,
+        dtype=args.dtype, device=args.device, epsilon_s=args.epsilon_s, fast=not getattr(args, "no_fast", False),
     )
     fields.update(overrides)
     return RunConfig(**fields)

@@ -45,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", required=True, help="seeds to draw, e.g. 0-49999 or 1,5,9 (one sample each)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument("--no-images", action="store_true", help="write only the .npz shards")
-    p.add_argument("--no-fast", action="store_true", help="plain eager evaluation (no CUDA graphs)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="network precision on the CUDA fast path (bfloat16: autocast, preconditioning stays float32)")
     p.add_argument("--channels-last", action="store_true", help="channels-last network on the fast path")
@@ -227,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     from explorer.models.loader import load_denoiser
 
     rank, world, local_rank = _distributed()
-    config = config_from_args(args, fast=not args.no_fast)
+    config = config_from_args(args)
     if args.seed != RunConfig().seed:
         raise ValueError("generate takes its seeds from --seeds, not --seed.")
     seeds = parse_seeds(args.seeds)

@@ -81,7 +81,11 @@ def plan_run(
     tail = [0.0] if to_zero else []
 
     def grid(n: int, disc: str = config.disc) -> list[float]:
-        return time_grid(disc, n, process, lo, hi, config.rho, round_sigma, config.epsilon_s).tolist()
+        try:
+            t = time_grid(disc, n, process, lo, hi, config.rho, round_sigma, config.epsilon_s).tolist()
+        except (OverflowError, ZeroDivisionError):
+            t = [math.nan]
+        return _checked_grid(t, disc, config.rho)
 
     if info.family == "fast":
         total = resolve_steps(config, info)
@@ -106,6 +110,16 @@ def plan_run(
         process, (lo, hi), t, info.step_orders(steps, config.lower_order_final), config.final,
         None if nfe is None else nfe + extra, config.disc,
     )
+
+
+def _checked_grid(t: list[float], disc: str, rho: float) -> list[float]:
+    """A usable grid is finite, positive and strictly decreasing; say why when it is not."""
+    bad = any(not (math.isfinite(v) and v > 0) for v in t) or any(b >= a for a, b in zip(t, t[1:]))
+    if bad:
+        hint = f" (ρ = {rho:g} is too extreme for floating point)" if disc == "edm" else ""
+        raise ValueError(f"The {disc} discretization gives no usable time steps for these settings{hint}; "
+                         "change ρ, the σ range or the number of steps.")
+    return t
 
 
 def predicted_nfe(config: RunConfig, model_range: tuple[float, float] = (0.0, math.inf)) -> Optional[int]:

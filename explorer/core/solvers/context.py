@@ -105,8 +105,8 @@ class SolverContext:
     def denoise(self, x: torch.Tensor, t: float) -> torch.Tensor:
         """D(x/s(t); σ(t)) for a state x in scaled space; one NFE, recorded."""
         sigma, s = self.sigma(t), self.s(t)
-        if not sigma > 0:
-            raise RuntimeError("internal error: a solver asked for D at σ = 0")  # never by design (SPEC §2)
+        if not sigma > 0:  # only floating-point underflow can bring a solver here (SPEC §2)
+            raise ValueError(f"σ underflowed to 0 at t = {t:g}: the σ range is too wide for floating point; narrow it.")
         x_in = x / s
         sig = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
         out = self.denoiser(x_in, sig, self.labels)

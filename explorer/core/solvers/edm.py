@@ -47,7 +47,9 @@ def _edm_loop(ctx: SolverContext, heun: bool) -> Iterator[StepEvent]:
             x = x_hat + h * d_cur
             order = 1
         else:
-            t_prime = t_hat + alpha * h
+            # With α = 1 the second point is t_next itself (computed as t̂ + h it can round to 0
+            # when the σ range spans many orders of magnitude).
+            t_prime = t_next if alpha == 1 else t_hat + alpha * h
             x_prime = x_hat + alpha * h * d_cur
             d_prime = ctx.ode_derivative(x_prime, t_prime, ctx.denoise(x_prime, t_prime))
             x = x_hat + h * ((1 - 1 / (2 * alpha)) * d_cur + 1 / (2 * alpha) * d_prime)
