@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from explorer.core.config import RunConfig
+from explorer.core.files import atomic_write, canonical_safetensors
 from explorer.core.events import StepEvent
 
 FORMAT = "explorer-trajectory/1"
@@ -111,29 +111,12 @@ class Trajectory:
             raise ValueError(f"Could not read trajectory {path.name}: {err}") from None
 
 
-def atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; never leaves a partial file."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ValueError(f"Folder {str(directory)!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _write(tmp: str, suffix: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     if suffix == ".safetensors":
         from safetensors.torch import save_file
 
         save_file(tensors, tmp, metadata=meta)
+        canonical_safetensors(tmp)  # byte-reproducible files
     else:
         arrays = {k: v.numpy() for k, v in tensors.items()}
         arrays["__metadata__"] = np.array(json.dumps(meta))

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, data_space, solver_color  # noqa: E402
 from explorer.core.sweep import SweepResult  # noqa: E402
-from explorer.export.files import write_file  # noqa: E402
+from explorer.core.files import atomic_write  # noqa: E402
 
 FORMATS = ("png", "svg")
 DPI = 110
@@ -42,7 +42,7 @@ def save_plot(fig: "plt.Figure", path: str | os.PathLike) -> Path:
     meta = {"Date": None} if fmt == "svg" else {"Software": None}
     try:
         with matplotlib.rc_context({"svg.hashsalt": "diffusion-explorer"}):
-            return write_file(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta))
+            return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI, metadata=meta))
     finally:
         plt.close(fig)
 

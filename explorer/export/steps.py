@@ -21,7 +21,7 @@ from PIL import Image
 
 from explorer.core.compare import index_at_sigma, sigma_axis
 from explorer.core.trajectory import Trajectory
-from explorer.export.files import write_file
+from explorer.core.files import atomic_write
 from explorer.export.grids import arrange, check_drawable, image_cells, is_points, points_extent, points_panel
 from explorer.export.images import MAX_PIXELS
 
@@ -211,7 +211,7 @@ def save_gif(frames: Sequence[Image.Image], path: str | Path, fps: float = 6.0) 
     def write(tmp: str) -> None:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
 
-    return write_file(path, write)
+    return atomic_write(path, write)
 
 
 def ffmpeg_path() -> Optional[str]:
@@ -243,4 +243,4 @@ def save_mp4(frames: Sequence[Image.Image], path: str | Path, fps: float = 6.0) 
             reason = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
             raise ValueError(f"ffmpeg could not encode {path.name}: {reason[0]}")
 
-    return write_file(path, write)
+    return atomic_write(path, write)

@@ -23,13 +23,13 @@ import json
 import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from explorer.core.files import save_safetensors
 from explorer.core.precond import PRECONDITIONERS, Preconditioner
 from explorer.models.networks import build_denoiser, build_network, network_arch
 
@@ -103,15 +103,7 @@ def save_checkpoint(path: PathLike, denoiser: Preconditioner, *, dataset: str, t
         **(extra or {}),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in denoiser.state_dict().items()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=_encode_metadata(meta))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    save_safetensors(tensors, _encode_metadata(meta), path)
 
 
 # ------------------------------------------------------------------------------ reading the header
