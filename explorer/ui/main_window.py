@@ -503,8 +503,7 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def closeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
-        self.cancel_run()
-        self.worker.wait()
+        self.worker.shutdown()
         self.save_settings()
         super().closeEvent(event)
 

@@ -11,6 +11,12 @@ so a fast run cannot flood the event loop and a slow one shows every step.
 Cancel sets a flag checked after every event, so a run stops within one step; the
 generator is then closed (its ``finally`` blocks run).
 
+The thread is started once and kept for every later run of the worker: torch's
+OpenMP team belongs to the thread that starts parallel work, and a fresh thread per
+run paid for a new team each time (about 7% of a short run on two cores). Call
+:meth:`GeneratorWorker.shutdown` when the owner goes away; threads still alive at
+interpreter exit are stopped by an ``atexit`` hook.
+
 Drawing has a budget as well as a rate: the worker measures what each frame costs the
 GUI thread (the slots, plus the repaint that delays the next timer tick) and waits
 ``cost / max_busy`` before the next one, so the window takes at most about
@@ -19,6 +25,7 @@ its speed on a machine with few cores.
 """
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -27,6 +34,15 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 EventSource = Callable[[], Iterator[Any]]
 MAX_WAIT_S = 1.0  # a frame at least this often, however slow drawing is
+_LIVE_THREADS: list[QThread] = []  # persistent worker threads, stopped at exit
+
+
+@atexit.register
+def _stop_live_threads() -> None:
+    for thread in list(_LIVE_THREADS):
+        thread.quit()
+        thread.wait(5000)
+    _LIVE_THREADS.clear()
 
 
 def error_message(err: BaseException) -> str:
@@ -83,10 +99,11 @@ class _Loop(QObject):
                     close()
                 except Exception:  # noqa: BLE001 - closing after an error must not hide it
                     pass
+            self._owner._idle_event.set()
 
 
 class GeneratorWorker(QObject):
-    """Runs one generator at a time on its own ``QThread``.
+    """Runs one generator at a time on its own (persistent) ``QThread``.
 
     Signals (all delivered on the GUI thread):
         started(): a run began.
@@ -94,9 +111,10 @@ class GeneratorWorker(QObject):
         finished(object): the run completed; carries ``finish()``'s result.
         failed(str): the run raised; carries a user-readable message.
         cancelled(): the run stopped because :meth:`cancel` was called.
-        idle(): the thread is gone (after any of the three above); a new run may start.
+        idle(): the run is over (after any of the three above); a new run may start.
     """
 
+    _go = Signal()  # queued to the worker thread: start the loop object connected to it
     started = Signal()
     frameReady = Signal(object)
     finished = Signal(object)
@@ -117,6 +135,8 @@ class GeneratorWorker(QObject):
         self._latest: Any = None
         self._has_new = False
         self._thread: Optional[QThread] = None
+        self._idle_event = threading.Event()
+        self._idle_event.set()
         self._loop: Optional[_Loop] = None
         self._timer = QTimer(self)
         self._timer.setInterval(max(1, int(round(1000 * self._interval))))
@@ -124,7 +144,7 @@ class GeneratorWorker(QObject):
 
     # ------------------------------------------------------------------ public
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self._loop is not None
 
     def start(self, source: EventSource, observe: Optional[Callable[[Any], None]] = None,
               convert: Optional[Callable[[Any], Any]] = None, finish: Optional[Callable[[], Any]] = None) -> None:
@@ -133,22 +153,28 @@ class GeneratorWorker(QObject):
         ``source`` is called on the worker thread too, so building the generator (and
         any error it raises) happens off the GUI thread.
         """
-        if self._thread is not None:
+        if self._loop is not None:
             raise RuntimeError("A run is already going on; cancel it first.")
         self._cancel.clear()
         with self._lock:
             self._latest, self._has_new = None, False
         self._next_at, self._pending_cost, self._last_tick = 0.0, None, time.perf_counter()
-        thread = QThread()
+        if self._thread is None:
+            self._thread = QThread()
+            self._thread.setObjectName("explorer-worker")
+            self._thread.start()
+            _LIVE_THREADS.append(self._thread)
         loop = _Loop(self, source, observe, convert, finish, self._interval)
-        loop.moveToThread(thread)
-        thread.started.connect(loop.run)
+        loop.moveToThread(self._thread)
         loop.done.connect(self._on_done)
         loop.failed.connect(self._on_failed)
         loop.stopped.connect(self._on_stopped)
-        self._thread, self._loop = thread, loop
+        self._loop = loop
+        self._idle_event.clear()
+        self._go.connect(loop.run)  # a queued call: the loop lives on the worker thread
         self._timer.start()
-        thread.start()
+        self._go.emit()
+        self._go.disconnect(loop.run)
         self.started.emit()
 
     def cancel(self) -> None:
@@ -156,9 +182,19 @@ class GeneratorWorker(QObject):
         self._cancel.set()
 
     def wait(self, timeout_ms: int = 30_000) -> bool:
-        """Block until the thread ends (for shutdown); True when it did."""
-        thread = self._thread
-        return True if thread is None else bool(thread.wait(timeout_ms))
+        """Block until the run in progress (if any) has left the generator; True when it has."""
+        return self._idle_event.wait(timeout_ms / 1000)
+
+    def shutdown(self) -> None:
+        """Cancel any run and stop the thread (the owner is going away)."""
+        self.cancel()
+        self.wait()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.quit()
+            thread.wait()
+            if thread in _LIVE_THREADS:
+                _LIVE_THREADS.remove(thread)
 
     # ------------------------------------------------------------------ internals
     def _wants_frame(self, now: float) -> bool:
@@ -199,11 +235,9 @@ class GeneratorWorker(QObject):
     def _end(self) -> None:
         self._timer.stop()
         self._flush(force=True)  # the last state is always drawn
-        thread, self._thread, self._loop = self._thread, None, None
-        if thread is not None:
-            thread.quit()
-            thread.wait()
-            thread.deleteLater()
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.deleteLater()
 
     @Slot(object)
     def _on_done(self, result: Any) -> None:
