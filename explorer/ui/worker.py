@@ -4,9 +4,12 @@ The sampling engine is a generator; this is the thin wrapper at the edge (in the
 manner of superqt's ``GeneratorWorker``). The thread pulls events, calls ``observe``
 on every one (cheap bookkeeping such as recording a trajectory), and ``convert`` on
 at most ``rate_hz`` of them per second, turning an event into a small picture-ready
-payload *on the worker thread*. The GUI thread never sees tensors: a ``QTimer``
-at the same rate picks the newest payload and emits :attr:`GeneratorWorker.frameReady`,
-so a fast run cannot flood the event loop and a slow one shows every step.
+payload *on the worker thread*. The GUI thread never sees tensors: a single-shot
+``QTimer`` picks the newest payload and emits :attr:`GeneratorWorker.frameReady`, at
+most ``rate_hz`` times a second, so a fast run cannot flood the event loop and a slow
+one shows every step. The timer is armed only when a payload is waiting: an idle GUI
+thread is never woken (each wake-up on a machine with few cores preempts a thread of
+torch's parallel team, which then waits for it).
 
 Cancel sets a flag checked after every event, so a run stops within one step; the
 generator is then closed (its ``finally`` blocks run).
@@ -18,8 +21,8 @@ run paid for a new team each time (about 7% of a short run on two cores). Call
 interpreter exit are stopped by an ``atexit`` hook.
 
 Drawing has a budget as well as a rate: the worker measures what each frame costs the
-GUI thread (the slots, plus the repaint that delays the next timer tick) and waits
-``cost / max_busy`` before the next one, so the window takes at most about
+GUI thread (the slots, plus the repaint, timed until a zero-delay timer after it runs)
+and waits ``cost / max_busy`` before the next one, so the window takes at most about
 ``max_busy`` of the time (5% by default) however heavy the frame, and the run keeps
 its speed on a machine with few cores.
 """
@@ -115,6 +118,7 @@ class GeneratorWorker(QObject):
     """
 
     _go = Signal()  # queued to the worker thread: start the loop object connected to it
+    _posted = Signal()  # emitted on the worker thread, queued here: a payload is waiting
     started = Signal()
     frameReady = Signal(object)
     finished = Signal(object)
@@ -128,8 +132,8 @@ class GeneratorWorker(QObject):
         self._max_busy = max_busy
         self._cost = 0.0  # smoothed GUI seconds per frame
         self._next_at = 0.0  # perf_counter before which no frame is drawn
-        self._last_tick = 0.0
-        self._pending_cost: Optional[float] = None
+        self._frame_started: Optional[float] = None  # a drawn frame whose cost is being timed
+        self._notified = False  # a _posted signal is on its way
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._latest: Any = None
@@ -139,8 +143,9 @@ class GeneratorWorker(QObject):
         self._idle_event.set()
         self._loop: Optional[_Loop] = None
         self._timer = QTimer(self)
-        self._timer.setInterval(max(1, int(round(1000 * self._interval))))
+        self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._flush)
+        self._posted.connect(self._arm)
 
     # ------------------------------------------------------------------ public
     def is_running(self) -> bool:
@@ -158,7 +163,7 @@ class GeneratorWorker(QObject):
         self._cancel.clear()
         with self._lock:
             self._latest, self._has_new = None, False
-        self._next_at, self._pending_cost, self._last_tick = 0.0, None, time.perf_counter()
+        self._next_at, self._frame_started = 0.0, None
         if self._thread is None:
             self._thread = QThread()
             self._thread.setObjectName("explorer-worker")
@@ -172,7 +177,6 @@ class GeneratorWorker(QObject):
         self._loop = loop
         self._idle_event.clear()
         self._go.connect(loop.run)  # a queued call: the loop lives on the worker thread
-        self._timer.start()
         self._go.emit()
         self._go.disconnect(loop.run)
         self.started.emit()
@@ -209,32 +213,44 @@ class GeneratorWorker(QObject):
         """Called on the worker thread: replace the pending payload (older ones are dropped)."""
         with self._lock:
             self._latest, self._has_new = payload, True
+            notify, self._notified = not self._notified, True
+        if notify:
+            self._posted.emit()
+
+    @Slot()
+    def _arm(self) -> None:
+        """A payload waits: draw it when the budget allows (at once if it already does)."""
+        if self._loop is not None and not self._timer.isActive():
+            delay = max(0.0, self._next_at - time.perf_counter())
+            self._timer.start(int(round(1000 * delay)))
 
     @Slot()
     def _flush(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self._pending_cost is not None:  # the repaint after the last frame delayed this tick
-            late = max(0.0, now - self._last_tick - self._interval)
-            self._learn(self._pending_cost + late)
-            self._pending_cost = None
-        self._last_tick = now
-        if not force and now < self._next_at:
-            return
         with self._lock:
             payload, fresh = self._latest, self._has_new
-            self._has_new = False
-        if fresh:
-            self.frameReady.emit(payload)
-            done = time.perf_counter()
-            self._pending_cost = done - now
-            self._next_at = done + min(self._cost / self._max_busy, MAX_WAIT_S)
+            self._has_new = self._notified = False
+        if not fresh:
+            return
+        start = time.perf_counter()
+        self.frameReady.emit(payload)
+        if not force:
+            self._frame_started = start
+            self._next_at = start + self._interval  # at most rate_hz, until the cost is known
+            QTimer.singleShot(0, self._frame_drawn)  # runs after the repaint the frame caused
 
-    def _learn(self, cost: float) -> None:
+    @Slot()
+    def _frame_drawn(self) -> None:
+        if self._frame_started is None:
+            return
+        now = time.perf_counter()
+        cost, self._frame_started = now - self._frame_started, None
         self._cost = cost if self._cost == 0.0 else 0.7 * self._cost + 0.3 * cost
+        self._next_at = max(self._next_at, now + min(self._cost / self._max_busy, MAX_WAIT_S))
 
     def _end(self) -> None:
         self._timer.stop()
         self._flush(force=True)  # the last state is always drawn
+        self._frame_started = None
         loop, self._loop = self._loop, None
         if loop is not None:
             loop.deleteLater()
