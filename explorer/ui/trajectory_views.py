@@ -187,7 +187,7 @@ class ImageTrajectoryView(QWidget):
             self._pca_paths = None
             for item in (self.pca_curve, self.pca_evals, self.pca_current):
                 item.setData([], [])
-            self.pca.setTitle("Paths, PCA over the run (drawn when it ends)", size="9pt")
+            self.pca.setTitle("PCA paths (after the run)", size="9pt")
             return
         paths, evals = projection
         self._pca_paths = paths
