@@ -60,7 +60,7 @@ def three_columns(view: CompareView) -> None:
 
 
 def test_columns_run_in_background_from_identical_latents(qtbot):
-    view = make_view(qtbot, Slow(0.004), spec="slow")
+    view = make_view(qtbot, Slow(0.02), spec="slow")  # long enough to watch, even after slow teardowns
     three_columns(view)
     assert [c.seed for c in view.columns] == [0, 0, 0] and [c.batch for c in view.columns] == [4, 4, 4]
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
