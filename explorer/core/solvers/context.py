@@ -69,22 +69,34 @@ class SolverContext:
         self.record_evals = record_evals
         self.total_steps = total_steps
         self.nfe = 0
+        self._cache: dict[float, tuple[float, float, float, float]] = {}
         self._eval_sigma: list[float] = []
         self._eval_x: list[torch.Tensor] = []
         self._first_denoised: Optional[torch.Tensor] = None
 
     # ----------------------------------------------------------- process as floats
+    def _at(self, t: float) -> tuple[float, float, float, float]:
+        """(σ, σ', s, s') at t, computed once per distinct t (grid points recur step after step)."""
+        hit = self._cache.get(t)
+        if hit is None:
+            p = self.process
+            hit = (float(p.sigma(t)), float(p.sigma_deriv(t)), float(p.s(t)), float(p.s_deriv(t)))
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[t] = hit
+        return hit
+
     def sigma(self, t: float) -> float:
-        return float(self.process.sigma(t))
+        return self._at(t)[0]
 
     def sigma_deriv(self, t: float) -> float:
-        return float(self.process.sigma_deriv(t))
+        return self._at(t)[1]
 
     def s(self, t: float) -> float:
-        return float(self.process.s(t))
+        return self._at(t)[2]
 
     def s_deriv(self, t: float) -> float:
-        return float(self.process.s_deriv(t))
+        return self._at(t)[3]
 
     def sigma_inv(self, sigma: float) -> float:
         return float(self.process.sigma_inv(sigma))
@@ -120,8 +132,8 @@ class SolverContext:
 
     def ode_derivative(self, x: torch.Tensor, t: float, denoised: torch.Tensor) -> torch.Tensor:
         """dx/dt of the probability-flow ODE (EDM eq. 4) given D at (x, t)."""
-        sig, dsig, s, ds = self.sigma(t), self.sigma_deriv(t), self.s(t), self.s_deriv(t)
-        return (dsig / sig + ds / s) * x - dsig * s / sig * denoised
+        sig, dsig, s, ds = self._at(t)
+        return torch.mul(x, dsig / sig + ds / s).sub_(denoised, alpha=dsig * s / sig)
 
     # ---------------------------------------------------------------------- events
     def event(self, index: int, t: float, x: torch.Tensor, order: Optional[int] = None) -> StepEvent:

@@ -44,15 +44,16 @@ def _edm_loop(ctx: SolverContext, heun: bool) -> Iterator[StepEvent]:
         h = t_next - t_hat
         d_cur = ctx.ode_derivative(x_hat, t_hat, ctx.denoise(x_hat, t_hat))
         if not heun or t_next == 0:
-            x = x_hat + h * d_cur
+            x = x_hat.add(d_cur, alpha=h)
             order = 1
         else:
             # With α = 1 the second point is t_next itself (computed as t̂ + h it can round to 0
             # when the σ range spans many orders of magnitude).
             t_prime = t_next if alpha == 1 else t_hat + alpha * h
-            x_prime = x_hat + alpha * h * d_cur
+            x_prime = x_hat.add(d_cur, alpha=alpha * h)
             d_prime = ctx.ode_derivative(x_prime, t_prime, ctx.denoise(x_prime, t_prime))
-            x = x_hat + h * ((1 - 1 / (2 * alpha)) * d_cur + 1 / (2 * alpha) * d_prime)
+            w = 1 / (2 * alpha)
+            x = x_hat.add(d_cur, alpha=h * (1 - w)).add_(d_prime, alpha=h * w)
             order = 2
         yield ctx.event(i + 1, t_next, x, order)
 
