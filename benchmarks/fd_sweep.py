@@ -71,7 +71,7 @@ def main() -> None:
     for solver in [] if args.only_reference else args.solvers.split(","):
         for nfe in (int(n) for n in args.nfe.split(",")):
             measure(solver, nfe=nfe, steps=None)
-    measure("reference", steps=1, rtol=args.reference_rtol, atol=args.reference_rtol * 1e-2)
+    measure("reference", steps=2, rtol=args.reference_rtol, atol=args.reference_rtol * 1e-2)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     result = {"model": args.model, "num": args.num, "floor": floor, "device": device_name, "rows": rows}
     out = Path(args.out)
@@ -82,7 +82,7 @@ def main() -> None:
     lines = [f"FD ({args.num} samples, {args.model}, {device_name}); floor (test vs train) {floor_text}", "",
              "| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
     for solver in args.solvers.split(","):
-        cells = [next((f"{r['fd']:.2f}" if r["fd"] is not None else "—") for r in rows if r["solver"] == solver and r["nfe"] == n) for n in nfes]
+        cells = [next((f"{r['fd']:.2f}" if r["fd"] is not None else "—" for r in rows if r["solver"] == solver and r["nfe"] == n), "—") for n in nfes]
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
     ref = rows[-1]
     lines.append(f"\nreference (RK45, rtol {args.reference_rtol:g}): FD {ref['fd']:.2f}" if ref["fd"] is not None else "")

@@ -105,3 +105,16 @@ def test_fd_command_runs_on_a_shipped_model(capsys):
     assert out.startswith("FD ") and float(out.split()[1]) > 0
     assert main(["fd", "--model", "emoji32-edm", "--num", "4", "--steps", "1", "--device", "cpu"]) == 2  # RGB: refused
     assert main(["fd", "--model", "no-such-model"]) == 2
+
+
+def test_fd_scores_a_generate_folder(tmp_path, capsys):
+    """`fd --samples DIR` reads what `generate` wrote (any number of ranks) and prints a finite FD."""
+    from explorer.cli import main
+
+    out = tmp_path / "gen"
+    assert main(["generate", "--model", "fashion32-edm", "--seeds", "0-5", "--steps", "2", "--batch", "3",
+                 "--device", "cpu", "--out", str(out), "--no-images"]) == 0
+    capsys.readouterr()
+    assert main(["fd", "--samples", str(out), "--batch", "4", "--device", "cpu"]) == 0
+    value = float(capsys.readouterr().out.split()[1])
+    assert value > 0 and value < float("inf")

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--classifier", default=None, help="classifier .safetensors (default: the shipped one)")
+    p.add_argument("--samples", metavar="DIR", help="score the samples of a `generate` folder instead of sampling here")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST idx files, if the reference statistics must be computed")
     p.set_defaults(func=run)
 
@@ -59,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from explorer.train.preview import batch_sampler
 
     device = resolve_device(args.device)
+    if args.samples:
+        return _score_folder(args, device)
     denoiser = load_checkpoint(resolve_model_path(args.model), device=str(device))
     if tuple(denoiser.shape) != (1, 32, 32):
         raise ValueError(f"FD compares with Fashion-MNIST (1x32x32 images); {args.model} draws {tuple(denoiser.shape)}.")
@@ -74,4 +77,15 @@ def run(args: argparse.Namespace) -> int:
                             device=device, classifier_path=args.classifier)
     print(f"FD {fd:.4f}  ({args.model}, {args.solver}, {'NFE ' + str(nfe) if nfe else str(steps) + ' steps'}, "
           f"{args.num} samples, {time.time() - start:.0f} s on {device.type})")
+    return 0
+
+
+def _score_folder(args: argparse.Namespace, device) -> int:
+    """FD of the images a (possibly multi-GPU) ``generate`` run wrote."""
+    from explorer.commands.generate import iter_sample_batches
+    from explorer.train.frechet import fd_of_batches
+
+    start = time.time()
+    fd = fd_of_batches(iter_sample_batches(args.samples, args.batch), device=device, classifier_path=args.classifier)
+    print(f"FD {fd:.4f}  (samples of {args.samples}, {time.time() - start:.0f} s on {device.type})")
     return 0

@@ -115,8 +115,19 @@ def fd_against_fashion(
     classifier_path: Optional[Union[str, os.PathLike]] = None,
 ) -> float:
     """FD between ``num`` samples of ``sample_fn`` and the Fashion-MNIST training split."""
+    return fd_of_batches(sampler_batches(sample_fn, num, batch), device, classifier_path)
+
+
+def fd_of_batches(
+    batches: Iterator[torch.Tensor],
+    device: Union[str, torch.device] = "cpu",
+    classifier_path: Optional[Union[str, os.PathLike]] = None,
+) -> float:
+    """FD between images already drawn (e.g. a ``generate`` folder) and the training split."""
     model, _ = load_classifier(classifier_path, device=str(device))
     mu_ref, cov_ref = reference_statistics(model, device=device)
-    feats = extract_features(model, sampler_batches(sample_fn, num, batch), device)
+    feats = extract_features(model, (b.clamp(-1.0, 1.0) for b in batches), device)
+    if len(feats) < 2:
+        raise ValueError("FD needs at least 2 samples.")
     mu, cov = feature_statistics(feats)
     return frechet_distance(mu, cov, mu_ref, cov_ref)

@@ -23,7 +23,7 @@ def final_samples(denoiser: torch.nn.Module, config: RunConfig, noise: Optional[
     from explorer.core.sampling import sample_steps
 
     last = None
-    for event in sample_steps(denoiser, config, noise=noise, record_evals=False):
+    for event in sample_steps(denoiser, config, noise=noise, record_evals=False, to_host=False):
         last = event
     return last.x / last.scale
 
