@@ -34,13 +34,17 @@ _SCHEDULE_RANGE_KEY = {"vp": "vp", "ve": "ve", "linear": "edm"}
 RoundSigma = Optional[Callable[[torch.Tensor], torch.Tensor]]
 
 
-def default_sigma_range(disc: str, schedule_name: str) -> tuple[float, float]:
-    """The σ range a discretization uses when the user sets none (SPEC §1 table)."""
+def default_sigma_range(disc: str, schedule_name: str, epsilon_s: float = EPSILON_S) -> tuple[float, float]:
+    """The σ range a discretization uses when the user sets none (SPEC §1 table).
+
+    The vp row is σ_vp(ε_s) … σ_vp(1) of the standard β's, so it follows ε_s as EDM's does.
+    """
     if disc not in DISCRETIZATIONS:
         raise ValueError(f"Unknown discretization {disc!r}; choose one of {', '.join(DISCRETIZATIONS)}.")
-    if disc in DEFAULT_SIGMA_RANGE:
-        return DEFAULT_SIGMA_RANGE[disc]
-    return DEFAULT_SIGMA_RANGE[_SCHEDULE_RANGE_KEY[schedule_name]]
+    key = disc if disc in DEFAULT_SIGMA_RANGE else _SCHEDULE_RANGE_KEY[schedule_name]
+    if key == "vp" and epsilon_s != EPSILON_S:
+        return float(_VP_DEFAULT.sigma(epsilon_s)), float(_VP_DEFAULT.sigma(1.0))
+    return DEFAULT_SIGMA_RANGE[key]
 
 
 def nominal_sigma_range(
@@ -49,9 +53,10 @@ def nominal_sigma_range(
     sigma_min: Optional[float],
     sigma_max: Optional[float],
     model_range: tuple[float, float] = (0.0, math.inf),
+    epsilon_s: float = EPSILON_S,
 ) -> tuple[float, float]:
     """The run's σ range: the user's or the default, clamped to the denoiser's own range."""
-    lo, hi = default_sigma_range(disc, schedule_name)
+    lo, hi = default_sigma_range(disc, schedule_name, epsilon_s)
     lo = lo if sigma_min is None else float(sigma_min)
     hi = hi if sigma_max is None else float(sigma_max)
     if not (lo > 0 and math.isfinite(lo)) or not (hi > 0 and math.isfinite(hi)):

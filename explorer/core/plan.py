@@ -28,7 +28,7 @@ def make_process(config: RunConfig, sigma_range: tuple[float, float]) -> Process
 
 def run_sigma_range(config: RunConfig, model_range: tuple[float, float] = (0.0, math.inf)) -> tuple[float, float]:
     sched, _ = resolve_process_names(config.process, config.sigma_schedule, config.scaling)
-    return nominal_sigma_range(config.disc, sched, config.sigma_min, config.sigma_max, model_range)
+    return nominal_sigma_range(config.disc, sched, config.sigma_min, config.sigma_max, model_range, config.epsilon_s)
 
 
 def resolve_steps(config: RunConfig, info: SolverInfo) -> int:
