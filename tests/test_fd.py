@@ -96,9 +96,9 @@ def test_shipped_classifier_accuracy_and_reference_statistics():
 
 def test_fd_command_runs_on_a_shipped_model(capsys):
     from explorer.cli import main
-    from explorer.commands.fd import CHECKPOINT_DIR
+    from explorer.models.loader import shipped_checkpoints
 
-    if not (CHECKPOINT_DIR / "fashion32-edm.safetensors").is_file() or not DEFAULT_CLASSIFIER.is_file():
+    if "fashion32-edm" not in shipped_checkpoints() or not DEFAULT_CLASSIFIER.is_file():
         pytest.skip("checkpoint or classifier not shipped")
     assert main(["fd", "--model", "fashion32-edm", "--num", "16", "--batch", "8", "--steps", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
-
-CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="fashion32-edm", help="a shipped checkpoint name or a .safetensors file")
+    p.add_argument("--model", default="fashion32-edm", help="a shipped checkpoint name or a checkpoint file")
     p.add_argument("--process", default="edm", help="vp, ve or edm (default edm)")
     p.add_argument("--disc", default=None, help="discretization (default: the process's own)")
     p.add_argument("--solver", default="heun")
@@ -38,31 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_model_path(model: str) -> Path:
-    """A path to a ``.safetensors`` file, or the name of a checkpoint in ``checkpoints/``."""
-    path = Path(model)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise ValueError(f"Checkpoint file {model} does not exist.")
-        return path
-    shipped = CHECKPOINT_DIR / f"{model}.safetensors"
-    if not shipped.is_file():
-        names = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))
-        raise ValueError(f"No model named {model!r}; shipped models: {', '.join(names) or 'none'}.")
-    return shipped
-
-
 def run(args: argparse.Namespace) -> int:
     from explorer.core.config import RunConfig
     from explorer.core.sampling import resolve_device
-    from explorer.models.checkpoint import load_checkpoint
+    from explorer.models.loader import load_denoiser
     from explorer.train.frechet import fd_against_fashion, reference_statistics
     from explorer.train.preview import batch_sampler
 
     device = resolve_device(args.device)
     if args.samples:
         return _score_folder(args, device)
-    denoiser = load_checkpoint(resolve_model_path(args.model), device=str(device))
+    denoiser = load_denoiser(args.model, device=str(device))
     if tuple(denoiser.shape) != (1, 32, 32):
         raise ValueError(f"FD compares with Fashion-MNIST (1x32x32 images); {args.model} draws {tuple(denoiser.shape)}.")
     steps, nfe = args.steps, args.nfe

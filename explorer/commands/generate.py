@@ -96,15 +96,11 @@ def sample_seeds(denoiser: Denoiser, config: RunConfig, seeds: Sequence[int],
     The same as ``sample --seed seeds[0] --batch len(seeds)``: sample k uses seed k for its
     latents and any solver noise.
     """
-    from explorer.core.sampling import sample_steps
+    from explorer.core.sampling import final_samples
 
     if list(seeds) != list(range(seeds[0], seeds[0] + len(seeds))):
         raise ValueError("sample_seeds draws consecutive seeds only.")
-    last = None
-    run = config.replace(seed=int(seeds[0]), batch=len(seeds))
-    for last in sample_steps(denoiser, run, record_evals=False, fast=fast, to_host=False):
-        pass
-    return last.x / last.scale
+    return final_samples(denoiser, config.replace(seed=int(seeds[0]), batch=len(seeds)), fast=fast)
 
 
 class _Writer:

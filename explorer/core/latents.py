@@ -15,10 +15,21 @@ import torch
 
 
 class NoiseStreams:
-    """One CPU generator per sample; draws are stacked into a batch."""
+    """One CPU generator per sample; draws are stacked into a batch.
+
+    The generators are made on the first draw, so runs with given latents and a
+    deterministic solver never pay for a generator per sample.
+    """
 
     def __init__(self, seeds: Sequence[int]) -> None:
-        self.generators = [torch.Generator().manual_seed(int(s) % (1 << 63)) for s in seeds]
+        self.seeds = [int(s) for s in seeds]
+        self._generators: list[torch.Generator] = []
+
+    @property
+    def generators(self) -> list[torch.Generator]:
+        if not self._generators:
+            self._generators = [torch.Generator().manual_seed(s % (1 << 63)) for s in self.seeds]
+        return self._generators
 
     def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> torch.Tensor:
         """A ``[B, *shape]`` standard normal draw, sample k from stream k."""

@@ -38,8 +38,6 @@ def resolve_steps(config: RunConfig, info: SolverInfo) -> int:
         return config.steps or 1
     if info.family == "fast":
         return config.nfe
-    if info.adaptive:
-        raise ValueError(f"{info.name} chooses its own steps; set rtol/atol instead of an NFE budget.")
     extra = 1 if config.final == "denoise" else 0
     to_zero = config.final == "zero"
     best = None
@@ -74,6 +72,8 @@ def plan_run(
 ) -> Plan:
     """Everything about a run that is known before the first evaluation."""
     info = get_solver(config.solver)
+    if info.adaptive and config.nfe is not None:
+        raise ValueError(f"{info.name} chooses its own steps; set rtol/atol instead of an NFE budget.")
     lo, hi = run_sigma_range(config, model_range)
     process = make_process(config, (lo, hi))
     to_zero = config.final == "zero"
@@ -124,10 +124,4 @@ def _checked_grid(t: list[float], disc: str, rho: float) -> list[float]:
 
 def predicted_nfe(config: RunConfig, model_range: tuple[float, float] = (0.0, math.inf)) -> Optional[int]:
     """The NFE a run will spend, or None for adaptive solvers (shown before a run)."""
-    info = get_solver(config.solver)
-    if info.adaptive:
-        return None
-    if info.family == "fast":
-        return resolve_steps(config, info)
-    steps = resolve_steps(config, info)
-    return info.nfe(steps, config.final == "zero") + (1 if config.final == "denoise" else 0)
+    return plan_run(config, model_range).nfe

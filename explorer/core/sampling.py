@@ -15,7 +15,7 @@ as it is made and events hold device tensors.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -110,7 +110,7 @@ def sample_steps(
     device, dtype = resolve_device(config.device), run_dtype(config)
     plan = plan or make_plan(denoiser, config)
     batch = config.batch if noise is None else noise.shape[0]
-    streams = _LazyStreams(seeds_for(config.seed, batch))  # per-sample generators, made only when drawn from
+    streams = NoiseStreams(seeds_for(config.seed, batch))
     latents = streams.randn(denoiser.shape) if noise is None else noise
     if tuple(latents.shape[1:]) != tuple(denoiser.shape):
         raise ValueError(f"Noise of shape {tuple(latents.shape)} does not fit the denoiser's samples {tuple(denoiser.shape)}.")
@@ -134,26 +134,6 @@ def sample_steps(
     with torch.inference_mode():
         for event, copies in in_order(_solver_events(info, ctx, first), lambda ev: _submit(streamer, ev, host), lookahead):
             yield _delivered(event, copies, host)
-
-
-class _LazyStreams:
-    """:class:`NoiseStreams` created on first use: runs with given latents and a deterministic
-    solver never pay for a generator per sample."""
-
-    def __init__(self, seeds: list[int]) -> None:
-        self.seeds = seeds
-        self._streams: Optional[NoiseStreams] = None
-
-    def _get(self) -> NoiseStreams:
-        if self._streams is None:
-            self._streams = NoiseStreams(self.seeds)
-        return self._streams
-
-    def randn(self, shape: Sequence[int]) -> torch.Tensor:
-        return self._get().randn(shape)
-
-    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        return self._get().randn_like(x)
 
 
 def _solver_events(info: SolverInfo, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:
@@ -204,6 +184,23 @@ def _check_finite(event: StepEvent) -> None:
 def _non_finite_message(event: StepEvent) -> str:
     return (f"The run produced NaN or infinity at step {event.index} (σ = {event.sigma:.6g}); "
             "try float64, more steps or another solver.")
+
+
+def final_samples(
+    denoiser: Denoiser,
+    config: RunConfig,
+    noise: Optional[torch.Tensor] = None,
+    fast: Optional[FastOptions] = None,
+) -> torch.Tensor:
+    """Run to completion keeping only the final samples ``x_N / s(t_N)``, on the run's device.
+
+    Intermediate states are dropped as they pass, so memory stays at one batch whatever
+    the number of steps (FD, ``generate``, preview grids).
+    """
+    last = None
+    for last in sample_steps(denoiser, config, noise=noise, record_evals=False, fast=fast, to_host=False):
+        pass
+    return last.x / last.scale
 
 
 def sample(

@@ -1,15 +1,15 @@
-"""Turning samples into pictures: uint8 conversion, grids, and 2-D scatter plots.
+"""Samples as uint8 pictures: conversion with fixed levels, and plain tiling.
 
-Used by the CLI's ``--grid``, the exporters and the GUI (which receives uint8 frames).
+The GUI's live frames and the labelled export grids (:mod:`explorer.export.grids`) build on these.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 MAX_PIXELS = 100_000_000  # refuse grids larger than this (≈ 400 MB of RGBA)
 
@@ -49,31 +49,3 @@ def to_pil(mosaic: np.ndarray, scale: int = 1) -> Image.Image:
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     return img
-
-
-def scatter_image(points: torch.Tensor, extent: Optional[Sequence[float]] = None, size: int = 512) -> Image.Image:
-    """2-D samples ``[B, 2]`` as a white picture with one dark dot per sample."""
-    pts = points.detach().to(torch.float64).cpu().numpy()
-    if extent is None:
-        lo, hi = np.nanmin(pts, 0), np.nanmax(pts, 0)
-        span = float(max(hi - lo)) * 0.55 + 1e-9
-        mid = (lo + hi) / 2
-        extent = (mid[0] - span, mid[0] + span, mid[1] - span, mid[1] + span)
-    x0, x1, y0, y1 = extent
-    img = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(img)
-    px = (pts[:, 0] - x0) / (x1 - x0) * (size - 1)
-    py = (1 - (pts[:, 1] - y0) / (y1 - y0)) * (size - 1)
-    for u, v in zip(px, py):
-        if np.isfinite(u) and np.isfinite(v):
-            draw.ellipse((u - 1.5, v - 1.5, u + 1.5, v + 1.5), fill=(30, 60, 140))
-    return img
-
-
-def samples_image(samples: torch.Tensor, data_range: tuple[float, float], columns: Optional[int] = None, scale: int = 1) -> Image.Image:
-    """Final samples as a picture: an image grid, or a scatter plot for 2-D points."""
-    if samples.ndim == 4 and samples.shape[1] in (1, 3):
-        return to_pil(tile(to_uint8(samples, data_range), columns), scale)
-    if samples.ndim == 2 and samples.shape[1] == 2:
-        return scatter_image(samples)
-    raise ValueError(f"Samples of shape {tuple(samples.shape[1:])} cannot be drawn as images or 2-D points.")

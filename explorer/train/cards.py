@@ -13,7 +13,8 @@ from typing import Optional
 
 from explorer.core.config import RunConfig
 from explorer.models.checkpoint import load_checkpoint, read_checkpoint_metadata
-from explorer.train.preview import final_samples, save_grid
+from explorer.core.sampling import final_samples
+from explorer.train.preview import save_grid
 
 DATA_NOTES = {
     "fashion-mnist-train": (

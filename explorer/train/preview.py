@@ -1,8 +1,8 @@
 """Draw samples from a (training or shipped) denoiser with the engine, and tile them into a PNG.
 
 The loop calls :func:`save_sample_grid` now and then so a run's progress can be seen; the FD
-command uses :func:`final_samples` to draw thousands of samples batch by batch. Both go
-through the engine's own sampler, so the pictures are exactly what the explorer would draw.
+command uses :func:`batch_sampler` to draw thousands of samples batch by batch. Both go through
+the engine's ``final_samples``, so the pictures are exactly what the explorer would draw.
 """
 from __future__ import annotations
 
@@ -12,20 +12,7 @@ from typing import Callable, Optional
 import torch
 
 from explorer.core.config import RunConfig
-
-
-def final_samples(denoiser: torch.nn.Module, config: RunConfig, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Run the configured sampler and return only the final state ``[B, *shape]``.
-
-    Intermediate states are not kept (``record_evals=False`` and only the last event is held),
-    so memory stays at one batch however many steps the solver takes.
-    """
-    from explorer.core.sampling import sample_steps
-
-    last = None
-    for event in sample_steps(denoiser, config, noise=noise, record_evals=False, to_host=False):
-        last = event
-    return last.x / last.scale
+from explorer.core.sampling import final_samples
 
 
 def batch_sampler(denoiser: torch.nn.Module, config: RunConfig) -> Callable[[int, int], torch.Tensor]:

@@ -17,9 +17,7 @@ from PySide6.QtCore import QObject, Signal
 
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
-from explorer.core.plan import predicted_nfe
 from explorer.core.sampling import make_plan, resolve_device
-from explorer.core.solvers import get_solver
 from explorer.core.solvers.context import Plan
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -66,16 +64,13 @@ def check(values: dict[str, Any], denoiser: Denoiser) -> Checked:
         kwargs["nfe"] = None
     try:
         config = RunConfig(**kwargs)
-        if get_solver(config.solver).adaptive and config.nfe is not None:
-            raise ValueError(f"{config.solver} chooses its own steps; give rtol/atol, not an NFE budget.")
         resolve_device(config.device)
         if config.label is not None and denoiser.label_dim and config.label >= denoiser.label_dim:
             raise ValueError(f"Class {config.label} is out of range: the denoiser has {denoiser.label_dim} classes.")
         plan = make_plan(denoiser, config)
-        nfe = predicted_nfe(config, (denoiser.sigma_min, denoiser.sigma_max))
     except (ValueError, TypeError, OverflowError, ZeroDivisionError) as err:
         return Checked(None, None, None, str(err))
-    return Checked(config, plan, nfe, None)
+    return Checked(config, plan, plan.nfe, None)
 
 
 class ConfigModel(QObject):

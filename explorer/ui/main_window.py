@@ -23,7 +23,8 @@ from explorer import __version__
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.sampling import sample_steps
-from explorer.export.images import samples_image
+from explorer.export.files import save_image, save_text
+from explorer.export.grids import sample_grid
 from explorer.models.loader import builtin_names, default_model_name, describe, load_denoiser
 from explorer.ui.config_model import ConfigModel
 from explorer.ui.controls import ControlPanel
@@ -430,7 +431,7 @@ class MainWindow(QMainWindow):
         traj, den = self.record.trajectory, self.record.denoiser
         scale = max(1, 256 // max(den.shape[-1], 1)) if den.is_image else 1
         return path is not None and self._guarded(
-            lambda: samples_image(traj.samples, den.data_range, scale=min(scale, 8)).save(path, format="PNG"),
+            lambda: save_image(sample_grid(traj.samples, den.data_range, scale=min(scale, 8)), path),
             f"Saved the sample grid to {path}")
 
     def export_config(self, path: Optional[Path] = None) -> bool:
@@ -438,7 +439,7 @@ class MainWindow(QMainWindow):
         if config is None:
             return False
         path = path or self._save_path("Export the run configuration", "run.json", "JSON (*.json)")
-        return path is not None and self._guarded(lambda: Path(path).write_text(config.to_json(indent=2) + "\n"),
+        return path is not None and self._guarded(lambda: save_text(config.to_json(indent=2) + "\n", path),
                                                   f"Saved the run configuration to {path}")
 
     def import_config(self, path: Optional[Path] = None) -> bool:
