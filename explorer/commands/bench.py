@@ -58,6 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile-precision", default="bfloat16", help="precision of the torch.compile trial")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds; no new torch.compile is started past it")
+    p.add_argument("--cpu-table", action="store_true",
+                   help="only the CPU table: each lever of the default run (explorer.core.cpubench), on the CPU")
+    p.add_argument("--cpu-repeats", type=int, default=3, help="timed runs per CPU-table row (median reported)")
+    p.add_argument("--cpu-compile-budget", type=float, default=0.0,
+                   help="seconds torch.compile may take in the CPU table (0: not tried)")
     p.set_defaults(func=run)
 
 
@@ -542,7 +547,61 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(args: argparse.Namespace) -> int:
+    """The CPU table: levers of the default run, one row each, saved as ``<stem>-cpu.json``/``.md``."""
+    import os
+
+    from explorer.core import cpubench as C
+    from explorer.core.defaults import cpu_has_native_bf16, default_run_config, legacy_run_config
+    from explorer.core.fast import FastOptions
+
+    device = torch.device("cpu")
+    den, info = load_network(args.model or "fashion32-edm", device)
+    env = {**B.environment(device), "cpu_count": os.cpu_count()}
+    results: dict[str, Any] = {"environment": env, "network": info, "cpu_bf16": cpu_has_native_bf16(), "rows": []}
+    stem = args.stem or "bench-cpu-" + re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / f"{stem}.md").write_text(C.markdown(results))
+
+    threads = torch.get_num_threads()
+    results["rows"] = C.measure_all(den, C.levers(den, results["cpu_bf16"]), args.cpu_repeats)
+    save()
+    torch.set_num_threads(threads)
+    default, legacy = default_run_config(den, "cpu"), legacy_run_config(den, "cpu")
+    if results["cpu_bf16"]:
+        results["bf16_rel_error"] = {f"{c.solver} {c.nfe or c.steps}": C.final_agreement(den, c, FastOptions(precision="bfloat16"))
+                                     for c in (legacy, default)}
+    noise = NoiseStreams(seeds_for(0, default.batch)).randn(den.shape)
+    pairs = [(C.time_run(den, legacy, noise), C.time_run(den, default, noise)) for _ in range(args.cpu_repeats)]
+    ratios = sorted(new[0] / old[0] for old, new in pairs)  # each pair ran back to back, under the same load
+    results["default"] = {"config": f"{default.solver}, {default.nfe} NFE, batch {default.batch}, {default.precision}",
+                          "run_s": round(sorted(n[0] for _, n in pairs)[len(pairs) // 2], 3),
+                          "first_x0_s": round(sorted(n[1] for _, n in pairs)[len(pairs) // 2], 3),
+                          "legacy_run_s": round(sorted(o[0] for o, _ in pairs)[len(pairs) // 2], 3),
+                          "vs_legacy": round(ratios[len(ratios) // 2], 3), "load": C.load_average(),
+                          "pairs_s": [[round(o[0], 3), round(n[0], 3)] for o, n in pairs]}
+    if args.cpu_compile_budget > 0:
+        results["compile"] = _guard(lambda: C.compile_trial(den, FastOptions(), 16, args.cpu_compile_budget))
+    save()
+    print(C.markdown(results))
+    return 0
+
+
+def _guard(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - one lever failing (a missing compiler) must not lose the table
+        print(f"[bench] failed: {err!r}", file=sys.stderr, flush=True)
+        return {"error": repr(err)}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cpu_table:
+        return cpu_table(args)
     bench = Bench(args)
     bench.phase("memory", bench.memory)
     bench.phase("denoiser", bench.denoiser_times)

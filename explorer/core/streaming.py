@@ -32,10 +32,11 @@ class HostCopy:
     """Host copies of some tensors; complete once :meth:`ready` says so."""
 
     def __init__(self, tensors: Tensors, done: Optional["torch.cuda.Event"] = None,
-                 pool: Optional["_PinnedPool"] = None) -> None:
+                 pool: Optional["_PinnedPool"] = None, copy_out: bool = False) -> None:
         self._tensors = tensors
         self._done = done
         self._pool = pool
+        self._copy_out = copy_out  # the tensors are a captured step's slots, rewritten by the next replay
 
     def ready(self) -> bool:
         """True when every copy has landed (never blocks)."""
@@ -47,6 +48,12 @@ class HostCopy:
         Copies that went through pinned staging buffers are handed out as ordinary host
         tensors, and the staging buffers go back to their pool for later steps.
         """
+        if self._copy_out:
+            if self._done is not None:
+                self._done.synchronize()
+                self._done = None
+            self._tensors = [t if t is None or t.ndim == 0 else _unpinned(t) for t in self._tensors]
+            self._copy_out = False
         if self._done is not None:
             self._done.synchronize()
             self._done = None

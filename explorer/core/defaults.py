@@ -1,0 +1,64 @@
+"""The app's default run, defined once: the GUI, the README's figures and the CPU benchmark use it.
+
+Why these choices (measured in ``benchmarks/results/bench-cpu-*.md``; FD from the shipped
+card ``checkpoints/fashion32-edm.md``):
+
+- **DPM-Solver++(2M), 10 NFE** instead of Heun at 35: on the shipped Fashion-MNIST model its
+  FD is 5.77 against Heun-35's 5.44 (+6 %, inside the 10 % the default may lose), for 10/35 of
+  the network evaluations; its first x₀ arrives after one evaluation where Heun needs two.
+- **bfloat16 network on CPUs with native bf16 arithmetic** (AVX512-BF16 or AMX): oneDNN's bf16
+  convolutions run about twice as fast as float32 there; the state, the solver's coefficients
+  and the preconditioning stay float32. Elsewhere (and on CUDA, where the run is fast anyway)
+  the network stays float32, because emulated bf16 is slower, not faster.
+- **batch 16** for images (a 4×4 grid), 64 for other shapes and 512 for 2-D toys (a cloud).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from explorer.core.config import RunConfig
+from explorer.core.denoiser import Denoiser
+
+DEFAULT_SOLVER = "dpm-solver++2m"
+DEFAULT_NFE = 10
+# What the default was before issue #14 (Heun, 18 steps = 35 NFE): the benchmark's baseline.
+LEGACY_SOLVER, LEGACY_STEPS = "heun", 18
+
+
+def default_batch(denoiser: Denoiser) -> int:
+    """A first batch that shows something: a cloud for 2-D toys, a grid for images."""
+    if tuple(denoiser.shape) == (2,):
+        return 512
+    return 16 if denoiser.is_image else 64
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (x86 AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_precision(device: str = "auto") -> str:
+    """bfloat16 for the network on a CPU run where the CPU has native bf16, float32 otherwise."""
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return "bfloat16" if on_cpu and cpu_has_native_bf16() and torch.backends.mkldnn.is_available() else "float32"
+
+
+def default_run_config(denoiser: Denoiser, device: str = "auto") -> RunConfig:
+    """The run the app starts with for ``denoiser`` (see the module docstring for why)."""
+    precision = default_precision(device) if denoiser.is_image else "float32"
+    return RunConfig(solver=DEFAULT_SOLVER, steps=None, nfe=DEFAULT_NFE, batch=default_batch(denoiser),
+                     precision=precision, device=device)
+
+
+def legacy_run_config(denoiser: Denoiser, device: str = "auto") -> RunConfig:
+    """The default before issue #14 (Heun, 35 NFE, float32): the benchmark compares against it."""
+    return RunConfig(solver=LEGACY_SOLVER, steps=LEGACY_STEPS, batch=default_batch(denoiser), device=device)
