@@ -11,6 +11,7 @@ pytest.importorskip("pytestqt")
 
 from explorer.core.config import RunConfig  # noqa: E402
 from explorer.models.loader import default_model_name  # noqa: E402
+from explorer.core.defaults import default_run_config  # noqa: E402
 from explorer.ui.main_window import MainWindow, default_batch  # noqa: E402
 from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
 
@@ -43,7 +44,7 @@ def test_geometry_config_denoiser_and_recent_files_persist(qtbot, tmp_path):
     assert second.run_view.sigma_view.mode == "h"
 
     second.reset_settings()
-    assert second.model.config == RunConfig(batch=default_batch(second.session.denoiser))
+    assert second.model.config == default_run_config(second.session.denoiser)
     assert second.recent == []
     assert second.size().width() == 1400
     assert AppSettings(open_settings(str(path))).config() is None
@@ -59,7 +60,7 @@ def test_a_missing_remembered_file_falls_back_to_the_default(qtbot, tmp_path):
     win = make(qtbot, path)
     assert win.session.denoiser_spec == default_model_name()
     assert "gone.safetensors" in win.banner.text()
-    assert win.model.config == RunConfig(batch=default_batch(win.session.denoiser))
+    assert win.model.config == default_run_config(win.session.denoiser)
 
 
 def test_screenshot_windows_do_not_write_settings(qtbot, tmp_path):
@@ -87,7 +88,7 @@ def test_an_untouched_batch_follows_the_kind_of_data(qtbot, tmp_path):
     from explorer.core.analytic import GMMDenoiser, toy
 
     win = make(qtbot, tmp_path / "s.ini", denoiser_spec="ring")
-    win.model.load(RunConfig(batch=default_batch(win.session.denoiser)))
+    win.model.load(default_run_config(win.session.denoiser))
     images = GMMDenoiser(torch.zeros(2, 16), [0.1, 0.1], [1, 1], (1, 4, 4))
     win.use_denoiser(images, "img")
     assert win.model.config.batch == default_batch(images) == win.panel.batch_box.value()

@@ -211,7 +211,7 @@ def levers(den: Denoiser, cpu_bf16: bool) -> list[Lever]:
     from explorer.core.defaults import DEFAULT_NFE, DEFAULT_SOLVER, legacy_run_config
 
     legacy = legacy_run_config(den, "cpu")
-    solver = legacy.replace(solver=DEFAULT_SOLVER, steps=None, nfe=DEFAULT_NFE)
+    solver = legacy.replace(solver=DEFAULT_SOLVER, steps=DEFAULT_NFE)
     rows = [Lever("today: heun 35 NFE, float32, batch 16", legacy),
             Lever("no inference_mode (no_grad)", legacy, inference_mode=False, adopted=False, whole_run=False),
             Lever(f"+ {DEFAULT_SOLVER} {DEFAULT_NFE} NFE", solver),

@@ -21,6 +21,7 @@ calls the denoiser: graphs are a CUDA feature and a training module must see fre
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 import weakref
 from collections import OrderedDict
@@ -43,6 +44,7 @@ class FastOptions:
     precision: str = "float32"
     channels_last: bool = False
     compile: bool = False
+    whole_steps: bool = True  # capture whole solver steps where the run allows it (see StepGraphs)
     warmup: int = 2  # eager calls before capture: cuDNN/cuBLAS handles and lazy init happen there
 
     def __post_init__(self) -> None:
@@ -253,7 +255,7 @@ def fast_denoiser(denoiser: Denoiser, options: Optional[FastOptions] = None) -> 
 
     Called once per run: it also notices moved or updated weights and recaptures then.
     """
-    options = options or FastOptions()
+    options = dataclasses.replace(options or FastOptions(), whole_steps=True)  # D's graphs do not depend on it
     if isinstance(denoiser, GraphedDenoiser):
         denoiser = denoiser.source()
     key = (id(denoiser), options)
@@ -316,12 +318,13 @@ class OpTape(TorchDispatchMode):
     """A CPU stand-in for a CUDA graph: the aten calls of a region, replayed on the same tensors.
 
     Like a graph it keeps every tensor the region made (so their addresses stay fixed), bakes in
-    every Python number, and refuses host reads (``.item()``, ``bool(tensor)``) and random ops.
+    every Python number, and refuses random ops and the host reads it sees (under inference mode
+    a CPU ``.item()`` does not reach the dispatcher, so there only a GPU capture catches it).
     Replaying recomputes each op from its recorded inputs and writes the result into the tensor
     recorded as its output.
     """
 
-    _REFUSED = ("_local_scalar_dense", "normal", "uniform", "randn", "rand", "bernoulli", "randint")
+    _REFUSED = ("_local_scalar_dense", "item", "normal", "uniform", "rand", "bernoulli", "multinomial", "exponential")
 
     def __init__(self) -> None:
         super().__init__()
@@ -329,8 +332,7 @@ class OpTape(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
         kwargs = kwargs or {}
-        name = func.overloadpacket.__name__.rstrip("_")
-        if name in self._REFUSED:
+        if func.overloadpacket.__name__.startswith(self._REFUSED):
             raise RuntimeError(f"{func} reads the host or draws noise: a captured step cannot contain it.")
         out = func(*args, **kwargs)
         self.ops.append((func, args, kwargs, out))
@@ -398,6 +400,7 @@ class _StepRecord:
     slots: list[Optional[torch.Tensor]]  # [finite flag, x, denoised, noise, *eval_x] on the host (pinned on CUDA)
     device_x: torch.Tensor  # the step's state and x₀ on the device (static), for runs that stay there
     device_denoised: Optional[torch.Tensor]
+    device_evals: list[torch.Tensor]
 
 
 class StepGraphs:
@@ -425,7 +428,7 @@ class StepGraphs:
             slots = slots[:4 + len(event.eval_x)] if self.host else slots[:1]
             if self.host and event.denoised is None:
                 slots[2] = None
-            record = _StepRecord(replay, _meta(event), slots, event.x, event.denoised)
+            record = _StepRecord(replay, _meta(event), slots, event.x, event.denoised, list(event.eval_x))
             self.steps.append(record)
             yield self._handout(record)
 
@@ -465,7 +468,8 @@ class StepGraphs:
             return StepEvent(x=record.device_x, denoised=None, **record.meta), copies
         # the state stays on the device (copied: the next replay rewrites the static one); only the flag travels
         denoised = None if record.device_denoised is None else record.device_denoised.clone()
-        return StepEvent(x=record.device_x.clone(), denoised=denoised, **record.meta), copies
+        return StepEvent(x=record.device_x.clone(), denoised=denoised, eval_x=[e.clone() for e in record.device_evals],
+                         **record.meta), copies
 
 
 def _meta(event: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.plan import plan_run
 from explorer.core.solvers import SolverInfo, get_solver
 from explorer.core.solvers.context import Plan, SolverContext
-from explorer.core.streaming import HostCopy, HostStreamer, in_order
+from explorer.core.streaming import HostCopy, HostStreamer, copy_helper, in_order
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
 
 
@@ -154,12 +154,15 @@ def sample_steps(
     streamer = HostStreamer(device)
     host = device.type == "cuda" if to_host is None else to_host
     with torch.inference_mode():
-        graphed = _step_graph_events(info, context, first, host, lambda ev: _submit(streamer, ev, host))
+        whole_steps = fast is None or fast.whole_steps
+        graphed = _step_graph_events(info, context, first, host, lambda ev: _submit(streamer, ev, host)) if whole_steps else None
+        helper = copy_helper() if host and device.type == "cuda" else None
         if graphed is not None:
-            for (event, _), copies in in_order(graphed, lambda pair: pair[1], lookahead):
+            for (event, _), copies in in_order(graphed, lambda pair: pair[1], lookahead, helper):
                 yield _delivered(event, copies, host)
             return
-        for event, copies in in_order(_solver_events(info, ctx, first), lambda ev: _submit(streamer, ev, host), lookahead):
+        for event, copies in in_order(_solver_events(info, ctx, first), lambda ev: _submit(streamer, ev, host), lookahead,
+                                      helper):
             yield _delivered(event, copies, host)
 
 

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from explorer import __version__
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
+from explorer.core.defaults import default_batch, default_run_config
 from explorer.core.sampling import sample_steps
 from explorer.export.files import save_image, save_text
 from explorer.export.grids import sample_grid
@@ -37,13 +38,6 @@ from explorer.ui.worker import GeneratorWorker, error_message
 
 OPEN_FILTER = "Denoisers (*.safetensors *.json *.pkl *.npy *.npz);;All files (*)"
 LOAD_ERRORS = (ValueError, OSError, RuntimeError, MemoryError, KeyError, TypeError, ImportError)
-
-
-def default_batch(denoiser: Denoiser) -> int:
-    """A first batch that shows something: a cloud for 2-D toys, a grid for images."""
-    if tuple(denoiser.shape) == (2,):
-        return 512
-    return 16 if denoiser.is_image else 64
 
 
 class Banner(QFrame):
@@ -95,7 +89,7 @@ class MainWindow(QMainWindow):
         self.record: Optional[RunRecord] = None
         self.recent = settings.recent()
         spec, denoiser, problem = self._first_denoiser(denoiser_spec)
-        config = settings.config() or RunConfig(batch=default_batch(denoiser))
+        config = settings.config() or default_run_config(denoiser)
         self.model = ConfigModel(config, denoiser, self)
         self.session = Session(denoiser, spec, self.model.config or RunConfig(), self)
         self.worker = GeneratorWorker(self)
@@ -488,7 +482,7 @@ class MainWindow(QMainWindow):
         self._fill_denoisers()
         self.resize(1400, 900)
         self.splitter.setSizes([340, 1060])
-        self.model.load(RunConfig(batch=default_batch(self.session.denoiser)))
+        self.model.load(default_run_config(self.session.denoiser))
         self._set_sigma_mode("sigma")
         self.status("Settings reset to defaults.")
 
