@@ -111,3 +111,24 @@ def test_a_run_that_cannot_be_captured_stays_eager_with_a_warning(tapes):
         third = _events(den, cfg)
     _same(first, second)
     _same(first, third)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("solver,steps", [("heun", 4), ("dpm-solver++2m", 5), ("dpm-solver-3", 2)])
+@pytest.mark.parametrize("to_host", [True, False])
+def test_cuda_whole_step_graphs_replay_the_eager_run(solver, steps, to_host):
+    F.release_graphs()
+    den = _network().cuda()
+    cfg = RunConfig(solver=solver, steps=steps, batch=3, device="cuda")
+    runs = [_events(den, cfg.replace(seed=seed), to_host=to_host) for seed in (1, 2, 3)]
+    assert any(isinstance(v, F.StepGraphs) and v.steps for v in F._RUNS.values())
+    eager = [_events(den, cfg.replace(seed=seed, fast=False)) for seed in (1, 2, 3)]
+    for got, want in zip(runs, eager):
+        assert [e.nfe for e in got] == [e.nfe for e in want]
+        for a, b in zip(got, want):
+            rel = float((a.x.cpu().double() - b.x.cpu().double()).norm() / b.x.cpu().double().norm().clamp_min(1e-30))
+            assert rel <= 1e-5
+    F.release_graphs()

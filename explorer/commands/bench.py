@@ -300,7 +300,10 @@ class Bench:
                     eager_variant = self.variant(self.uncompiled(batch, precision))
                     same = self.run_ours(cfg.replace(fast=False), noise, None, False, denoiser=eager_variant)
                     row[f"{precision}_fast_vs_{precision}_eager"] = B.relative_error(fast, same)
-            if self.kd is not None:
+            if self.graphs:  # the third run at a grid replays its captured whole steps (first eager, second captures)
+                whole = [self.run_ours(cfg, noise, self.options(batch, "float32"), True) for _ in range(3)][-1]
+                row["float32_whole_steps_vs_fp32_eager"] = B.relative_error(whole, eager)
+            if self.kd is not None and solver in B.K_DIFFUSION_SAMPLERS:
                 sampler = B.k_diffusion_sampler(self.kd, solver)
                 kd = B.run_k_diffusion(sampler, self.den, noise, self.sigmas(cfg, True))
                 row["k_diffusion_fp32_vs_ours_fp32_eager"] = B.relative_error(kd, eager)
@@ -492,6 +495,10 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
     checks["fp32_agreement"] = [{"solver": a["solver"], "rel": a.get("float32_fast_vs_fp32_eager"),
                                  "ok": a.get("float32_fast_vs_fp32_eager", 1) <= TARGETS["fp32_agreement"]}
                                 for a in results.get("agreement", [])]
+    checks["fp32_whole_steps_agreement"] = [
+        {"solver": a["solver"], "rel": a["float32_whole_steps_vs_fp32_eager"],
+         "ok": a["float32_whole_steps_vs_fp32_eager"] <= TARGETS["fp32_agreement"]}
+        for a in results.get("agreement", []) if "float32_whole_steps_vs_fp32_eager" in a]
     return checks
 
 
@@ -570,7 +577,7 @@ def cpu_table(args: argparse.Namespace) -> int:
 
     device = torch.device("cpu")
     den, info = load_network(args.model or "fashion32-edm", device)
-    env = {**B.environment(device), "cpu_count": os.cpu_count()}
+    env = {**B.environment(device), "cpu_count": os.cpu_count(), "device": C.cpu_model()}
     results: dict[str, Any] = {"environment": env, "network": info, "cpu_bf16": cpu_has_native_bf16(), "rows": []}
     stem = args.stem or "bench-cpu-" + re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
     out = Path(args.out)
@@ -581,7 +588,11 @@ def cpu_table(args: argparse.Namespace) -> int:
         (out / f"{stem}.md").write_text(C.markdown(results))
 
     threads = torch.get_num_threads()
-    results["rows"] = C.measure_all(den, C.levers(den, results["cpu_bf16"]), args.cpu_repeats)
+    def keep(rows: list[dict[str, Any]]) -> None:
+        results["rows"] = rows
+        save()
+
+    results["rows"] = C.measure_all(den, C.levers(den, results["cpu_bf16"]), args.cpu_repeats, after_round=keep)
     save()
     torch.set_num_threads(threads)
     default, legacy = default_run_config(den, "cpu"), legacy_run_config(den, "cpu")

@@ -33,6 +33,19 @@ FD_TABLE = {("heun", 35): 5.44, ("heun", 20): 6.95, ("dpm-solver++2m", 10): 5.77
             ("dpm-solver++2m", 5): 15.25, ("euler", 35): 7.23}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the platform's word for it."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def load_average() -> float:
     """The 1-minute load average (what else ran on the cores during a row)."""
     return round(os.getloadavg()[0], 2)
@@ -153,7 +166,8 @@ def prepare(den: Preconditioner, lever: Lever) -> _Prepared:
     return _Prepared(lever, d, runner, run_cfg, noise, [], [], [], [])
 
 
-def measure_all(den: Preconditioner, rows: list[Lever], rounds: int, d_calls: int = 3) -> list[dict[str, Any]]:
+def measure_all(den: Preconditioner, rows: list[Lever], rounds: int, d_calls: int = 3,
+                after_round: Optional[Callable[[list[dict[str, Any]]], None]] = None) -> list[dict[str, Any]]:
     """Every row, round-robin: one D timing and one run per row per round, so that all rows see the same load.
 
     The table reports the median and the minimum over rounds; on a shared machine the minimum
@@ -174,6 +188,8 @@ def measure_all(den: Preconditioner, rows: list[Lever], rounds: int, d_calls: in
                 run, first = time_run(p.runner, p.run_config, p.noise)
                 p.run_s.append(run)
                 p.first_s.append(first)
+        if after_round is not None:  # a long table on a busy machine keeps what it has measured so far
+            after_round([_row(den, p) for p in prepared])
     return [_row(den, p) for p in prepared]
 
 
