@@ -185,16 +185,16 @@ def start(args: argparse.Namespace) -> int:
             if code:
                 return code
             continue
-        pid_file = out / f"{name}.pid"
-        if pid_file.is_file() and _alive(int(pid_file.read_text())):
-            print(f"{name}: already running (pid {pid_file.read_text().strip()})")
+        running = training_pids(name)
+        if running:
+            print(f"{name}: already running (pid {running[0]})")
             continue
+        # setsid (not forking: this child is no group leader) + nohup: the run outlives the call
         cmd = ["setsid", "nohup", sys.executable, "-m", "explorer.commands.train", *argv]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="4", PYTHONPATH=str(REPO))
         with open(out / f"{name}.stdout.txt", "a") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    cwd=REPO, start_new_session=True)
-        pid_file.write_text(str(proc.pid))
+                                    cwd=REPO)
         print(f"{name}: started pid {proc.pid}: {shlex.join(cmd)}", flush=True)
     return 0
 
@@ -202,25 +202,28 @@ def start(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- status
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a finished child of this process lingers as a zombie until reaped
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
+def training_pids(name: str) -> list[int]:
+    """Live (non-zombie) training processes of run ``name``, found by their command line."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            zombie = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (OSError, IndexError):
+            continue
+        if b"explorer.commands.train" in argv and b"--name" in argv and not zombie:
+            if argv[argv.index(b"--name") + 1] == name.encode():
+                pids.append(int(proc.name))
+    return pids
 
 
 def run_status(out: Path, name: str) -> dict:
     folder = out / name
-    pid_file = out / f"{name}.pid"
     log = folder / "log.txt"
     lines = log.read_text().splitlines() if log.is_file() else []
     files = {p.name: p.stat().st_size for p in (folder / f"{name}.safetensors", folder / f"{name}-early.safetensors")
              if p.is_file()}
-    return {"name": name, "running": pid_file.is_file() and _alive(int(pid_file.read_text())),
+    return {"name": name, "running": bool(training_pids(name)),
             "last": lines[-1] if lines else "(no log yet)", "stopped": any(" stopped (" in s for s in lines[-3:]),
             "files": files}
 
@@ -236,6 +239,9 @@ def status(args: argparse.Namespace) -> int:
             files = ", ".join(f"{k} {v / 2**20:.1f} MB" for k, v in s["files"].items()) or "no checkpoint yet"
             print(f"[{stamp}] {s['name']}: {'running' if s['running'] else 'not running'} | {s['last']} | {files}",
                   flush=True)
+        if shutil.which("nvidia-smi"):
+            subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used,memory.total", "--format=csv,noheader"],
+                           check=False)
         if not any(s["running"] for s in states) or time.time() + args.every > end:
             break
         time.sleep(args.every)

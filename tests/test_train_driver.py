@@ -52,6 +52,11 @@ def test_dry_run_trains_all_three_then_reports_and_collects(driver, tmp_path: Pa
     assert driver.main(["collect", *common, "--dest", str(dest)]) == 0
     got = sorted(p.name for p in dest.iterdir())
     assert len(got) == 7 and "training-logs.tar.gz" in got and "fashion32-cond-early.safetensors" in got
+    from explorer.train.cards import write_card
+
+    card = write_card(runs / "fashion32-cond" / "fashion32-cond.safetensors", grid=False).read_text()
+    assert "class-conditional (10 classes" in card and "| images seen | 16 (0.0 M) |" in card
+    assert "autoguidance guide | `fashion32-cond-early.safetensors`" in card
     assert driver.main(["collect", *common, "--dest", str(dest / "s"), "--what", "state:fashion32-cond"]) == 0
     state = sorted(p.name for p in (dest / "s").iterdir())
     assert state[0].startswith("fashion32-cond-") and len(state) == 5 and len(state) <= driver.MAX_FILES
