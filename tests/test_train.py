@@ -333,3 +333,13 @@ def test_packed_data_round_trips(tmp_path: Path):
     data.images = data.images * 0.3
     with pytest.raises(ValueError, match="8-bit"):
         save_packed(data, tmp_path / "bad.npz")
+
+
+def test_a_failing_sample_grid_does_not_cost_the_checkpoint(tmp_path: Path):
+    def broken_grid(trainer, path):
+        raise ImportError("no PNG writer")
+
+    lines: list[str] = []
+    Trainer(tiny_config(kimg=0.008), tmp_path / "g", device="cpu", data=tiny_data(), log=lines.append,
+            grid_fn=broken_grid).run()
+    assert (tmp_path / "g" / "tiny.safetensors").is_file() and any("grid" in s and "failed" in s for s in lines)

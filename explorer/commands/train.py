@@ -85,8 +85,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     deadline = time.time() + args.time_limit if args.time_limit is not None else None
     from explorer.train.loop import Trainer
-    from explorer.train.preview import save_sample_grid
 
+    try:
+        from explorer.train.preview import save_sample_grid
+    except ImportError as err:  # a bare GPU machine may lack the sampler's or PNG writer's packages
+        print(f"no sample grids: {err}")
+        save_sample_grid = None
     config = config_from_args(args)
     trainer = Trainer(config, Path(args.out), device=args.device, grid_fn=save_sample_grid)
     trainer.run(deadline=deadline, resume=args.resume, max_steps=args.max_steps)

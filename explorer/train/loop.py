@@ -310,8 +310,7 @@ class Trainer:
         self._fold_losses()
         self.progress.finished = self._budget_reached()
         self.save_state()
-        if self.grid_fn is not None:
-            self.grid_fn(self, self.out / f"grid-{self.progress.nimg // 1000:06d}kimg.png")
+        self._grid(self.out / f"grid-{self.progress.nimg // 1000:06d}kimg.png")
         export_path = self.export()
         self.log(f"stopped ({stop}) at step {self.progress.step}, {self.progress.nimg / 1000:.1f} kimg, "
                  f"{self.progress.train_seconds / 60:.2f} min of training, loss {self.progress.loss_ema or float('nan'):.4f}; "
@@ -356,7 +355,16 @@ class Trainer:
                 last_state = time.time()
             if self.grid_fn is not None and p.nimg / 1000 - p.last_grid_kimg >= cfg.grid_every_kimg:
                 p.last_grid_kimg = p.nimg / 1000
-                self.grid_fn(self, self.out / f"grid-{p.nimg // 1000:06d}kimg.png")
+                self._grid(self.out / f"grid-{p.nimg // 1000:06d}kimg.png")
+
+    def _grid(self, path: Path) -> None:
+        """A sample grid, if asked for; a failure there (a missing package) must not cost the run."""
+        if self.grid_fn is None:
+            return
+        try:
+            self.grid_fn(self, path)
+        except Exception as err:  # noqa: BLE001 - pictures are optional, checkpoints are not
+            self.log(f"sample grid {path.name} failed: {type(err).__name__}: {err}")
 
     def _fold_losses(self) -> None:
         """Average losses of recent steps into a running value (one device sync for many steps)."""
