@@ -19,6 +19,8 @@ run from the repository root (``python3 benchmarks/train_checkpoints.py MODE ...
              logs, configs, sample grids, benchmark JSON) and ``state:NAME`` (the resumable state
              of one run, five files of at most 16 MB); at most 8 files per call.
 ``score``    FD (Heun, 35 NFE) of the final Fashion checkpoints, as far as time allows.
+``restore``  put state files that ``collect --what state:NAME`` brought back (``--from DIR``) into
+             ``runs/NAME/state/`` again, so that a fresh machine's ``start`` resumes the run.
 
 ``--device cpu`` with ``--train-args`` for a tiny net turns every mode into a cheap dry run
 (the test suite does this, in-process with ``--foreground``).
@@ -59,6 +61,7 @@ BENCH = {
     "compile2048": (2048, True, True),
 }
 MAX_FILES, MAX_BYTES = 8, 16 * 2**20
+STATE_ROLES = ("net", "ema", "adam-m", "adam-v", "misc")
 
 
 # ----------------------------------------------------------------------------- pack
@@ -305,6 +308,26 @@ def collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def restore(args: argparse.Namespace) -> int:
+    """Move ``NAME-<role>-<i>.safetensors`` files from ``--from`` into ``runs/NAME/state/``."""
+    source = Path(args.source)
+    moved = 0
+    for name in args.runs.split(","):
+        files = sorted(source.glob(f"{name}-*-[0-9]*.safetensors"))
+        files = [f for f in files if f.name[len(name) + 1:].rsplit("-", 1)[0] in STATE_ROLES]
+        if not files:
+            continue
+        state = Path(args.out) / name / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy(f, state / f.name[len(name) + 1:])
+            moved += 1
+        print(f"{name}: restored {len(files)} state files into {state}")
+    if not moved:
+        raise SystemExit(f"no state files (NAME-role-i.safetensors) for {args.runs} in {source}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- score
 
 
@@ -336,7 +359,7 @@ def score(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["pack", "bench", "bench-one", "start", "status", "collect", "score"])
+    p.add_argument("mode", choices=["pack", "bench", "bench-one", "start", "status", "collect", "score", "restore"])
     p.add_argument("--out", default="runs", help="folder of the runs (ignored by git)")
     p.add_argument("--data", default="runs/data", help="folder of the packed data sets")
     p.add_argument("--dest", default=os.environ.get("OUT", "out"), help="where bench/collect write ($OUT)")
@@ -367,6 +390,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=float, default=60.0, help="status: seconds between reports")
     p.add_argument("--what", default="final,early,logs", help="collect: final, early, logs, state:NAME")
     p.add_argument("--fd-num", type=int, default=10_000)
+    p.add_argument("--from", dest="source", default="collected", help="restore: folder with collected state files")
     return p
 
 
@@ -378,7 +402,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.mode == "start" and args.batch is None:
         args.batch = 1024
     return {"pack": pack, "bench": bench, "start": start, "status": status, "collect": collect,
-            "score": score}[args.mode](args)
+            "score": score, "restore": restore}[args.mode](args)
 
 
 if __name__ == "__main__":

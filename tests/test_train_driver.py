@@ -60,6 +60,14 @@ def test_dry_run_trains_all_three_then_reports_and_collects(driver, tmp_path: Pa
     assert driver.main(["collect", *common, "--dest", str(dest / "s"), "--what", "state:fashion32-cond"]) == 0
     state = sorted(p.name for p in (dest / "s").iterdir())
     assert state[0].startswith("fashion32-cond-") and len(state) == 5 and len(state) <= driver.MAX_FILES
+    # a fresh machine: restore the collected state, and start resumes it
+    fresh = tmp_path / "fresh"
+    assert driver.main(["restore", "--out", str(fresh), "--from", str(dest / "s"), "--runs", "fashion32-cond"]) == 0
+    assert driver.main(["start", "--data", str(data), "--out", str(fresh), "--device", "cpu", "--foreground",
+                        "--batch", "8", "--time-limit", "300", "--no-compile", "--runs", "fashion32-cond",
+                        "--train-args", TINY.replace("0.016", "0.024")]) == 0
+    assert "resumed at step 2" in (fresh / "fashion32-cond" / "log.txt").read_text()
+    assert read_checkpoint_metadata(fresh / "fashion32-cond" / "fashion32-cond.safetensors")["train"]["steps"] == 3
 
 
 def test_bench_one_measures_a_tiny_configuration(driver, tmp_path: Path, capsys):
