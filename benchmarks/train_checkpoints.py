@@ -166,10 +166,15 @@ def train_argv(name: str, args: argparse.Namespace) -> list[str]:
             "--batch", str(args.batch), "--lr", str(args.lr), "--lr-rampup-kimg", str(args.lr_rampup_kimg),
             "--kimg", str(args.kimg), "--ema-halflife-kimg", str(args.ema_halflife_kimg),
             "--grid-every-kimg", str(args.grid_every_kimg), "--seed", str(args.seed),
-            "--time-limit", str(args.time_limit), "--early-minutes", f"{args.early_fraction * args.time_limit / 60:.4f}",
+            "--time-limit", str(args.time_limit), "--early-minutes", f"{early_minutes(args):.4f}",
             "--device", args.device, "--resume", "--fast", *extra]
     argv += ["--compile"] if args.compile else []
     return argv + shlex.split(args.train_args)
+
+
+def early_minutes(args: argparse.Namespace) -> float:
+    """When the early snapshot is taken: ``--early-minutes``, else a fraction of the time limit."""
+    return args.early_minutes if args.early_minutes is not None else args.early_fraction * args.time_limit / 60
 
 
 def start(args: argparse.Namespace) -> int:
@@ -368,6 +373,7 @@ def parser() -> argparse.ArgumentParser:
     # training
     p.add_argument("--time-limit", type=float, default=1140.0, help="seconds each training process may run")
     p.add_argument("--early-fraction", type=float, default=0.125, help="early EMA snapshot at this part of the time")
+    p.add_argument("--early-minutes", type=float, default=None, help="early snapshot after this much training")
     p.add_argument("--batch", type=int, default=None, help="batch (training default 1024; bench: per config)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-rampup-kimg", type=float, default=200.0)

@@ -343,3 +343,19 @@ def test_a_failing_sample_grid_does_not_cost_the_checkpoint(tmp_path: Path):
     Trainer(tiny_config(kimg=0.008), tmp_path / "g", device="cpu", data=tiny_data(), log=lines.append,
             grid_fn=broken_grid).run()
     assert (tmp_path / "g" / "tiny.safetensors").is_file() and any("grid" in s and "failed" in s for s in lines)
+
+
+def test_clean_and_clip_matches_torch_clipping_and_zeroes_non_finite_entries():
+    from explorer.train.loop import clean_and_clip
+
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(5, 3, generator=gen) * 4, torch.randn(7, generator=gen)]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    clean_and_clip(grads, 1.0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))
+    bad = [torch.tensor([float("nan"), float("inf"), 0.5])]
+    clean_and_clip(bad, 0.0)
+    assert torch.equal(bad[0], torch.tensor([0.0, 0.0, 0.5]))
