@@ -311,7 +311,7 @@ def step_graphs_apply(info: Any, config: Any) -> bool:
     declared = getattr(info, "fixed_step_ops", None)
     if declared is not None:
         return bool(declared) and config.churn == 0
-    return not (info.stochastic or info.adaptive or info.family == "reference") and config.churn == 0
+    return not (info.stochastic or info.adaptive or info.float64) and config.churn == 0
 
 
 class OpTape(TorchDispatchMode):

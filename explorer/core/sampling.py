@@ -50,7 +50,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run_dtype(config: RunConfig) -> torch.dtype:
     """float64 for float64 runs and for the reference solver (always float64)."""
-    if config.dtype == "float64" or get_solver(config.solver).family == "reference":
+    if config.dtype == "float64" or get_solver(config.solver).float64:
         return torch.float64
     return torch.float32
 
@@ -142,7 +142,7 @@ def sample_steps(
     def context() -> SolverContext:
         return SolverContext(
             model, plan, config, x0, streams.randn_like, labels=labels, record_evals=record_evals,
-            total_steps=None if info.adaptive and info.family != "reference" else plan.n_steps + (config.final == "denoise"),
+            total_steps=None if not info.rule.fixed_grid else plan.n_steps + (config.final == "denoise"),
         )
 
     ctx = context()
