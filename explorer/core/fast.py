@@ -318,29 +318,48 @@ class OpTape(TorchDispatchMode):
     """A CPU stand-in for a CUDA graph: the aten calls of a region, replayed on the same tensors.
 
     Like a graph it keeps every tensor the region made (so their addresses stay fixed), bakes in
-    every Python number, and refuses random ops and the host reads it sees (under inference mode
-    a CPU ``.item()`` does not reach the dispatcher, so there only a GPU capture catches it).
-    Replaying recomputes each op from its recorded inputs and writes the result into the tensor
-    recorded as its output.
+    every Python number, and refuses random ops and reading back what the region computed
+    (``.item()`` of a result: a device sync inside a capture). Host arithmetic on 0-dim tensors
+    that the region did not compute (a solver's float64 coefficients) runs once and is not
+    recorded, as on a GPU, where it never reaches the stream. Replaying recomputes each
+    recorded op from its recorded inputs and writes the result into the recorded output.
     """
 
-    _REFUSED = ("_local_scalar_dense", "item", "normal", "uniform", "rand", "bernoulli", "multinomial", "exponential")
+    _RANDOM = ("normal", "uniform", "rand", "bernoulli", "multinomial", "exponential")
+    _READS = ("_local_scalar_dense", "item")
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: list[tuple[Any, tuple, dict, Any]] = []
+        self._made: set[int] = set()  # storages the recorded ops wrote
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
         kwargs = kwargs or {}
-        if func.overloadpacket.__name__.startswith(self._REFUSED):
-            raise RuntimeError(f"{func} reads the host or draws noise: a captured step cannot contain it.")
+        name = func.overloadpacket.__name__
+        tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
+        computed = any(t.untyped_storage().data_ptr() in self._made for t in tensors)
+        if name.startswith(self._RANDOM):
+            raise RuntimeError(f"{func} draws noise: a captured step cannot contain it.")
+        if name.startswith(self._READS):
+            if computed:
+                raise RuntimeError(f"{func} reads a result back to the host: a captured step cannot contain it.")
+            return func(*args, **kwargs)
         out = func(*args, **kwargs)
-        self.ops.append((func, args, kwargs, out))
+        host_math = not computed and all(t.ndim == 0 for t in tensors) and not _has_array(out)
+        if not host_math:
+            self.ops.append((func, args, kwargs, out))
+            for t in torch.utils._pytree.tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self._made.add(t.untyped_storage().data_ptr())
         return out
 
     def replay(self) -> None:
         for func, args, kwargs, out in self.ops:
             _write_into(out, func(*args, **kwargs))
+
+
+def _has_array(out: Any) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.ndim > 0 for t in torch.utils._pytree.tree_leaves(out))
 
 
 def _write_into(recorded: Any, fresh: Any) -> None:
