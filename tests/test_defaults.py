@@ -51,7 +51,7 @@ def test_a_bfloat16_run_moves_the_result_a_little_and_leaves_the_model_alone():
 def test_the_cpu_table_measures_its_rows_and_writes_markdown():
     den = _network()
     rows = [lever for lever in C.levers(den, cpu_bf16=True)
-            if lever.name.startswith(("today", "+ jit.freeze", "+ bfloat16 channels-last"))][:3]
+            if lever.name.startswith(("today", "+ jit.freeze", "+ bfloat16 network"))][:3]
     rows = [replace(lever, config=lever.config.replace(batch=2, steps=2)) for lever in rows]
     table = C.measure_all(den, rows, rounds=1, d_calls=1)
     assert [r["lever"] for r in table] == [lever.name for lever in rows]
@@ -65,3 +65,13 @@ def test_the_cpu_table_measures_its_rows_and_writes_markdown():
     text = C.markdown({"environment": {"device": "cpu", "torch": torch.__version__, "cpu_count": 2},
                        "cpu_bf16": True, "rows": table})
     assert "| today: heun 35 NFE, float32, batch 16 |" in text
+
+
+def test_threads_follow_the_load():
+    from explorer.core.defaults import cpu_threads
+
+    assert cpu_threads(2, 0.1) == 2
+    assert cpu_threads(2, 1.2) == 1
+    assert cpu_threads(2, 12.0) == 1
+    assert cpu_threads(16, 4.0) == 12
+    assert 1 <= cpu_threads() <= (__import__("os").cpu_count() or 1)

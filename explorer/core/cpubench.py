@@ -236,14 +236,11 @@ def levers(den: Denoiser, cpu_bf16: bool) -> list[Lever]:
             Lever("+ 1 thread (float32)", solver, threads=1, adopted=False, whole_run=False)]
     if cpu_bf16:
         bf16 = FastOptions(precision="bfloat16")
-        rows += [Lever("+ bfloat16 network", solver, bf16, adopted=False),
-                 Lever("+ bfloat16 channels-last", solver, replace(bf16, channels_last=True)),
-                 Lever("+ bfloat16 channels-last jit.freeze", solver, replace(bf16, channels_last=True),
-                       jit_freeze=True, adopted=False, whole_run=False),
-                 Lever("+ bfloat16 channels-last, 1 thread", solver, replace(bf16, channels_last=True), threads=1,
-                       adopted=False),
-                 Lever("+ bfloat16 channels-last, first batch of 4", solver.replace(batch=4),
-                       replace(bf16, channels_last=True), adopted=False)]
+        rows += [Lever("+ bfloat16 network", solver, bf16),
+                 Lever("+ bfloat16 channels-last", solver, replace(bf16, channels_last=True), adopted=False),
+                 Lever("+ bfloat16 jit.freeze", solver, bf16, jit_freeze=True, adopted=False, whole_run=False),
+                 Lever("+ bfloat16, 1 thread", solver, bf16, threads=1, adopted=False),
+                 Lever("+ bfloat16, first batch of 4", solver.replace(batch=4), bf16, adopted=False)]
     return rows
 
 

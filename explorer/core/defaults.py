@@ -1,15 +1,17 @@
 """The app's default run, defined once: the GUI, the README's figures and the CPU benchmark use it.
 
-Why these choices (measured in ``benchmarks/results/bench-cpu-*.md``; FD from the shipped
-card ``checkpoints/fashion32-edm.md``):
+Why these choices (the CPU table: ``diffusion-explorer bench --cpu-table``, results in
+``benchmarks/results/bench-cpu-*.md``; FD from the shipped card ``checkpoints/fashion32-edm.md``):
 
-- **DPM-Solver++(2M), 10 NFE** instead of Heun at 35: on the shipped Fashion-MNIST model its
-  FD is 5.77 against Heun-35's 5.44 (+6 %, inside the 10 % the default may lose), for 10/35 of
-  the network evaluations; its first x₀ arrives after one evaluation where Heun needs two.
+- **DPM-Solver++(2M), 10 steps = 10 NFE** instead of Heun at 35: on the shipped Fashion-MNIST
+  model its FD is 5.77 against Heun-35's 5.44 (+6 %, inside the 10 % the default may lose), for
+  10/35 of the network evaluations; its first x₀ arrives after one evaluation where Heun needs two.
 - **bfloat16 network on CPUs with native bf16 arithmetic** (AVX512-BF16 or AMX): oneDNN's bf16
-  convolutions run about twice as fast as float32 there; the state, the solver's coefficients
-  and the preconditioning stay float32. Elsewhere (and on CUDA, where the run is fast anyway)
-  the network stays float32, because emulated bf16 is slower, not faster.
+  convolutions are the faster ones there (channels-last and ``jit.freeze`` measured no better);
+  the state, the solver's coefficients and the preconditioning stay float32 (the default run's
+  final samples move by a relative 4e-3). Elsewhere, and on
+  CUDA (fast anyway, and float32 there is bit-identical to the eager run), the network stays
+  float32: emulated bf16 is slower, not faster.
 - **batch 16** for images (a 4×4 grid), 64 for other shapes and 512 for 2-D toys (a cloud).
 """
 from __future__ import annotations
@@ -63,3 +65,18 @@ def default_run_config(denoiser: Denoiser, device: str = "auto") -> RunConfig:
 def legacy_run_config(denoiser: Denoiser, device: str = "auto") -> RunConfig:
     """The default before issue #14 (Heun, 35 NFE, float32): the benchmark compares against it."""
     return RunConfig(solver=LEGACY_SOLVER, steps=LEGACY_STEPS, batch=default_batch(denoiser), device=device)
+
+
+def cpu_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Threads for torch on a CPU run: all cores when the machine is idle, fewer when it is busy.
+
+    With other processes on every core, a second OpenMP thread spends its time waiting at the
+    barriers of each kernel: on this project's busy 2-core machine (load 11–12) one D took
+    5.9 s with two threads and 1.0 s with one (the CPU table). A caller that owns the process
+    (the app's worker, a CLI run) may ``torch.set_num_threads(cpu_threads())`` before a run.
+    """
+    import os
+
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores, int(cores - load + 0.5)))

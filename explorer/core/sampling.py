@@ -89,15 +89,14 @@ def network_for(denoiser: Denoiser, config: RunConfig, device: torch.device,
 
     On the fast path ``fast`` (the benchmark's choice) wins over the config's precision. Off it
     a float32 run calls the denoiser itself, and a bfloat16 one the cached variant whose network
-    runs under autocast, channels-last on a CPU, where oneDNN's bf16 convolutions want that
-    layout (the CPU table of ``diffusion-explorer bench --cpu-table``).
+    runs under autocast (contiguous layout: channels-last measured slower on the CPU, see
+    ``diffusion-explorer bench --cpu-table``).
     """
     if config.fast and graphs_available(device):
         return fast_denoiser(denoiser, fast or FastOptions(precision=config.precision))
     if config.precision == "float32":
         return denoiser
-    channels_last = device.type == "cpu" and denoiser.is_image
-    return fast_denoiser(denoiser, FastOptions(precision=config.precision, channels_last=channels_last))
+    return fast_denoiser(denoiser, FastOptions(precision=config.precision))
 
 
 def sample_steps(
