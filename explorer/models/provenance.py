@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any, Union
 
+from explorer.core.files import write_text
+
 PathLike = Union[str, Path]
 
 EDM_LICENCE = "CC BY-NC-SA 4.0"
@@ -56,6 +58,4 @@ def write_model_card(path: PathLike, title: str, info: dict, licence_note: str) 
     lines += ["", "## Constructor arguments", "", "```json",
               json.dumps(json_safe(info.get("init_kwargs", {})), indent=2), "```", "",
               "## Licence", "", licence_note, ""]
-    card = Path(path)
-    card.write_text("\n".join(lines), encoding="utf-8")
-    return card
+    return write_text("\n".join(lines), path)  # atomic: a full disk leaves no 0-byte card
