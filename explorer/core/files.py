@@ -21,6 +21,7 @@ import torch
 MAX_JSON_DEPTH = 64             # our own files nest 4 deep
 MAX_JSON_BYTES = 64 * 1024**2   # a mixture or comparison file is kilobytes
 MAX_ARRAY_BYTES = 4 * 1024**3   # one array read from .npy/.npz (noise, data sets, trajectories)
+MAX_ZIP_RATIO = 100.0           # numbers deflate 1-3 times; zeros 1000 times
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -139,12 +140,13 @@ def read_npy(stream: Any, label: str, available: int, max_bytes: int = MAX_ARRAY
 
 
 def read_arrays(path: str | os.PathLike, max_bytes: int = MAX_ARRAY_BYTES,
-                names: Optional[set[str]] = None) -> dict[str, np.ndarray]:
+                names: Optional[set[str]] = None, max_ratio: float = MAX_ZIP_RATIO) -> dict[str, np.ndarray]:
     """The arrays of a ``.npy`` (under the name ``""``) or ``.npz`` file, never unpickling, bounded in size.
 
     An ``.npz`` is a zip: every member's declared size is checked against ``max_bytes`` (in total)
-    before it is inflated, so a zip bomb is refused by its directory, not by running out of memory.
-    ``names`` restricts which members are read.
+    before it is inflated, and so is its compression ratio (numbers compress little; a member that
+    claims to inflate more than ``max_ratio`` times is a zip bomb), so a bomb is refused by its
+    directory, not by running out of memory. ``names`` restricts which members are read.
     """
     import zipfile
 
@@ -160,6 +162,12 @@ def read_arrays(path: str | os.PathLike, max_bytes: int = MAX_ARRAY_BYTES,
             total = sum(m.file_size for m in members)
             if total > max_bytes:
                 raise ValueError(f"{label} unpacks to {total:,} bytes, more than the limit of {max_bytes:,}.")
+            for m in members:
+                ratio = m.file_size / max(m.compress_size, 1)
+                if m.file_size > 1 << 20 and ratio > max_ratio:
+                    raise ValueError(f"{label}: {m.filename} inflates {ratio:,.0f} times ({m.compress_size:,} to "
+                                     f"{m.file_size:,} bytes), more than the limit of {max_ratio:g} for arrays of "
+                                     "numbers: refusing a zip bomb.")
             out = {}
             for member in members:
                 with archive.open(member) as stream:

@@ -180,6 +180,10 @@ def check_tensors(parts: dict[str, torch.Tensor], label: str) -> None:
         if list(parts[name].shape) != [states]:
             raise ValueError(f"{label}: tensor {name!r} has shape {list(parts[name].shape)}; 'x' has {states} states, "
                              f"so it needs [{states}].")
+        if not bool(torch.isfinite(parts[name]).all()) or bool((parts[name] < 0).any()):
+            raise ValueError(f"{label}: tensor {name!r} must hold finite non-negative numbers.")
+    if not bool((parts["scale"] > 0).all()):
+        raise ValueError(f"{label}: tensor 'scale' must be positive.")
     if list(parts["denoised"].shape[1:]) != sample or parts["denoised"].shape[0] not in (0, states - 1):
         raise ValueError(f"{label}: tensor 'denoised' has shape {list(parts['denoised'].shape)}, expected "
                          f"[{states - 1}, {', '.join(map(str, sample))}].")
@@ -220,7 +224,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from explorer.core.files import parse_json, read_arrays, read_safetensors
 
     if path.suffix.lower() == ".npz":
-        arrays = read_arrays(path, max_bytes=MAX_TRAJECTORY_BYTES)
+        arrays = read_arrays(path, max_bytes=MAX_TRAJECTORY_BYTES, max_ratio=1000.0)
         if "__metadata__" not in arrays or arrays["__metadata__"].dtype.kind != "U":
             raise ValueError(f"{path.name} is not a trajectory file (no metadata).")
         meta = parse_json(str(arrays.pop("__metadata__")), f"{path.name}: the metadata")

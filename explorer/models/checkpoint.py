@@ -29,7 +29,7 @@ from typing import Any, Optional, Union
 import torch
 from safetensors.torch import load_file
 
-from explorer.core.files import save_safetensors
+from explorer.core.files import parse_json, save_safetensors
 from explorer.core.precond import PRECONDITIONERS, Preconditioner
 from explorer.models.limits import MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_LABELS, check_int, check_precond_kwargs
 from explorer.models.networks import build_denoiser, build_network, network_arch
@@ -63,12 +63,14 @@ def _encode_metadata(meta: dict) -> dict[str, str]:
         raise ValueError(f"Checkpoint metadata must be plain JSON values: {exc}.") from None
 
 
-def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+def _decode_metadata(raw: dict[str, str], path: PathLike = "the checkpoint") -> dict[str, Any]:
     meta = {}
     for key, text in raw.items():
         try:
-            meta[key] = json.loads(text)
-        except (TypeError, json.JSONDecodeError):
+            meta[key] = parse_json(text, f"{path}: checkpoint metadata {key!r}")
+        except ValueError as err:
+            if "nesting deeper" in str(err) or "more than the limit" in str(err):
+                raise
             meta[key] = text  # a plain string written by another tool
     return meta
 
@@ -215,7 +217,7 @@ def _check_precond_fields(meta: dict, kind: str, path: PathLike) -> None:
 def read_checkpoint_metadata(path: PathLike) -> dict[str, Any]:
     """The decoded and checked metadata of a checkpoint (reads only the header)."""
     _, raw = _read_header(path)
-    meta = _decode_metadata(raw)
+    meta = _decode_metadata(raw, path)
     _check_metadata(meta, path)
     for key in ("sigma_data", "sigma_min", "sigma_max"):
         if meta.get(key) is not None:
@@ -267,7 +269,7 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu",
     Everything that can be checked from the header is checked before any tensor is read.
     """
     header, raw = _read_header(path)
-    meta = _decode_metadata(raw)
+    meta = _decode_metadata(raw, path)
     _check_metadata(meta, path)
     name = meta.get("name") if isinstance(meta.get("name"), str) and meta.get("name") else Path(path).stem
     net = build_denoiser(meta["precond"], meta["arch"], _precond_kwargs(meta), device="meta", name=name,

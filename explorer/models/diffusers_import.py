@@ -25,7 +25,8 @@ from explorer.core.denoiser import Denoiser
 from explorer.core.files import parse_json, save_safetensors
 from explorer.core.precond import EpsilonDenoiser, VDenoiser, X0Denoiser
 from explorer.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from explorer.models.limits import (MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_LABELS, MAX_TABLE, check_float, check_int,
+from explorer.models.limits import (MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_LABELS, MAX_PARAMETERS, MAX_TABLE, check_float,
+                                    check_int,
                                     check_int_list, check_parameter_count, is_number)
 from explorer.models.provenance import DIFFUSERS_LICENCE_NOTE, file_sha256, json_safe, write_model_card
 from explorer.models.strict_load import load_strict
@@ -78,7 +79,7 @@ def alphas_cumprod_from_config(config: dict) -> torch.Tensor:
     elif schedule == "squaredcos_cap_v2":
         betas = _cosine_betas(steps)
     else:
-        raise ValueError(f"Unsupported beta_schedule {schedule!r}; the explorer reads "
+        raise ValueError(f"Unsupported beta_schedule {str(schedule)[:40]!r}; the explorer reads "
                          f"{', '.join(BETA_SCHEDULES)} or an explicit trained_betas list.")
     if betas.ndim != 1 or len(betas) < 2 or not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError("The scheduler's β values must be a list of numbers strictly between 0 and 1.")
@@ -292,6 +293,11 @@ def _check_unet_config(config: dict, where: Path) -> None:
             check_int(config[key], low, high, f"{label}: {key}")
     channels = config.get("block_out_channels", [64])
     check_int_list(channels, f"{label}: block_out_channels", (1, 8), (1, 8192))
+    layers = config.get("layers_per_block", 2)
+    estimate = 18 * (2 * layers + 1) * sum(c * c for c in channels)  # two 3×3 convs per ResNet, down and up
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(f"{label}: the described network has at least {estimate:,} parameters, more than the limit "
+                         f"of {MAX_PARAMETERS:,}.")
     for key in ("down_block_types", "up_block_types"):
         types = config.get(key, [])
         if not isinstance(types, list) or len(types) > 8 or not all(isinstance(t, str) for t in types):

@@ -261,12 +261,13 @@ class _Budget:
     def __init__(self, byte_limit: int) -> None:
         self.opcodes = 0
         self.deadline = time.monotonic() + MAX_SECONDS
-        self.bytes_left = byte_limit
+        self.spent: dict[str, int] = {}
         self.byte_limit = byte_limit
 
     def spend_bytes(self, n: int, what: str) -> None:
-        self.bytes_left -= n
-        if self.bytes_left < 0:
+        """Each kind of made bytes (byte strings, tensor storage) may total at most the file's size."""
+        self.spent[what] = self.spent.get(what, 0) + n
+        if self.spent[what] > self.byte_limit:
             raise ValueError(f"refusing to load: the pickle makes more than {self.byte_limit:,} bytes of {what} "
                              "(more than the file holds)")
 
@@ -496,25 +497,52 @@ def _contents(value: Any) -> Iterator[Any]:
         yield value.state
 
 
-def check_structure(root: Any, budget: Optional[_Budget] = None) -> None:
-    """Walk the loaded object as a tree (shared parts counted each time they are reached).
+def _is_container(value: Any) -> bool:
+    return isinstance(value, (dict, list, tuple, set, frozenset, ObjectRecord))
 
-    Readers of the result recurse through it (module trees, kwargs), so a structure that is deep
-    or that reaches the same part billions of times (a "billion laughs") is refused here, by name.
+
+def check_structure(root: Any, budget: Optional[_Budget] = None) -> None:
+    """Refuse a loaded object that is too deep or too big *as a tree* (shared parts counted each time).
+
+    Readers of the result recurse through it (module trees, kwargs), so nesting beyond
+    :data:`MAX_DEPTH` (a cycle is infinite nesting) or a tree of more than :data:`MAX_OBJECTS`
+    nodes (a "billion laughs": lists of references to lists of references ...) is refused by name.
+    Sizes and depths are memoised per object, so the check costs one pass over the distinct objects.
     """
-    stack: list[tuple[Any, int]] = [(root, 0)]
-    seen = 0
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    steps = 0
     while stack:
-        value, depth = stack.pop()
-        seen += 1
-        if seen > MAX_OBJECTS:
-            raise ValueError(f"refusing to load: the pickle reaches more than {MAX_OBJECTS:,} objects "
-                             "(shared parts counted each time)")
-        if depth > MAX_DEPTH:
-            raise ValueError(f"refusing to load: nesting deeper than {MAX_DEPTH} levels")
-        if budget is not None and not seen & 0x3FFF:
+        value, finished = stack.pop()
+        key = id(value)
+        steps += 1
+        if budget is not None and not steps & 0x3FFF:
             budget.check_time()
-        stack.extend((item, depth + 1) for item in _contents(value))
+        if finished:
+            kids = [k for k in _contents(value) if _is_container(k)]
+            leaves = sum(1 for _ in _contents(value)) - len(kids)
+            size[key] = 1 + leaves + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            on_path.discard(key)
+            if size[key] > MAX_OBJECTS:
+                raise ValueError(f"refusing to load: the pickle reaches more than {MAX_OBJECTS:,} objects "
+                                 "(shared parts counted each time)")
+            if depth[key] > MAX_DEPTH:
+                raise ValueError(f"refusing to load: nesting deeper than {MAX_DEPTH} levels")
+            continue
+        if key in size or not _is_container(value):
+            continue
+        if key in on_path:
+            raise ValueError(f"refusing to load: nesting deeper than {MAX_DEPTH} levels (an object contains itself)")
+        on_path.add(key)
+        stack.append((value, True))
+        stack.extend((k, False) for k in _contents(value) if _is_container(k))
+
+
+_OWN_MESSAGES = ("refusing to load", "the file is truncated", "a tensor", "a persistent", "ModuleDict",
+                 "EasyDict")
 
 
 def _describe(path: PathLike) -> str:
@@ -551,6 +579,9 @@ def _read_stream(stream: BinaryIO, label: str) -> Any:
     try:
         return RestrictedUnpickler(stream, label, byte_limit=size).load()
     except ValueError as err:
+        if not str(err).startswith(_OWN_MESSAGES):  # pickle's own parsing of a malformed opcode argument
+            raise ValueError(f"{label} is truncated or damaged: cannot read it as a pickle (a malformed opcode "
+                             f"argument: {err})") from None
         raise ValueError(f"{label}: {err}") from None
     except EOFError:
         raise ValueError(f"{label} is truncated or damaged: the pickle ends before its last opcode") from None

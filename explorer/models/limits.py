@@ -85,6 +85,7 @@ def check_arch(arch: Any, label: str) -> None:
             check_float(value, where, low=0.0, high=1.0)
         elif key != "class" and not isinstance(value, (str, bool, type(None))):
             raise ValueError(f"{where} must be a string, not {_show(value)}.")
+    check_unet_estimate(arch, label)
 
 
 # Preconditioner constants: (field, check) per kind.
@@ -133,6 +134,20 @@ def check_precond_kwargs(kind: str, kwargs: Any, label: str, *, allow_derived: b
         if exponent > MAX_EXPONENT:
             raise ValueError(f"{label}: vp settings give σ_max = sqrt(exp({exponent:g}) − 1), beyond float64; "
                              f"½β_d + β_min must be ≤ {MAX_EXPONENT:g}.")
+
+
+def check_unet_estimate(arch: dict, label: str) -> None:
+    """A lower bound on a SongUNet/DhariwalUNet's weights from its settings, checked before building.
+
+    Each U-Net block holds two 3×3 convolutions per level, in the encoder and the decoder:
+    at least 36 · num_blocks · Σ (model_channels · mult)² weights. Building a forged giant on the
+    meta device would still take minutes; this refuses it at once.
+    """
+    channels, mults, blocks = arch.get("model_channels", 128), arch.get("channel_mult", (1,)), arch.get("num_blocks", 1)
+    estimate = 36 * blocks * sum((channels * m) ** 2 for m in mults)
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(f"{label}: the described network has at least {estimate:,} parameters, more than the limit "
+                         f"of {MAX_PARAMETERS:,}.")
 
 
 def check_parameter_count(parameters: Iterable[Any], label: str) -> int:
