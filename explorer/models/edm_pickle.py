@@ -247,7 +247,7 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 # nesting ~30 deep, and as many storage bytes as the file holds.
 MAX_OPCODES = 20_000_000
 MAX_MEMO = 2_000_000
-MAX_CONTAINER = 1_000_000
+MAX_CONTAINER = 100_000
 MAX_DEPTH = 100
 MAX_OBJECTS = 2_000_000
 MAX_STORAGE_BYTES = 16 * 1024**3
@@ -383,6 +383,8 @@ def _counted(step: Callable[[Any], None]) -> Callable[[Any], None]:
             raise ValueError(f"refusing to load: the pickle runs more than {MAX_OPCODES:,} opcodes")
         if not budget.opcodes & 0x3FFF:
             budget.check_time()
+            if len(self.stack) > 2 * MAX_CONTAINER:  # items piling up for one SETITEMS/APPENDS
+                raise ValueError(f"refusing to load: a container with more than {MAX_CONTAINER:,} entries")
         step(self)
     return run
 
@@ -399,6 +401,7 @@ def _marked(kind: str, keyed: bool = False, target: bool = False) -> Callable[..
                 for key in (items[0::2] if keyed == "pairs" else items):
                     _check_key(key, f"a {kind}")
             step(self)
+            self.note_depth(into if target else self.stack[-1], items)
         return run
     return wrap
 
@@ -407,15 +410,27 @@ def _single(kind: str, depth: int, keyed: bool) -> Callable[[Callable[[Any], Non
     """A check of APPEND/SETITEM: the container sits ``depth`` below the top of the stack."""
     def wrap(step: Callable[[Any], None]) -> Callable[[Any], None]:
         def run(self: "RestrictedUnpickler") -> None:
+            items: list = []
             if len(self.stack) >= depth:
                 into = self.stack[-depth]
                 if isinstance(into, (dict, list, set)):
                     _check_size(len(into) + 1, kind)
                 if keyed:
                     _check_key(self.stack[-2], f"a {kind}")
+                items = self.stack[-depth + 1:]
             step(self)
+            if len(self.stack) >= 1 and len(items) == depth - 1:
+                self.note_depth(self.stack[-1], items)
         return run
     return wrap
+
+
+def _tuple_n(step: Callable[[Any], None]) -> Callable[[Any], None]:
+    """TUPLE1/2/3 nest without a MARK: note the new tuple's depth."""
+    def run(self: "RestrictedUnpickler") -> None:
+        step(self)
+        self.note_depth(self.stack[-1], self.stack[-1])
+    return run
 
 
 def _checked_dispatch() -> dict[int, Callable[[Any], None]]:
@@ -434,6 +449,8 @@ def _checked_dispatch() -> dict[int, Callable[[Any], None]]:
     }
     for opcode, check in checks.items():
         table[opcode[0]] = check(base[opcode[0]])
+    for opcode in (pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
+        table[opcode[0]] = _tuple_n(base[opcode[0]])
 
     def mark(self: "RestrictedUnpickler") -> None:
         if len(self.metastack) >= MAX_DEPTH:
@@ -468,6 +485,24 @@ class RestrictedUnpickler(pickle._Unpickler):
         super().__init__(reader)
         self.budget = _Budget(min(byte_limit, MAX_STORAGE_BYTES))
         self._allowed = _allowed_globals(self.budget)
+        self._depths: dict[int, tuple[Any, int]] = {}  # id -> (container, nesting seen so far), kept alive
+
+    def note_depth(self, container: Any, items: Any) -> None:
+        """Nesting as it is built, so a deep chain is refused at level 101, not after loading it all.
+
+        A lower bound (a container filled after it was nested is not propagated upwards);
+        :func:`check_structure` gives the exact answer once the load is done.
+        """
+        if not isinstance(container, (list, dict, tuple, set, frozenset)):
+            return
+        depths = self._depths
+        values = items.values() if isinstance(items, dict) else items
+        level = 1 + max((depths[id(v)][1] if id(v) in depths else _is_container(v) for v in values), default=0)
+        if level > MAX_DEPTH:
+            raise ValueError(f"refusing to load: nesting deeper than {MAX_DEPTH} levels")
+        entry = depths.get(id(container))
+        if level > 1 and (entry is None or entry[1] < level):
+            depths[id(container)] = (container, level)
 
     def find_class(self, module: str, name: str) -> Any:
         allowed = self._allowed.get((module, name))
