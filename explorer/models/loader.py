@@ -106,7 +106,7 @@ def _read_array(path: Path) -> torch.Tensor:
     arr = next(iter(arrays.values()))
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{path.name} does not hold numbers.")
-    return torch.from_numpy(np.asarray(arr, dtype=np.float64))
+    return torch.from_numpy(np.array(arr, dtype=np.float64))  # a writable copy
 
 
 def describe(denoiser: Denoiser) -> str:
