@@ -355,3 +355,17 @@ def test_the_biggest_refusals_fit_a_small_memory_bound(corpus):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_failed_model_card_takes_its_converted_checkpoint_along(tmp_path, monkeypatch, capsys):
+    from explorer.models import provenance
+
+    (tmp_path / "net.pkl").write_bytes(edm_pickle_bytes(protocol=4))
+
+    def full_disk(text, path):
+        raise ValueError(f"Could not write {str(path)!r}: No space left on device.")
+
+    monkeypatch.setattr(provenance, "write_text", full_disk)
+    assert main(["convert", str(tmp_path / "net.pkl"), str(tmp_path / "net.safetensors")]) == 2
+    assert "No space left" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.pkl"]

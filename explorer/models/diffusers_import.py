@@ -400,7 +400,7 @@ def convert_diffusers_folder(path: PathLike, out_safetensors: PathLike,
     tensors = {k: v.detach().contiguous() for k, v in denoiser.net.unet.state_dict().items()}
     save_safetensors(tensors, {k: json.dumps(json_safe(v)) for k, v in meta.items()}, out)  # atomic
     write_model_card(out.with_suffix(".md"), f"{denoiser.name} (converted diffusers UNet2DModel)", info,
-                     DIFFUSERS_LICENCE_NOTE)
+                     DIFFUSERS_LICENCE_NOTE, checkpoint=out)
     return out
 
 

@@ -136,5 +136,5 @@ def convert_edm_pickle(pkl: PathLike, out_safetensors: PathLike) -> Path:
     info = net.source_info
     save_checkpoint(out, net, dataset=net.dataset,
                     extra={"source": info, "licence": EDM_LICENCE, "licence_note": EDM_LICENCE_NOTE})
-    write_model_card(out.with_suffix(".md"), f"{net.name} (converted NVlabs EDM network)", info, EDM_LICENCE_NOTE)
+    write_model_card(out.with_suffix(".md"), f"{net.name} (converted NVlabs EDM network)", info, EDM_LICENCE_NOTE, checkpoint=out)
     return out
