@@ -16,6 +16,11 @@ import torch
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
 from explorer.core.solvers.dpm import Point, point
+from explorer.core.solvers.options import Option
+from explorer.core.solvers.unipc import unic_correct
+
+SOLVER_TYPE = Option("solver_type", str, "midpoint", "second-order term of 2M: midpoint (official, diffusers' default) "
+                     "or heun (diffusers' solver_type='heun')", "2M type", choices=("midpoint", "heun"))
 
 
 def _model(ctx: SolverContext, x: torch.Tensor, p: Point, data_form: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,9 +31,11 @@ def _model(ctx: SolverContext, x: torch.Tensor, p: Point, data_form: bool) -> tu
 
 
 def _step(
-    x: torch.Tensor, k: int, pts: list[Point], ms: list[torch.Tensor], t: Point, data_form: bool, d2_factor: float
+    x: torch.Tensor, k: int, pts: list[Point], ms: list[torch.Tensor], t: Point, data_form: bool, d2_factor: float,
+    heun: bool = False,
 ) -> torch.Tensor:
-    """One multistep update of order k from the last point of ``pts`` to t."""
+    """One multistep update of order k from the last point of ``pts`` to t (``heun``: the
+    second-order term with φ₂ instead of φ₁/2, diffusers' ``solver_type="heun"``)."""
     p0, m0 = pts[-1], ms[-1]
     h = t.lam - p0.lam
     if data_form:
@@ -39,6 +46,10 @@ def _step(
         return lin * x - (coef * phi_1) * m0
     r0 = (p0.lam - pts[-2].lam) / h
     d1_0 = (1.0 / r0) * (m0 - ms[-2])
+    if k == 2 and heun:
+        if data_form:
+            return lin * x - (coef * phi_1) * m0 + (coef * (phi_1 / h + 1.0)) * d1_0
+        return lin * x - (coef * phi_1) * m0 - (coef * (phi_1 / h - 1.0)) * d1_0
     if k == 2:
         return lin * x - (coef * phi_1) * m0 - 0.5 * (coef * phi_1) * d1_0
     r1 = (pts[-2].lam - pts[-3].lam) / h
@@ -55,20 +66,29 @@ def _step(
 
 
 def _multistep(ctx: SolverContext, data_form: bool, d2_factor: float = 1.0) -> Iterator[StepEvent]:
+    """The multistep loop; with the ``corrector`` option, UniC (bh2) corrects each state with
+    the evaluation the next step makes there (no extra NFE). The state shown at a step is
+    the one before that correction, which needs the following evaluation."""
     x = ctx.x0
     orders = ctx.plan.orders or []
+    heun = ctx.option("solver_type", "midpoint") == "heun"
+    corrector = ctx.option("corrector", False)
     pts: list[Point] = []
     ms: list[torch.Tensor] = []
+    last_x, last_k = None, 0
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         p = point(ctx, t_cur)
         m, d = _model(ctx, x, p, data_form)
+        if corrector and last_x is not None:
+            x = unic_correct(last_x, pts, ms, p, m, last_k, "bh2", data_form)
         pts, ms = (pts + [p])[-3:], (ms + [m])[-3:]
         if t_next == 0:
             x = ctx.s(0.0) * d
             k = 1
         else:
             k = orders[i]
-            x = _step(x, k, pts, ms, point(ctx, t_next), data_form, d2_factor)
+            last_x, last_k = x, k
+            x = _step(x, k, pts, ms, point(ctx, t_next), data_form, d2_factor, heun)
         yield ctx.event(i + 1, t_next, x, k)
 
 
