@@ -181,3 +181,26 @@ def test_ipndm_equals_diffusers_ipndm(model):
             x = sched.step((eps - beta * x) / alpha, t, x).prev_sample  # its ets = βx + αv = ε̂
     got, _ = _ours(denoiser, "ipndm", sigmas, latents)
     assert _rel(got, x) < 1e-10
+
+
+# DPMSolverMultistepScheduler.step rounds the state to float32 on every step ("upcast to avoid
+# precision issues", a downcast for float64 input), so agreement stops at float32 rounding:
+# the mathematics is the same, the named cause is that cast.
+@pytest.mark.parametrize("solver,solver_type,algorithm,final", [("dpm-solver++2m", "heun", "dpmsolver++", "zero"),
+                                                                ("dpm-solver-2m", "heun", "dpmsolver", "sigma_min"),
+                                                                ("dpm-solver++2m", "midpoint", "dpmsolver++", "zero")])
+def test_dpm_solver_2m_types_equal_diffusers(model, solver, solver_type, algorithm, final):
+    folder, denoiser, unet = model
+    sched = _scheduler(diffusers.DPMSolverMultistepScheduler, folder, solver_order=2, solver_type=solver_type,
+                       algorithm_type=algorithm, final_sigmas_type=final)
+    sched.set_timesteps(STEPS)
+    _float64_sigmas(sched)
+    latents = _latents(10)
+    expected = _theirs(unet, sched, latents)
+    got, _ = _ours(denoiser, solver, sched.sigmas.double().tolist(), latents, final=final,
+                   options={"solver_type": solver_type, "final_rule": "diffusers-15"})
+    assert _rel(got, expected) < 1e-6
+    other = "midpoint" if solver_type == "heun" else "heun"
+    wrong, _ = _ours(denoiser, solver, sched.sigmas.double().tolist(), latents, final=final,
+                     options={"solver_type": other, "final_rule": "diffusers-15"})
+    assert _rel(wrong, expected) > 100 * _rel(got, expected)  # the test tells the two types apart
