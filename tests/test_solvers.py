@@ -86,7 +86,7 @@ def test_ipndm_fixed_weights_order_4_on_uniform_steps_about_2_on_rho_7():
     """The contrast iPNDM shows: its weights assume equal steps; ρ = 7 steps are not."""
     uniform = dict(sigma_range=(0.2, 2.0), lower_order_final=False)
     ns = [8, 16, 32]
-    for solver in ("ipndm", "ipndm-v", "plms"):
+    for solver in ("ipndm", "ipndm-v", "plms", "pndm"):
         assert slope(ns, [gaussian_error(solver, "edm", "time-uniform", n, **uniform) for n in ns]) >= 3.7, solver
     ns = [32, 64, 128]
     rho7 = {s: slope(ns, [gaussian_error(s, "edm", "edm", n, sigma_range=(0.002, 80)) for n in ns]) for s in ("ipndm", "ipndm-v")}

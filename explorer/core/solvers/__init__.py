@@ -210,6 +210,8 @@ register(SolverInfo("ipndm-v", pndm.ipndm_v, 4, IPNDM_RULE, options=(pndm.MAX_OR
                     summary="iPNDM_v: variable-step Adams–Bashforth 4 in σ"))
 register(SolverInfo("plms", pndm.plms, 2, pndm.PLMSRule(), order_grid="edm",
                     summary="PLMS (diffusers' PNDM with skip_prk_steps): Heun first step, then AB2–4 in σ"))
+register(SolverInfo("pndm", pndm.pndm, 2, pndm.PNDMRule(), order_grid="edm",
+                    summary="PNDM (diffusers' PNDMScheduler): 3 pseudo Runge–Kutta steps, then AB4 in σ"))
 register(SolverInfo("ddpm", ancestral.ddpm, 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
 register(SolverInfo("dpm-solver++3s", dpm.dpm_solver_pp_singlestep, 3, Singlestep(order=3), options=(NODE2,),
                     summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔"))

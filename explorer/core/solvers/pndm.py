@@ -14,6 +14,11 @@ linear multistep method in σ is y_{n+1} = y_n + (σ_{n+1} − σ_n) Σ_j w_j ε
 * ``plms`` (diffusers' ``PNDMScheduler(skip_prk_steps=True)``): a Heun first step (its
   second evaluation is not kept), then the same fixed weights from order 2 on;
   N + 1 evaluations for N steps.
+* ``pndm`` (Liu et al. 2022; ``PNDMScheduler`` with its pseudo Runge–Kutta start): three
+  classical RK4 steps in σ (ε̂ at the start, twice at the midpoint, at the end; only the
+  first kept), then fixed-step AB4; N + 9 evaluations. The midpoint is the run's
+  t-midpoint; diffusers takes it at the integer train timestep t − ⌊T/N/2⌋, which a σ grid
+  does not carry, so the two agree only where those coincide.
 
 The step to σ = 0 is a multistep step as well (it needs no evaluation at σ = 0), as in
 both reference implementations.
@@ -103,6 +108,53 @@ def plms(ctx: SolverContext) -> Iterator[StepEvent]:
             eps, k, combined = [e], 2, 0.5 * (e + e_end)
         else:
             eps = ([e] + eps)[:4]
+            k = len(eps)
+            combined = sum(w * past for w, past in zip(AB_WEIGHTS[k], eps))
+        x = ctx.s(t_next) * (y + (sig_next - sig) * combined)
+        yield ctx.event(i + 1, t_next, x, k)
+
+
+PRK_STEPS = 3
+
+
+@dataclass(frozen=True)
+class PNDMRule(Multistep):
+    """Three pseudo Runge–Kutta steps of 4 evaluations, then one per step; order 4 throughout."""
+
+    order: int = 4
+    final_rule: str = "never"
+
+    @staticmethod
+    def prk_steps(steps: int, to_zero: bool) -> int:
+        return min(PRK_STEPS, steps - (1 if to_zero else 0))
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        return steps + 3 * self.prk_steps(steps, to_zero)
+
+    def nfe_rule(self) -> str:
+        return "N+9 (three Runge–Kutta steps first)"
+
+    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
+        return [4] * steps
+
+
+def pndm(ctx: SolverContext) -> Iterator[StepEvent]:
+    """PNDM: pseudo RK4 (in σ, on ε̂) for the first three steps, then fixed-step AB4."""
+    x = ctx.x0
+    eps: list[torch.Tensor] = []
+    for i, t_cur, t_next in steps_of(ctx.plan.t):
+        sig, sig_next = ctx.sigma(t_cur), (ctx.sigma(t_next) if t_next > 0 else 0.0)
+        y = x / ctx.s(t_cur)
+        e1 = _eps(ctx, x, t_cur)
+        if i < PRK_STEPS and t_next > 0:
+            t_mid = 0.5 * (t_cur + t_next)
+            sig_mid, s_mid = ctx.sigma(t_mid), ctx.s(t_mid)
+            e2 = _eps(ctx, s_mid * (y + (sig_mid - sig) * e1), t_mid)
+            e3 = _eps(ctx, s_mid * (y + (sig_mid - sig) * e2), t_mid)
+            e4 = _eps(ctx, ctx.s(t_next) * (y + (sig_next - sig) * e3), t_next)
+            eps, k, combined = [e1] + eps, 4, (e1 + 2 * e2 + 2 * e3 + e4) / 6
+        else:
+            eps = ([e1] + eps)[:4]
             k = len(eps)
             combined = sum(w * past for w, past in zip(AB_WEIGHTS[k], eps))
         x = ctx.s(t_next) * (y + (sig_next - sig) * combined)
