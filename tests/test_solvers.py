@@ -1,5 +1,4 @@
 """Solvers: convergence orders on exact ground truth, and equalities between them (SPEC §4–5)."""
-import math
 
 import numpy as np
 import pytest
@@ -93,12 +92,18 @@ def test_ipndm_fixed_weights_order_4_on_uniform_steps_about_2_on_rho_7():
     assert 1.7 <= rho7["ipndm"] <= 2.5 and rho7["ipndm-v"] >= 3.3, rho7
 
 
-def test_unic_raises_the_order_of_dpm_solver_pp_2m_on_a_mixture():
-    """UniC after DPM-Solver++(2M): about one order more, at the same NFE."""
+def mixture_and_reference():
+    """A 3-component mixture, latents, the run settings and the RK45 reference (float64)."""
     gmm = GMMDenoiser(torch.tensor([[-1.0, 0.5], [1.0, -0.3], [0.2, 1.2]]), [0.3, 0.4, 0.25], [0.3, 0.5, 0.2], (2,))
     noise = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
     base = dict(disc="logsnr", final="sigma_min", dtype="float64", sigma_min=0.05, sigma_max=80)
     ref = sample(gmm, RunConfig(solver="reference", steps=1, rtol=1e-11, atol=1e-12, **base), noise=noise).samples
+    return gmm, noise, base, ref
+
+
+def test_unic_raises_the_order_of_dpm_solver_pp_2m_on_a_mixture():
+    """UniC after DPM-Solver++(2M): about one order more, at the same NFE."""
+    gmm, noise, base, ref = mixture_and_reference()
     ns = [20, 40, 80]
     fitted = {}
     for corrector in (False, True):
@@ -124,10 +129,7 @@ def test_restart_jumps_are_recorded_and_nfe_is_predicted():
 
 def test_mixture_orders_of_3m_and_taylor():
     """On a mixture against the reference, library 3M shows order ≈ 2 and the -taylor form ≈ 3."""
-    gmm = GMMDenoiser(torch.tensor([[-1.0, 0.5], [1.0, -0.3], [0.2, 1.2]]), [0.3, 0.4, 0.25], [0.3, 0.5, 0.2], (2,))
-    noise = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
-    base = dict(disc="logsnr", final="sigma_min", dtype="float64", sigma_min=0.05, sigma_max=80)
-    ref = sample(gmm, RunConfig(solver="reference", steps=1, rtol=1e-11, atol=1e-12, **base), noise=noise).samples
+    gmm, noise, base, ref = mixture_and_reference()
     ns = [20, 40, 80]
     fitted = {}
     for solver in ("dpm-solver++3m", "dpm-solver++3m-taylor", "dpm-solver-3m", "dpm-solver-3m-taylor"):

@@ -73,6 +73,23 @@ class SolverInfo:
         return self.rule.evals_per_step
 
     @property
+    def family(self) -> str:
+        """The former family string, for code written before step rules (read only; new code
+        asks the rule)."""
+        rule = self.rule
+        if isinstance(rule, AdaptiveOnGrid):
+            return "reference"
+        for kind, name in ((Adaptive, "adaptive"), (Fast, "fast"), (Multistep, "multistep"), (Singlestep, "singlestep")):
+            if isinstance(rule, kind):
+                return name
+        return "edm" if type(rule) is PerStep else "other"
+
+    @property
+    def churn(self) -> bool:
+        """Whether the solver takes EDM's S_churn (the former flag)."""
+        return "churn" in self.option_names
+
+    @property
     def option_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.options)
 

@@ -15,19 +15,12 @@ import torch
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
-from explorer.core.solvers.dpm import Point, point
+from explorer.core.solvers.dpm import Point
 from explorer.core.solvers.options import Option
-from explorer.core.solvers.unipc import unic_correct
+from explorer.core.solvers.unipc import corrected_multistep
 
 SOLVER_TYPE = Option("solver_type", str, "midpoint", "second-order term of 2M: midpoint (official, diffusers' default) "
                      "or heun (diffusers' solver_type='heun')", "2M type", choices=("midpoint", "heun"))
-
-
-def _model(ctx: SolverContext, x: torch.Tensor, p: Point, data_form: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m, D): the model output in the solver's form, and D itself."""
-    d = ctx.denoise(x, p.t)
-    m = d if data_form else (x - p.alpha * d) / p.sigma_bar
-    return m, d
 
 
 def _step(
@@ -66,30 +59,14 @@ def _step(
 
 
 def _multistep(ctx: SolverContext, data_form: bool, d2_factor: float = 1.0) -> Iterator[StepEvent]:
-    """The multistep loop; with the ``corrector`` option, UniC (bh2) corrects each state with
-    the evaluation the next step makes there (no extra NFE). The state shown at a step is
-    the one before that correction, which needs the following evaluation."""
-    x = ctx.x0
-    orders = ctx.plan.orders or []
+    """The multistep loop (:func:`corrected_multistep`); with the ``corrector`` option, UniC
+    (bh2) corrects each state with the evaluation the next step makes there."""
     heun = ctx.option("solver_type", "midpoint") == "heun"
-    corrector = ctx.option("corrector", False)
-    pts: list[Point] = []
-    ms: list[torch.Tensor] = []
-    last_x, last_k = None, 0
-    for i, t_cur, t_next in steps_of(ctx.plan.t):
-        p = point(ctx, t_cur)
-        m, d = _model(ctx, x, p, data_form)
-        if corrector and last_x is not None:
-            x = unic_correct(last_x, pts, ms, p, m, last_k, "bh2", data_form)
-        pts, ms = (pts + [p])[-3:], (ms + [m])[-3:]
-        if t_next == 0:
-            x = ctx.s(0.0) * d
-            k = 1
-        else:
-            k = orders[i]
-            last_x, last_k = x, k
-            x = _step(x, k, pts, ms, point(ctx, t_next), data_form, d2_factor, heun)
-        yield ctx.event(i + 1, t_next, x, k)
+
+    def predict(x, pts, ms, t, k):
+        return _step(x, k, list(pts), list(ms), t, data_form, d2_factor, heun)
+
+    return corrected_multistep(ctx, data_form, predict, "bh2" if ctx.option("corrector", False) else None)
 
 
 def dpm_solver_multistep(ctx: SolverContext) -> Iterator[StepEvent]:

@@ -26,7 +26,7 @@ both reference implementations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -94,24 +94,33 @@ class PLMSRule(Multistep):
         return [2] + [min(4, i + 1) for i in range(1, steps)]
 
 
-def plms(ctx: SolverContext) -> Iterator[StepEvent]:
-    """diffusers' PNDMScheduler with skip_prk_steps: Heun first, then fixed AB2, AB3, AB4 in σ."""
+def _started_ab(ctx: SolverContext, start_steps: int, start: Callable[..., torch.Tensor], start_order: int) -> Iterator[StepEvent]:
+    """Fixed-step AB in σ (orders ramping to 4) after ``start_steps`` steps of ``start``, which
+    returns the ε̂ to step with from (y, ε̂ at the start, σ, t_cur, t_next) and may evaluate more."""
     x = ctx.x0
     eps: list[torch.Tensor] = []
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         sig, sig_next = ctx.sigma(t_cur), (ctx.sigma(t_next) if t_next > 0 else 0.0)
         y = x / ctx.s(t_cur)
-        e = _eps(ctx, x, t_cur)
-        if i == 0 and t_next > 0:
-            y_euler = y + (sig_next - sig) * e
-            e_end = _eps(ctx, ctx.s(t_next) * y_euler, t_next)
-            eps, k, combined = [e], 2, 0.5 * (e + e_end)
+        e1 = _eps(ctx, x, t_cur)
+        eps = ([e1] + eps)[:4]
+        if i < start_steps and t_next > 0:
+            k, combined = start_order, start(y, e1, sig, t_cur, t_next)
         else:
-            eps = ([e] + eps)[:4]
             k = len(eps)
             combined = sum(w * past for w, past in zip(AB_WEIGHTS[k], eps))
         x = ctx.s(t_next) * (y + (sig_next - sig) * combined)
         yield ctx.event(i + 1, t_next, x, k)
+
+
+def plms(ctx: SolverContext) -> Iterator[StepEvent]:
+    """diffusers' PNDMScheduler with skip_prk_steps: Heun first, then fixed AB2, AB3, AB4 in σ."""
+
+    def heun(y, e1, sig, t_cur, t_next):
+        e_end = _eps(ctx, ctx.s(t_next) * (y + (ctx.sigma(t_next) - sig) * e1), t_next)
+        return 0.5 * (e1 + e_end)
+
+    return _started_ab(ctx, 1, heun, 2)
 
 
 PRK_STEPS = 3
@@ -140,22 +149,13 @@ class PNDMRule(Multistep):
 
 def pndm(ctx: SolverContext) -> Iterator[StepEvent]:
     """PNDM: pseudo RK4 (in σ, on ε̂) for the first three steps, then fixed-step AB4."""
-    x = ctx.x0
-    eps: list[torch.Tensor] = []
-    for i, t_cur, t_next in steps_of(ctx.plan.t):
-        sig, sig_next = ctx.sigma(t_cur), (ctx.sigma(t_next) if t_next > 0 else 0.0)
-        y = x / ctx.s(t_cur)
-        e1 = _eps(ctx, x, t_cur)
-        if i < PRK_STEPS and t_next > 0:
-            t_mid = 0.5 * (t_cur + t_next)
-            sig_mid, s_mid = ctx.sigma(t_mid), ctx.s(t_mid)
-            e2 = _eps(ctx, s_mid * (y + (sig_mid - sig) * e1), t_mid)
-            e3 = _eps(ctx, s_mid * (y + (sig_mid - sig) * e2), t_mid)
-            e4 = _eps(ctx, ctx.s(t_next) * (y + (sig_next - sig) * e3), t_next)
-            eps, k, combined = [e1] + eps, 4, (e1 + 2 * e2 + 2 * e3 + e4) / 6
-        else:
-            eps = ([e1] + eps)[:4]
-            k = len(eps)
-            combined = sum(w * past for w, past in zip(AB_WEIGHTS[k], eps))
-        x = ctx.s(t_next) * (y + (sig_next - sig) * combined)
-        yield ctx.event(i + 1, t_next, x, k)
+
+    def runge_kutta(y, e1, sig, t_cur, t_next):
+        t_mid = 0.5 * (t_cur + t_next)
+        sig_mid, s_mid = ctx.sigma(t_mid), ctx.s(t_mid)
+        e2 = _eps(ctx, s_mid * (y + (sig_mid - sig) * e1), t_mid)
+        e3 = _eps(ctx, s_mid * (y + (sig_mid - sig) * e2), t_mid)
+        e4 = _eps(ctx, ctx.s(t_next) * (y + (ctx.sigma(t_next) - sig) * e3), t_next)
+        return (e1 + 2 * e2 + 2 * e3 + e4) / 6
+
+    return _started_ab(ctx, PRK_STEPS, runge_kutta, 4)

@@ -90,12 +90,17 @@ def restart(ctx: SolverContext) -> Iterator[StepEvent]:
     j = restart_index(t, ctx.sigma, opts)
     x, index = ctx.x0, 0
     last_denoised = None
-    for i, t_cur, t_next in steps_of(t):
-        x, order = _heun(ctx, x, t_cur, t_next)
+
+    def heun_event(a: float, b: float) -> StepEvent:
+        nonlocal x, index, last_denoised
+        x, order = _heun(ctx, x, a, b)
         index += 1
-        ev = ctx.event(index, t_next, x, order)
+        ev = ctx.event(index, b, x, order)
         last_denoised = ev.denoised
-        yield ev
+        return ev
+
+    for i, t_cur, t_next in steps_of(t):
+        yield heun_event(t_cur, t_next)
         if i + 1 != j:
             continue
         sigma_lo, sigma_hi = ctx.sigma(t_next), opts["restart_max"]
@@ -109,8 +114,4 @@ def restart(ctx: SolverContext) -> Iterator[StepEvent]:
             jump.denoised = last_denoised  # no evaluation at a jump: the last x̂₀ stands
             yield jump
             for _, a, b in steps_of(inner):
-                x, order = _heun(ctx, x, a, b)
-                index += 1
-                ev = ctx.event(index, b, x, order)
-                last_denoised = ev.denoised
-                yield ev
+                yield heun_event(a, b)

@@ -16,7 +16,7 @@ solvers.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -98,10 +98,15 @@ def model_output(ctx: SolverContext, x: torch.Tensor, p: Point, data_form: bool)
     return (d if data_form else (x - p.alpha * d) / p.sigma_bar), d
 
 
-def unipc(ctx: SolverContext) -> Iterator[StepEvent]:
-    """UniPC-p: UniP-p steps, each corrected by UniC once the next evaluation is made."""
-    variant, data_form = ctx.option("variant"), ctx.option("prediction") == "data"
-    use_corrector = ctx.option("corrector")
+Predictor = Callable[[torch.Tensor, Sequence[Point], Sequence[torch.Tensor], Point, int], torch.Tensor]
+
+
+def corrected_multistep(ctx: SolverContext, data_form: bool, predict: Predictor, corrector: Optional[str]) -> Iterator[StepEvent]:
+    """The multistep loop shared by UniPC and the DPM-Solver multistep solvers: one evaluation
+    per step, ``predict(x, points, outputs, t_next, order)`` to the next point and, when
+    ``corrector`` names a B(h) variant, UniC on each new state with the evaluation the next
+    step makes there (no extra NFE). A step's event shows the predictor's state: its
+    correction needs the following evaluation."""
     orders = ctx.plan.orders or []
     x = ctx.x0
     pts: list[Point] = []
@@ -110,13 +115,23 @@ def unipc(ctx: SolverContext) -> Iterator[StepEvent]:
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         p = point(ctx, t_cur)
         m, d = model_output(ctx, x, p, data_form)
-        if use_corrector and last_x is not None:
-            x = unic_correct(last_x, pts, ms, p, m, last_order, variant, data_form)
+        if corrector and last_x is not None:
+            x = unic_correct(last_x, pts, ms, p, m, last_order, corrector, data_form)
         pts, ms = (pts + [p])[-3:], (ms + [m])[-3:]
         if t_next == 0:
             x, k = ctx.s(0.0) * d, 1
         else:
             k = min(orders[i], len(pts))
             last_x, last_order = x, k
-            x = unip_step(x, pts, ms, point(ctx, t_next), k, variant, data_form)
+            x = predict(x, pts, ms, point(ctx, t_next), k)
         yield ctx.event(i + 1, t_next, x, k)
+
+
+def unipc(ctx: SolverContext) -> Iterator[StepEvent]:
+    """UniPC-p: UniP-p steps, each corrected by UniC once the next evaluation is made."""
+    variant, data_form = ctx.option("variant"), ctx.option("prediction") == "data"
+
+    def predict(x, pts, ms, t, k):
+        return unip_step(x, pts, ms, t, k, variant, data_form)
+
+    return corrected_multistep(ctx, data_form, predict, variant if ctx.option("corrector") else None)
