@@ -3,9 +3,11 @@
 Why these choices (the CPU table: ``diffusion-explorer bench --cpu-table``, results in
 ``benchmarks/results/bench-cpu-*.md``; FD from the shipped card ``checkpoints/fashion32-edm.md``):
 
-- **DPM-Solver++(2M), 10 steps = 10 NFE** instead of Heun at 35: on the shipped Fashion-MNIST
-  model its FD is 5.77 against Heun-35's 5.44 (+6 %, inside the 10 % the default may lose), for
-  10/35 of the network evaluations; its first x₀ arrives after one evaluation where Heun needs two.
+- **DPM-Solver++(2M), 12 steps = 12 NFE** instead of Heun at 35: on the shipped Fashion-MNIST
+  model (the 4.5 M-image release) its FD is 1.89 against Heun-35's 1.81 (+4 %, inside the 10 % the
+  default may lose; at 10 NFE it is 2.26, +25 %), for 12/35 of the network evaluations
+  (``benchmarks/results/train-h200-2026-12-01``); its first x₀ arrives after one evaluation where
+  Heun needs two.
 - **bfloat16 network on CPUs with native bf16 arithmetic** (AVX512-BF16 or AMX): oneDNN's bf16
   convolutions are the faster ones there (channels-last and ``jit.freeze`` measured no better);
   the state, the solver's coefficients and the preconditioning stay float32 (the default run's
@@ -25,7 +27,7 @@ from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 
 DEFAULT_SOLVER = "dpm-solver++2m"
-DEFAULT_NFE = 10
+DEFAULT_NFE = 12
 # What the default was before issue #14 (Heun, 18 steps = 35 NFE): the benchmark's baseline.
 LEGACY_SOLVER, LEGACY_STEPS = "heun", 18
 
@@ -57,7 +59,7 @@ def default_precision(device: str = "auto") -> str:
 def default_run_config(denoiser: Denoiser, device: str = "auto") -> RunConfig:
     """The run the app starts with for ``denoiser`` (see the module docstring for why)."""
     precision = default_precision(device) if denoiser.is_image else "float32"
-    # DPM-Solver++(2M) spends one evaluation per step, so 10 steps are 10 NFE (the panel stays in steps mode).
+    # DPM-Solver++(2M) spends one evaluation per step, so 12 steps are 12 NFE (the panel stays in steps mode).
     return RunConfig(solver=DEFAULT_SOLVER, steps=DEFAULT_NFE, batch=default_batch(denoiser),
                      precision=precision, device=device)
 
