@@ -37,14 +37,20 @@ FORMAT = "explorer-comparison/1"
 MAX_COLUMNS = 16
 SIGMA_MATCH_RTOL = 1e-7  # σ's computed by different processes agree to ~1e-15; this leaves room
 
-# One colour per solver, the same in every view and export: the registry's order, chosen so
-# the solvers usually compared (euler, heun, dpm-solver-2/-3, ++2m, 3m-taylor, lms) differ at a glance.
+# Colours, the same in every view and export. Columns get one each by their place (heun at 5,
+# 10 and 18 steps must differ at a glance); the sweep, which plots solvers, one per solver by
+# the registry's order.
 PALETTE = (
     "#0072B2", "#D55E00", "#009E73", "#999999", "#E69F00", "#56B4E9", "#8C564B", "#BCBD22", "#17BECF",
     "#CC79A7", "#AEC7E8", "#9467BD", "#98DF8A", "#D62728", "#FF9896", "#2CA02C", "#000080", "#E377C2",
     "#FFBB78", "#7F7F7F",
 )
 REFERENCE_COLOR = "#000000"
+
+
+def column_color(index: int) -> str:
+    """The colour of column ``index`` (0-based); the reference (−1) is black."""
+    return REFERENCE_COLOR if index < 0 else PALETTE[index % len(PALETTE)]
 
 
 def solver_color(solver: str) -> str:
@@ -153,11 +159,17 @@ def shared_noise(denoiser: Denoiser, seed: int, batch: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- results
 @dataclass
 class ColumnRun:
-    """One finished column: its trajectory and how long it took (wall clock)."""
+    """One finished column: its trajectory, how long it took (wall clock) and its place.
+
+    ``column`` is the column's index (−1 for the reference, None when unknown); it picks
+    the colour. ``cancelled`` marks a run stopped part-way (its steps so far are kept).
+    """
 
     config: RunConfig
     trajectory: Trajectory
     seconds: float
+    column: Optional[int] = None
+    cancelled: bool = False
 
     @property
     def label(self) -> str:
@@ -165,7 +177,7 @@ class ColumnRun:
 
     @property
     def color(self) -> str:
-        return solver_color(self.config.solver)
+        return solver_color(self.config.solver) if self.column is None else column_color(self.column)
 
 
 def column_label(config: RunConfig, trajectory: Optional[Trajectory] = None) -> str:
@@ -363,7 +375,7 @@ def _timed_run(
         recorder.add(event)
         yield CompareProgress(column, total, event=event)
     seconds = time.perf_counter() - start
-    yield CompareProgress(column, total, run=ColumnRun(config, recorder.finish(), seconds))
+    yield CompareProgress(column, total, run=ColumnRun(config, recorder.finish(), seconds, column))
 
 
 def comparison_events(

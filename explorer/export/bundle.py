@@ -67,7 +67,8 @@ def load_bundle(path: str | Path) -> ComparisonResult:
     result = ComparisonResult(comparison, noise)
     for key, run_meta in runs_meta.items():
         column = None if key == "reference" else int(key)
-        run = ColumnRun(RunConfig.from_json(run_meta["config"]), _trajectory(tensors, _prefix(column), run_meta, noise), math.nan)
+        run = ColumnRun(RunConfig.from_json(run_meta["config"]), _trajectory(tensors, _prefix(column), run_meta, noise), math.nan,
+                        -1 if column is None else column)
         if column is None:
             result.reference = run
         else:
