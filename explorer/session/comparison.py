@@ -30,6 +30,7 @@ from explorer.core.compare import (
     index_at_step, match_sigma, sigma_axis_values,
 )
 from explorer.core.config import RunConfig
+from explorer.core.solvers.reference import DEFAULT_RTOL
 from explorer.core.sweep import SweepResult
 from explorer.export.grids import difference_cells, difference_limit, points_extent
 from explorer.export.images import grid_shape, tile, to_uint8
@@ -148,6 +149,7 @@ class ComparisonSession:
         self.shape = tuple(int(s) for s in shape)
         self.data_range = (float(data_range[0]), float(data_range[1]))
         self.seed, self.batch = seed, batch
+        self.reference_rtol = DEFAULT_RTOL
         self.columns: tuple[RunConfig, ...] = ()
         self.prepared: list[Optional[PreparedColumn]] = []
         self.reference: Optional[ColumnRun] = None
@@ -174,7 +176,7 @@ class ComparisonSession:
         """The comparison as it stands (None without columns)."""
         if not self.columns:
             return None
-        return Comparison(self.model, self.columns, seed=self.seed, batch=self.batch)
+        return Comparison(self.model, self.columns, seed=self.seed, batch=self.batch, reference_rtol=self.reference_rtol)
 
     def labels(self) -> list[str]:
         return [f"{k + 1}. " + column_label(c, r.trajectory if r else None) for k, (c, r) in enumerate(zip(self.columns, self.runs))]
@@ -268,9 +270,10 @@ class ComparisonSession:
         del keep[index]
         self._changed(keep)
 
-    def set_columns(self, columns: Sequence[RunConfig], seed: int, batch: int) -> None:
+    def set_columns(self, columns: Sequence[RunConfig], seed: int, batch: int, rtol: Optional[float] = None) -> None:
         """Replace every column (a loaded comparison file); the runs go."""
         self.seed, self.batch = seed, batch
+        self.reference_rtol = self.reference_rtol if rtol is None else float(rtol)
         self.columns = Comparison(self.model, tuple(columns), seed=seed, batch=batch).columns if columns else ()
         self._changed([None] * len(self.columns))
 
@@ -285,6 +288,14 @@ class ComparisonSession:
         self.data_range = (float(data_range[0]), float(data_range[1]))
         self.sweep = None
         self._changed([None] * len(self.columns))
+
+    def set_reference_rtol(self, rtol: float) -> None:
+        """The reference's tolerance; a reference run at another one is dropped."""
+        if not (isinstance(rtol, float) and 0 < rtol < 1e-2):
+            raise ValueError(f"The reference tolerance must lie in (0, 0.01) (got {rtol!r}).")
+        if rtol != self.reference_rtol:
+            self.reference_rtol = rtol
+            self._changed(self.prepared)
 
     def set_sweep(self, sweep: Optional[SweepResult]) -> None:
         self.sweep = sweep

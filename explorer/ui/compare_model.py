@@ -59,8 +59,11 @@ class ComparisonModel(QObject):
     def remove(self, index: int) -> bool:
         return self.edit("remove", index)
 
-    def set_columns(self, columns: Sequence[RunConfig], seed: int, batch: int) -> bool:
-        return self.edit("set_columns", columns, seed, batch)
+    def set_columns(self, columns: Sequence[RunConfig], seed: int, batch: int, rtol: Optional[float] = None) -> bool:
+        return self.edit("set_columns", columns, seed, batch, rtol)
+
+    def set_reference_rtol(self, rtol: float) -> bool:
+        return self.edit("set_reference_rtol", rtol)
 
     def set_latents(self, seed: int, batch: int) -> bool:
         return self.edit("set_latents", seed, batch)

@@ -131,6 +131,7 @@ class CompareView(QWidget):
         for rtol in TOLERANCES:
             self.rtol_box.addItem(f"rtol {rtol:.0e}", rtol)
         self.rtol_box.setCurrentIndex(TOLERANCES.index(DEFAULT_RTOL))
+        self.rtol_box.currentIndexChanged.connect(lambda *_: self.model.set_reference_rtol(float(self.rtol_box.currentData())))
         self.rtol_box.setToolTip("The reference's relative tolerance: each step down costs about 1.6× the NFE")
         self.seed_box, self.batch_box = QSpinBox(), QSpinBox()
         self.seed_box.setRange(0, 2**31 - 1)
@@ -227,12 +228,8 @@ class CompareView(QWidget):
 
     # ------------------------------------------------------------------ columns
     def comparison(self) -> Optional[Comparison]:
-        """The comparison as it stands, with the chosen reference tolerance (None without columns)."""
-        comparison = self.state.comparison()
-        if comparison is None:
-            return None
-        return Comparison(comparison.model, comparison.columns, comparison.seed, comparison.batch,
-                          reference_rtol=float(self.rtol_box.currentData()))
+        """The comparison as it stands (None without columns)."""
+        return self.state.comparison()
 
     def add_column(self, config: RunConfig) -> bool:
         """Add a column (the comparison's seed and batch replace the config's); a 17th is refused, visibly."""
@@ -489,12 +486,14 @@ class CompareView(QWidget):
     def use_comparison(self, comparison: Comparison) -> None:
         if comparison.model != self.session.denoiser_spec:
             raise ValueError(f"The file compares {comparison.model!r}; open that denoiser first (now {self.session.denoiser_spec!r}).")
-        self.model.set_columns(comparison.columns, comparison.seed, comparison.batch)
+        self.model.set_columns(comparison.columns, comparison.seed, comparison.batch, comparison.reference_rtol)
         rtol = self.rtol_box.findData(comparison.reference_rtol)
         if rtol < 0:
             self.rtol_box.addItem(f"rtol {comparison.reference_rtol:.0e}", comparison.reference_rtol)
             rtol = self.rtol_box.count() - 1
+        self.rtol_box.blockSignals(True)
         self.rtol_box.setCurrentIndex(rtol)
+        self.rtol_box.blockSignals(False)
         self._set_latent_boxes()
 
     def _guard(self, fn: Callable[[], Any]) -> None:
