@@ -15,11 +15,13 @@ import torch
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter, QTabWidget,
     QVBoxLayout, QWidget,
 )
 
 from explorer import __version__
+from explorer.core.compare import Comparison
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.sampling import sample_steps
@@ -33,6 +35,7 @@ from explorer.ui.run_view import RunView
 from explorer.ui.session import Session
 from explorer.ui.settings import AppSettings
 from explorer.ui.sigma_view import MODES
+from explorer.ui.widgets import guard_wheel
 from explorer.ui.worker import GeneratorWorker, error_message
 
 OPEN_FILTER = "Denoisers (*.safetensors *.json *.pkl *.npy *.npz);;All files (*)"
@@ -88,6 +91,10 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings
         self.remember = remember
+        settings.read_only = settings.read_only or not remember  # e.g. --screenshot: read, never write
+        app = QApplication.instance()
+        if app is not None:
+            guard_wheel(app)
         self.setWindowTitle(f"Diffusion Explorer {__version__}")
         self.resize(1400, 900)
         self._run_started = 0.0
@@ -104,6 +111,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._denoiser_ready(denoiser)
         self._restore_geometry()
+        self._restore_views()
         if problem:
             self.show_error(problem)
         if autorun:
@@ -153,7 +161,8 @@ class MainWindow(QMainWindow):
         try:
             view = CompareView(self.session, self)
         except Exception as err:  # noqa: BLE001 - a broken tab must not take the window down
-            QTimer.singleShot(0, lambda: self.show_error(f"The Compare tab could not be built: {error_message(err)}"))
+            message = f"The Compare tab could not be built: {error_message(err)}"  # err is unbound after the block
+            QTimer.singleShot(0, lambda: self.show_error(message))
             return None
         self.tabs.addTab(view, "Compare")
         return view
@@ -209,9 +218,6 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_failed)
         self.worker.cancelled.connect(self._on_cancelled)
         self.run_view.pixelsChanged.connect(self._pixels_changed)
-        mode = self.settings.view_value("sigma_mode", "sigma")
-        if mode in MODES:
-            self._set_sigma_mode(mode)
 
     def _restore_geometry(self) -> None:
         """Remembered size and splitters; a screenshot window keeps the default 1400×900."""
@@ -224,6 +230,18 @@ class MainWindow(QMainWindow):
         for name, splitter in self._splitters().items():
             if name in splitters:
                 splitter.restoreState(splitters[name])
+
+    def _restore_views(self) -> None:
+        """The remembered lower σ plot and the Compare tab's columns (when they compare this denoiser)."""
+        mode = self.settings.view_value("sigma_mode", "sigma")
+        if mode in MODES:
+            self.run_view.sigma_view.mode_box.select(mode)
+        text = self.settings.view_value("comparison", "")
+        if text and self.compare_view is not None:
+            try:
+                self.compare_view.use_comparison(Comparison.from_json(text))
+            except ValueError:
+                pass  # another denoiser's (or an old) comparison: start with no columns
 
     def _splitters(self) -> dict[str, QSplitter]:
         return {"main": self.splitter, "run": self.run_view.splitter, "bottom": self.run_view.bottom}
@@ -501,10 +519,15 @@ class MainWindow(QMainWindow):
         config = self.model.config or self.session.config
         self.settings.set_config(config)
         self.settings.set_denoiser(self.session.denoiser_spec)
+        self.settings.set_view_value("sigma_mode", str(self.run_view.sigma_view.mode_box.value() or "sigma"))
+        comparison = self.compare_view.comparison() if self.compare_view is not None else None
+        self.settings.set_view_value("comparison", comparison.to_json(indent=None) if comparison is not None else "")
         self.settings.sync()
 
     def closeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
         self.worker.shutdown()
+        if self.compare_view is not None:
+            self.compare_view.shutdown()  # else its thread is waited for at exit
         self.save_settings()
         super().closeEvent(event)
 
@@ -514,8 +537,6 @@ class QApplicationHelper:
 
     @staticmethod
     def busy(on: bool) -> None:
-        from PySide6.QtWidgets import QApplication
-
         if on:
             QApplication.setOverrideCursor(Qt.WaitCursor)
         else:
