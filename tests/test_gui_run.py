@@ -306,3 +306,36 @@ def test_sigma_view_redraws_before_any_run(window):
     x, y = view.series.getData()
     assert len(x) == 8 and (y > 0).all()  # steps in λ between the 9 positive σ's
     assert window.session.trajectory is None
+
+
+def test_cancel_keeps_the_partial_run_scrubbable_and_marked(window, qtbot):
+    window.use_denoiser(Slow(toy("ring"), 0.02), "slow")
+    window.model.load(RunConfig(solver="euler", steps=400, batch=8))
+    assert window.start_run()
+    record = window._live_record
+    qtbot.waitUntil(lambda: record.num_states >= 4, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS):
+        window.cancel_run()
+    assert window.record is record and record.trajectory is not None and record.num_states >= 4
+    assert window.session.status.state == "cancelled" and "kept" in window.status_label.text()
+    slider = window.run_view.slider
+    assert slider.isEnabled() and slider.maximum() == record.num_states - 1
+    slider.setValue(1)
+    assert window.run_view.step_label.text().startswith("step 1")
+
+
+def test_run_status_drives_progress_nfe_and_slider(window, qtbot):
+    from explorer.session.status import RunStatus, starting
+
+    assert run(window, qtbot) == "finished"
+    slider = window.run_view.slider
+    assert slider.isEnabled() and slider.value() == slider.maximum() > 0
+    window.session.set_status(starting(10, 19))  # only the status changes: the views follow it
+    assert window.panel.progress.maximum() == 10 and window.panel.nfe_counter.text() == "NFE 0 / 19"
+    assert not slider.isEnabled() and slider.value() == 0  # the handle waits at the start
+    assert window.panel.cancel_button.isEnabled()
+    window.session.set_status(window.session.status.advance(4, 7))
+    assert window.panel.progress.value() == 4 and window.panel.nfe_counter.text() == "NFE 7 / 19"
+    window.session.set_status(RunStatus("finished", 6, 6, 11))
+    assert window.panel.progress.value() == 6 and window.panel.nfe_counter.text() == "NFE 11"
+    assert not window.panel.cancel_button.isEnabled()

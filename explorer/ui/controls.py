@@ -22,6 +22,7 @@ from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 from explorer.core.solvers import SOLVERS, get_solver
 from explorer.models.loader import label_names
+from explorer.session.status import RunStatus
 from explorer.ui.config_model import BUDGET, ConfigModel, Invalid
 from explorer.ui.widgets import DataCombo
 
@@ -418,6 +419,15 @@ class ControlPanel(QWidget):
             (self.openRequested if data == OPEN_ITEM else self.openFolderRequested).emit()
         elif data:
             self.denoiserPicked.emit(str(data))
+
+    def show_status(self, status: RunStatus) -> None:
+        """Draw a run's status: the progress bar (busy when the length is unknown) and the NFE counter."""
+        total = status.total if status.total is not None else (0 if status.running else max(1, status.step))
+        self.progress.setRange(0, total)
+        self.progress.setValue(min(status.step, total) if total else 0)
+        self.nfe_counter.setText(status.nfe_text())
+        if status.running != self._running:
+            self.set_running(status.running)
 
     def set_running(self, running: bool) -> None:
         self._running = running

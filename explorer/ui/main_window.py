@@ -28,6 +28,7 @@ from explorer.core.sampling import sample_steps
 from explorer.export.files import save_image, save_text
 from explorer.export.grids import sample_grid
 from explorer.models.loader import builtin_names, default_model_name, describe, load_denoiser
+from explorer.session.status import RunStatus, starting
 from explorer.ui.config_model import ConfigModel
 from explorer.ui.controls import ControlPanel
 from explorer.ui.frames import RunRecord, StepFrame
@@ -218,6 +219,8 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_failed)
         self.worker.cancelled.connect(self._on_cancelled)
         self.run_view.pixelsChanged.connect(self._pixels_changed)
+        self.session.statusChanged.connect(self.panel.show_status)
+        self.session.statusChanged.connect(self.run_view.show_status)
 
     def _restore_geometry(self) -> None:
         """Remembered size and splitters; a screenshot window keeps the default 1400×900."""
@@ -235,7 +238,7 @@ class MainWindow(QMainWindow):
         """The remembered lower σ plot and the Compare tab's columns (when they compare this denoiser)."""
         mode = self.settings.view_value("sigma_mode", "sigma")
         if mode in MODES:
-            self.run_view.sigma_view.mode_box.select(mode)
+            self.run_view.select_sigma_mode(mode)
         text = self.settings.view_value("comparison", "")
         if text and self.compare_view is not None:
             try:
@@ -327,13 +330,10 @@ class MainWindow(QMainWindow):
         record = RunRecord(denoiser, config, self.session.denoiser_spec, pixels=self.run_view.pixels)
         self._live_record = record
         self._run_started = time.perf_counter()
-        self.run_view.begin_run()
-        self.panel.progress.setRange(0, plan.n_steps + (config.final == "denoise") if plan.nfe is not None else 0)
-        self.panel.progress.setValue(0)
-        self.panel.nfe_counter.setText("NFE 0")
+        total = plan.n_steps + (config.final == "denoise") if plan.nfe is not None else None
+        self.session.set_status(starting(total, self.model.nfe))
         self.worker.start(lambda: sample_steps(denoiser, config, plan=plan), observe=record.observe,
                           convert=record.latest_frame, finish=record.finish)
-        self.panel.set_running(True)
         self._update_actions()
         self.status(f"Sampling {describe(denoiser).split(':')[0]} with {config.solver}…")
         return True
@@ -345,62 +345,65 @@ class MainWindow(QMainWindow):
 
     def _on_frame(self, frame: StepFrame) -> None:
         self.run_view.show_frame(frame, live=True)
-        bar = self.panel.progress
-        if bar.maximum() > 0:
-            bar.setValue(min(frame.index, bar.maximum()))
-        nfe_total = self.model.nfe if self.model.nfe is not None and self.worker.is_running() else None
-        self.panel.nfe_counter.setText(f"NFE {frame.nfe}" + (f" / {nfe_total}" if nfe_total else ""))
+        if self.session.status.running:
+            self.session.set_status(self.session.status.advance(frame.index, frame.nfe))
         self.status(self._speed_text(frame, running=True))
 
     @staticmethod
     def _speed_text(frame: StepFrame, running: bool) -> str:
         total = f"/{frame.total}" if frame.total else ""
         what = "Sampling" if running else "Done"
-        return (f"{what}: step {frame.index}{total}, NFE {frame.nfe}, {frame.elapsed:.2f} s elapsed, "
-                f"{frame.steps_per_second:.1f} steps/s")
+        rate = frame.steps_per_second
+        speed = f"{rate:.1f} steps/s" if rate >= 1 else (f"{1 / rate:.1f} s/step" if rate > 0 else "")
+        return f"{what}: step {frame.index}{total}, NFE {frame.nfe}, {frame.elapsed:.2f} s elapsed" + (f", {speed}" if speed else "")
 
-    def _run_over(self) -> None:
+    def _run_over(self, state: str, record: Optional[RunRecord] = None) -> None:
+        """Any end of a run: the status says how it ended and where (the last run's step and NFE)."""
         self._live_record = None
-        self.panel.set_running(False)
+        shown = record or (self.record if self.record is not None and self.record.denoiser is self.session.denoiser else None)
+        if shown is not None and shown.num_states:
+            last = shown.frame(shown.num_states - 1)
+            self.session.set_status(RunStatus(state, last.index, max(1, last.index), last.nfe))
+        else:
+            self.session.set_status(RunStatus(state))
         self._update_actions()
 
     def _on_finished(self, record: RunRecord) -> None:
-        self._run_over()
         self.record = record
         self.session.set_trajectory(record.trajectory)
         self._restore_previous()
+        self._run_over("finished", record)
         last = record.frame(record.num_states - 1)
         self.status(self._speed_text(last, running=False))
-        self.run_view.slider.setFocus()
         self.runEnded.emit("finished")
 
     def _restore_previous(self) -> None:
-        """After a cancel or failure: the views, progress and NFE of the last finished run."""
+        """The views of the last run kept (finished, or cancelled part-way), or none."""
         self.run_view.set_denoiser(self.session.denoiser)
-        bar = self.panel.progress
         if self.record is not None and self.record.denoiser is self.session.denoiser:
             self.run_view.show_record(self.record)
-            last = self.record.frame(self.record.num_states - 1)
-            bar.setRange(0, max(1, last.index))
-            bar.setValue(last.index)
-            self.panel.nfe_counter.setText(f"NFE {last.nfe}")
-        else:
-            bar.setRange(0, 1)
-            bar.setValue(0)
-            self.panel.nfe_counter.setText("NFE 0")
 
     def _on_failed(self, message: str) -> None:
         steps = self._live_record.num_states - 1 if self._live_record is not None else 0
-        self._run_over()
         self._restore_previous()
+        self._run_over("failed")
         self.show_error(f"The run failed after {steps} steps: {message}")
         self.runEnded.emit("failed")
 
     def _on_cancelled(self) -> None:
-        steps = self._live_record.num_states - 1 if self._live_record is not None else 0
-        self._run_over()
+        """Keep the steps made: the partial run becomes the shown record, scrubbable, marked cancelled."""
+        live = self._live_record
+        steps = live.num_states - 1 if live is not None else 0
+        kept = False
+        if live is not None and live.num_states > 1:
+            try:
+                self.record = live.finish()
+                kept = True
+            except (ValueError, RuntimeError):
+                pass  # a record that cannot close (e.g. no finished step) leaves the previous run
         self._restore_previous()
-        shown = "; showing the previous run" if self.record is not None else ""
+        self._run_over("cancelled", self.record if kept else None)
+        shown = "; its steps are kept (scrub them)" if kept else ("; showing the previous run" if self.record is not None else "")
         self.status(f"Cancelled after {steps} steps{shown}.")
         self.runEnded.emit("cancelled")
 
@@ -423,8 +426,7 @@ class MainWindow(QMainWindow):
             action.setEnabled(self.record is not None)
 
     def _set_sigma_mode(self, mode: str) -> None:
-        view = self.run_view.sigma_view
-        view.mode_box.select(mode)
+        self.run_view.select_sigma_mode(mode)
         self.settings.set_view_value("sigma_mode", mode)
 
     # ------------------------------------------------------------------ exports
@@ -519,7 +521,7 @@ class MainWindow(QMainWindow):
         config = self.model.config or self.session.config
         self.settings.set_config(config)
         self.settings.set_denoiser(self.session.denoiser_spec)
-        self.settings.set_view_value("sigma_mode", str(self.run_view.sigma_view.mode_box.value() or "sigma"))
+        self.settings.set_view_value("sigma_mode", self.run_view.sigma_mode())
         comparison = self.compare_view.comparison() if self.compare_view is not None else None
         self.settings.set_view_value("comparison", comparison.to_json(indent=None) if comparison is not None else "")
         self.settings.sync()
