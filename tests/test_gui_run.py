@@ -339,3 +339,14 @@ def test_run_status_drives_progress_nfe_and_slider(window, qtbot):
     window.session.set_status(RunStatus("finished", 6, 6, 11))
     assert window.panel.progress.value() == 6 and window.panel.nfe_counter.text() == "NFE 11"
     assert not window.panel.cancel_button.isEnabled()
+
+
+def test_invalid_settings_fade_the_sigma_plots_and_a_denoiser_switch_resets_the_status(window, qtbot):
+    assert run(window, qtbot) == "finished"
+    view = window.run_view.sigma_view
+    window.run_view.set_plan(None)
+    assert view.top.opacity() < 0.5 and "invalid" in view.top.titleLabel.text
+    window.run_view.set_plan(window.model.plan)
+    assert view.top.opacity() == 1.0 and "invalid" not in view.top.titleLabel.text
+    window.use_denoiser(toy("moons"), "moons")
+    assert window.session.status.state == "idle" and window.panel.nfe_counter.text() == "NFE 0"

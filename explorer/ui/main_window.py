@@ -286,6 +286,7 @@ class MainWindow(QMainWindow):
             self.model.set_value("batch", default_batch(denoiser))
             self.panel.read_model()
         self.record = None
+        self.session.set_status(RunStatus())  # the old run's step and NFE are not this denoiser's
         self._denoiser_ready(denoiser)
         self.banner.hide()
         self.status(f"Opened {describe(denoiser)}")

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from explorer.core.solvers.context import Plan
 from explorer.ui.widgets import DataCombo
 
+TOP_TITLE = "σ(t) (solid, left) and s(t) (dashed, right)"
 MODES = {
     "sigma": "σᵢ against i",
     "lambda": "λᵢ = −ln σᵢ against i",
@@ -91,7 +92,7 @@ class SigmaView(QWidget):
 
     def _build_top(self) -> None:
         top = self.top
-        top.setTitle("σ(t) (solid, left) and s(t) (dashed, right)", size="9pt")
+        top.setTitle(TOP_TITLE, size="9pt")
         top.setLabel("bottom", "t")
         top.setLabel("left", "σ(t)")
         top.setLogMode(y=True)
@@ -129,7 +130,12 @@ class SigmaView(QWidget):
 
     # ------------------------------------------------------------------ updates
     def set_plan(self, plan: Optional[Plan]) -> None:
-        """Redraw for a new plan (None: keep the last valid one on screen)."""
+        """Redraw for a new plan (None: the settings are invalid; the last plan stays, faded and titled so)."""
+        stale = plan is None
+        for item in (self.top, self.bottom):
+            item.setOpacity(0.25 if stale else 1.0)
+        title = "invalid settings: the last valid plan, faded" if stale else TOP_TITLE
+        self.top.setTitle(title, size="9pt")
         if plan is None:
             return
         self.plan = plan
