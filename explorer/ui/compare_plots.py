@@ -119,7 +119,7 @@ class TrajectoryOverlay(_Plot):
 
     def show_runs(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], reference: Optional[ColumnRun]) -> None:
         self.clear()
-        series = [(r, l, False) for r, l in zip(runs, labels) if r is not None]
+        series = [(r, label, False) for r, label in zip(runs, labels) if r is not None]
         if reference is not None:
             series.append((reference, "reference", True))
         if not series:
