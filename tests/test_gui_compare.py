@@ -340,3 +340,13 @@ def test_gui_and_cli_compare_write_identical_errors_and_files(qtbot, tmp_path):
     assert gui == cli
     for name in ("errors.csv", "comparison.json", "comparison_grid.png"):
         assert (tmp_path / "gui" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+
+
+def test_the_window_fits_1024_by_640(qtbot, tmp_path):
+    from explorer.ui.main_window import MainWindow
+    from explorer.ui.settings import AppSettings, open_settings
+
+    win = MainWindow(AppSettings(open_settings(str(tmp_path / "s.ini"))), denoiser_spec="ring", autorun=False)
+    qtbot.addWidget(win)
+    hint = win.minimumSizeHint()
+    assert hint.width() <= 1024 and hint.height() <= 640

@@ -63,7 +63,8 @@ class ColumnPanel(QWidget):
         self.image.setImage(img, levels=(0, 255), autoLevels=False)
         if img.shape != self._shape:
             self._shape = img.shape
-            self.box.autoRange(padding=0.01)
+            self.box.setDefaultPadding(0.01)
+            self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
 
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
         """2-D samples in the column's colour; in the difference view also the reference points joined to them."""
@@ -92,7 +93,7 @@ class ColorBar(QLabel):
         stops = ", ".join(f"stop:{k / (len(_HEAT) - 1):.2f} rgb({int(r)},{int(g)},{int(b)})" for k, (r, g, b) in enumerate(_HEAT))
         self.setStyleSheet(f"QLabel {{ background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); color: white;"
                            " padding: 1px 4px; border-radius: 2px; }")
-        self.setMinimumWidth(160)
+        self.setMinimumWidth(120)
 
     def set_limit(self, limit: float) -> None:
         self.setText(f"|difference| 0 … {limit:.2g}")
@@ -102,6 +103,16 @@ def _union(extents: list[tuple[float, float, float, float]]) -> tuple[float, flo
     if not extents:
         return (-1.0, 1.0, -1.0, 1.0)
     return (min(e[0] for e in extents), max(e[1] for e in extents), min(e[2] for e in extents), max(e[3] for e in extents))
+
+
+class _RowScroll(QScrollArea):
+    """Scrolls sideways only: the row of panels always takes the viewport's height (pyqtgraph's
+    tall size hint otherwise made the row taller than the view, cutting the pictures off)."""
+
+    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        super().resizeEvent(event)
+        if self.widget() is not None:
+            self.widget().setMaximumHeight(max(1, self.viewport().height()))
 
 
 class PanelsView(QWidget):
@@ -141,7 +152,7 @@ class PanelsView(QWidget):
         self.empty = QLabel("Add columns from the control panel's configuration, then Run all.")
         self.empty.setAlignment(Qt.AlignCenter)
         self.panels_row.addWidget(self.empty)
-        self.scroll = QScrollArea()
+        self.scroll = _RowScroll()
         self.scroll.setWidgetResizable(True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.scroll.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QProgressBar, QPushButton, QSpinBox, QSplitter,
-    QToolButton, QVBoxLayout, QWidget,
+    QToolBar, QToolButton, QVBoxLayout, QWidget,
 )
 
 from explorer.core.compare import MAX_COLUMNS, ColumnRun, Comparison, ComparisonResult
@@ -143,13 +143,12 @@ class CompareView(QWidget):
         self.export_button.setText("Export")
         self.export_button.setPopupMode(QToolButton.InstantPopup)
         self.export_button.setMenu(self._export_menu())
-        top = QHBoxLayout()
+        top = QToolBar()  # too narrow a window folds the rest behind a » button, never widens the window
+        top.setObjectName("compare_toolbar")
         for w in (self.add_button, self.grid_button, self.replace_button, self.remove_button, self.run_button,
-                  self.reference_button, self.rtol_box, self.cancel_button, QLabel("seed"), self.seed_box,
-                  QLabel("batch"), self.batch_box):
+                  self.reference_button, self.rtol_box, self.cancel_button, QLabel(" seed "), self.seed_box,
+                  QLabel(" batch "), self.batch_box, self.export_button):
             top.addWidget(w)
-        top.addStretch(1)
-        top.addWidget(self.export_button)
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.message = QLabel()
@@ -169,7 +168,7 @@ class CompareView(QWidget):
         split.setSizes([480, 320])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(top)
+        layout.addWidget(top)
         layout.addWidget(self.table)
         row = QHBoxLayout()
         row.addWidget(self.progress, 1)

@@ -312,6 +312,7 @@ class ControlPanel(QWidget):
         self.nfe_counter = QLabel("NFE 0")
         self.nfe_counter.setObjectName("nfe_counter")
         layout.addWidget(self.nfe_counter)
+        self.progress.setFormat("no run yet")
         return box
 
     # ------------------------------------------------------------------ helpers
@@ -423,6 +424,7 @@ class ControlPanel(QWidget):
     def show_status(self, status: RunStatus) -> None:
         """Draw a run's status: the progress bar (busy when the length is unknown) and the NFE counter."""
         total = status.total if status.total is not None else (0 if status.running else max(1, status.step))
+        self.progress.setFormat("no run yet" if status.state == "idle" else "step %v / %m")
         self.progress.setRange(0, total)
         self.progress.setValue(min(status.step, total) if total else 0)
         self.nfe_counter.setText(status.nfe_text())

@@ -97,6 +97,9 @@ class PathView(QWidget):
             self.current.setData(pts[ok, 0], pts[ok, 1])
 
 
+STACK_BELOW_PX = 560  # narrower than this, the PCA plot goes under the pixel plot
+
+
 class ImageTrajectoryView(QWidget):
     """Images: chosen pixels' values against σ (log, noise on the left) and PCA paths."""
 
@@ -132,9 +135,21 @@ class ImageTrajectoryView(QWidget):
             plot.titleLabel.setMinimumWidth(10)
         self._data_range: tuple[float, float] = (-1.0, 1.0)
         self._floor = 1e-3
+        self._stacked = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        """Side by side when there is room, one above the other when narrow (they overlapped at 1024 px)."""
+        super().resizeEvent(event)
+        stacked = self.width() < STACK_BELOW_PX
+        if stacked != self._stacked:
+            self._stacked = stacked
+            layout = self.graphics.ci
+            layout.removeItem(self.pca)
+            layout.addItem(self.pca, row=1 if stacked else 0, col=0 if stacked else 1)
+            layout.layout.setColumnStretchFactor(1, 0 if stacked else 2)
 
     def set_data_range(self, data_range: tuple[float, float]) -> None:
         """Frame the pixel values around the data range; early noisy values run off the top and bottom."""
