@@ -37,6 +37,7 @@ from explorer.export.images import grid_shape, tile, to_uint8
 from explorer.export.steps import state_picture
 
 MAX_TILES = 16  # samples drawn per column
+MAX_PATHS = 32  # particle paths per column in the trajectories overlay
 VIEWS = ("x0", "xt", "diff")
 Extent = tuple[float, float, float, float]
 
@@ -54,6 +55,17 @@ class Frame:
     extent: Optional[Extent] = None
 
 
+@dataclass(frozen=True)
+class OverlayPath:
+    """A run's curve in the trajectories overlay, ready to draw: 2-D particle paths x/s of the
+    first samples (one broken curve), or for images sample 0's centre pixel against σ."""
+
+    points: bool
+    x: np.ndarray
+    y: np.ndarray
+    connect: Optional[np.ndarray] = None
+
+
 @dataclass
 class PreparedColumn:
     """A column's run with its error and frames, made on the worker thread."""
@@ -64,6 +76,7 @@ class PreparedColumn:
     frames: dict[tuple[int, str], Frame]
     error: Optional[ColumnError] = None
     sigmas: list[float] = field(default_factory=list)
+    path: Optional[OverlayPath] = None
 
 
 @dataclass
@@ -74,6 +87,7 @@ class PreparedReference:
     reference: ColumnRun
     limit: float
     columns: list[PreparedColumn]
+    path: Optional[OverlayPath] = None
 
 
 # --------------------------------------------------------------------------- frames (worker thread)
@@ -87,6 +101,39 @@ def difference_mosaic(diff: torch.Tensor, limit: float) -> np.ndarray:
     """|difference| of the first samples, heat-coloured from 0 to ``limit``, as one mosaic."""
     frames = np.stack([np.asarray(c) for c in difference_cells(diff[:MAX_TILES], limit)])
     return tile(frames, grid_shape(len(frames))[1], pad=1)
+
+
+def path_arrays(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[S, B, 2] → x, y, connect for one curve: particle by particle, broken between them."""
+    s, b = paths.shape[0], paths.shape[1]
+    per = np.ascontiguousarray(paths.transpose(1, 0, 2)).reshape(s * b, 2)
+    connect = np.ones(s * b, dtype=np.int32)
+    connect[s - 1 :: s] = 0
+    finite = np.isfinite(per).all(1)
+    per = np.where(finite[:, None], per, 0.0)
+    connect &= finite.astype(np.int32)
+    connect[:-1] &= finite[1:].astype(np.int32)
+    return per[:, 0], per[:, 1], connect
+
+
+def overlay_path(run: ColumnRun) -> OverlayPath:
+    """The run's curve for the trajectories overlay (made off the GUI thread)."""
+    tr = run.trajectory
+    scale = tr.scale.to(torch.float64).reshape(-1, *([1] * (tr.x.ndim - 1)))
+    if tuple(tr.x.shape[2:]) == (2,):
+        ys = (tr.x[:, :MAX_PATHS].to(torch.float64) / scale).numpy()
+        x, y, connect = path_arrays(ys)
+        return OverlayPath(True, x, y, connect)
+    flat = (tr.x[:, 0].to(torch.float64) / scale[:, 0]).reshape(tr.x.shape[0], -1)
+    sig = tr.sigma.double().numpy()
+    ok = sig > 0
+    return OverlayPath(False, sig[ok], flat[:, _centre_index(tuple(tr.x.shape[2:]))].numpy()[ok])
+
+
+def _centre_index(shape: tuple[int, ...]) -> int:
+    if len(shape) == 3:
+        return (shape[1] // 2) * shape[2] + shape[2] // 2
+    return int(np.prod(shape)) // 2
 
 
 def _reference_states(run: ColumnRun, reference: ColumnRun) -> list[Optional[int]]:
@@ -153,6 +200,7 @@ class ComparisonSession:
         self.columns: tuple[RunConfig, ...] = ()
         self.prepared: list[Optional[PreparedColumn]] = []
         self.reference: Optional[ColumnRun] = None
+        self.reference_path: Optional[OverlayPath] = None
         self.limit = 1.0  # the difference pictures' colour level (set with the reference)
         self.sweep: Optional[SweepResult] = None
         self.generation = 0
@@ -168,6 +216,9 @@ class ComparisonSession:
     @property
     def runs(self) -> list[Optional[ColumnRun]]:
         return [None if p is None else p.run for p in self.prepared]
+
+    def paths(self) -> list[Optional[OverlayPath]]:
+        return [None if p is None else p.path for p in self.prepared]
 
     def errors(self) -> list[Optional[ColumnError]]:
         return [None if p is None else p.error for p in self.prepared]
@@ -234,7 +285,7 @@ class ComparisonSession:
     def _changed(self, keep: Sequence[Optional[PreparedColumn]]) -> None:
         self.generation += 1
         self.prepared = list(keep)
-        self.reference = None
+        self.reference = self.reference_path = None
         for k, p in enumerate(self.prepared):  # new objects: a worker may still hold the old ones
             if p is not None:
                 frames = {key: f for key, f in p.frames.items() if key[1] != "diff"}
@@ -309,7 +360,7 @@ class ComparisonSession:
         if reference is not None:
             frames.update(difference_frames(run, reference, limit))
             error = column_error(run.trajectory, reference.trajectory)
-        return PreparedColumn(index, generation, run, frames, error, [float(s) for s in run.trajectory.sigma])
+        return PreparedColumn(index, generation, run, frames, error, [float(s) for s in run.trajectory.sigma], overlay_path(run))
 
     def prepare_reference(self, reference: ColumnRun, columns: Sequence[Optional[PreparedColumn]], generation: int) -> PreparedReference:
         """Errors and difference frames of the finished columns against a new reference (off the GUI thread)."""
@@ -320,15 +371,15 @@ class ComparisonSession:
             frames = dict(p.frames)
             frames.update(difference_frames(p.run, reference, limit))
             updated.append(PreparedColumn(p.index, generation, p.run, frames,
-                                          column_error(p.run.trajectory, reference.trajectory), p.sigmas))
-        return PreparedReference(generation, reference, limit, updated)
+                                          column_error(p.run.trajectory, reference.trajectory), p.sigmas, p.path))
+        return PreparedReference(generation, reference, limit, updated, overlay_path(reference))
 
     def commit(self, prepared: PreparedColumn | PreparedReference) -> bool:
         """Take a prepared result (cheap); False when edits since made it stale."""
         if prepared.generation != self.generation:
             return False
         if isinstance(prepared, PreparedReference):
-            self.reference, self.limit = prepared.reference, prepared.limit
+            self.reference, self.limit, self.reference_path = prepared.reference, prepared.limit, prepared.path
             for p in prepared.columns:
                 self._store(p)
         else:

@@ -18,15 +18,14 @@ from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, data_space, solver_color
+from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, solver_color
 from explorer.core.solvers import SOLVERS
 from explorer.core.sweep import SweepResult
-from explorer.ui.trajectory_views import path_arrays
+from explorer.session.comparison import OverlayPath
 
 if TYPE_CHECKING:
     from explorer.ui.compare_model import ComparisonModel
 
-MAX_PATHS = 32  # particle paths per column in the overlay
 TINY = 1e-300
 
 
@@ -112,46 +111,31 @@ class SigmaOverlay(_Plot):
 
 class TrajectoryOverlay(_Plot):
     """2-D: particle paths x/s of each column (and the reference, dashed); images: the
-    centre pixel of sample 0 against log σ."""
+    centre pixel of sample 0 against log σ. The curves come ready-made from the session."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("trajectories", "x", "y", marker_angle=None, parent=parent)
 
-    def show_runs(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], reference: Optional[ColumnRun]) -> None:
+    def show_paths(self, series: Sequence[tuple[str, str, bool, OverlayPath]]) -> None:
+        """(label, colour, dashed, path) per curve."""
         self.clear()
-        series = [(r, label, False) for r, label in zip(runs, labels) if r is not None]
-        if reference is not None:
-            series.append((reference, "reference", True))
         if not series:
             return
-        points = series[0][0].trajectory.x.shape[2:] == (2,)
+        points = series[0][3].points
         self.plot.setLogMode(x=not points, y=False)
         self.plot.setAspectLocked(points)
         self.plot.setLabel("bottom", "x" if points else "σ (log)")
         self.plot.setLabel("left", "y" if points else "centre pixel of sample 0 (x/s)")
         self.plot.setTitle("particle paths x/s (first samples)" if points else "a pixel's value against σ")
-        for run, label, dashed in series:
-            color = REFERENCE_COLOR if dashed else run.color
-            ys = data_space(run.trajectory)
-            if points:
-                x, y, connect = path_arrays(ys[:, :MAX_PATHS].numpy())
-                item = pg.PlotCurveItem(x, y, connect=connect, pen=pen(color, 1.0, dashed), name=label)
+        for label, color, dashed, path in series:
+            if path.points:
+                item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
                 self.plot.addItem(item)
                 self.legend.addItem(item, label)
             else:
-                flat = ys[:, 0].reshape(ys.shape[0], -1)
-                centre = _centre_index(tuple(run.trajectory.x.shape[2:]))
-                sig = run.trajectory.sigma.double().numpy()
-                ok = sig > 0
-                self.plot.plot(sig[ok], flat[ok, centre].numpy(), pen=pen(color, 1.4, dashed), name=label)
+                self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
         if not points:
             self.plot.getViewBox().invertX(True)
-
-
-def _centre_index(shape: tuple[int, ...]) -> int:
-    if len(shape) == 3:
-        return (shape[1] // 2) * shape[2] + shape[2] // 2
-    return int(np.prod(shape)) // 2
 
 
 class ErrorOverlay(_Plot):
@@ -258,7 +242,10 @@ class OverlayTabs(QTabWidget):
         s = self.model.session
         runs, labels = s.runs, s.labels()
         self.sigma_plot.show_runs(runs, labels)
-        self.path_plot.show_runs(runs, labels, s.reference)
+        series = [(label, run.color, False, path) for run, label, path in zip(runs, labels, s.paths()) if path is not None]
+        if s.reference_path is not None:
+            series.append(("reference", REFERENCE_COLOR, True, s.reference_path))
+        self.path_plot.show_paths(series)
         self.error_plot.show_errors(runs, labels, s.errors())
 
     def mark(self, step: int, sigma: Optional[float]) -> None:

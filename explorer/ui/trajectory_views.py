@@ -13,6 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
 
@@ -23,19 +24,6 @@ CURRENT_BRUSH = pg.mkBrush(210, 0, 0, 230)
 # update repaints them (text included), several milliseconds a frame.
 PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
                  (127, 127, 127), (188, 189, 34)]
-
-
-def path_arrays(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[S, B, 2] → x, y, connect for one curve: particle by particle, broken between them."""
-    s, b = paths.shape[0], paths.shape[1]
-    per = np.ascontiguousarray(paths.transpose(1, 0, 2)).reshape(s * b, 2)
-    connect = np.ones(s * b, dtype=np.int32)
-    connect[s - 1 :: s] = 0
-    finite = np.isfinite(per).all(1)
-    per = np.where(finite[:, None], per, 0.0)
-    connect &= finite.astype(np.int32)
-    connect[:-1] &= finite[1:].astype(np.int32)
-    return per[:, 0], per[:, 1], connect
 
 
 def _sample_lines(x: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
