@@ -350,3 +350,13 @@ def test_the_window_fits_1024_by_640(qtbot, tmp_path):
     qtbot.addWidget(win)
     hint = win.minimumSizeHint()
     assert hint.width() <= 1024 and hint.height() <= 640
+
+
+def test_parameter_grid_adds_solvers_by_step_counts_or_refuses_all(qtbot):
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    assert view.add_grid(["euler", "heun"], [3, 5])
+    assert [(c.solver, c.steps) for c in view.columns] == [("euler", 3), ("euler", 5), ("heun", 3), ("heun", 5)]
+    assert len({p.title.styleSheet() for p in view.panels}) == 4
+    assert not view.add_grid(["euler", "heun", "lms"], [2, 4, 6, 8, 10])
+    assert len(view.columns) == 4 and "room for 12 more" in view.message.text()
+    assert finish(view, qtbot, view.run_all) == "finished" and all(r is not None for r in view.runs)

@@ -117,7 +117,10 @@ def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
     slider.setValue(3)
     assert window.run_view.frame.index == 3
     cols = grid_shape(6)[1]
-    expected_noisy = tile(to_uint8(traj.x[3] / traj.scale[3], den.data_range), cols, pad=1)[..., 0]
+    from explorer.ui.frames import normalised  # xₜ shrunk per step, so early steps are not saturated noise
+
+    noisy = normalised(traj.x[3] / traj.scale[3], window.run_view.frame.sigma, den.data_range)
+    expected_noisy = tile(to_uint8(noisy, den.data_range), cols, pad=1)[..., 0]
     expected_x0 = tile(to_uint8(traj.denoised[2], den.data_range), cols, pad=1)[..., 0]
     assert np.array_equal(window.run_view.noisy_grid.image.image, expected_noisy)
     assert np.array_equal(window.run_view.denoised_grid.image.image, expected_x0)
@@ -220,7 +223,9 @@ def test_open_a_gmm_json_and_exports(window, qtbot, tmp_path):
     assert window.export_grid(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert window.export_config(tmp_path / "run.json")
-    assert RunConfig.from_json((tmp_path / "run.json").read_text()) == window.session.trajectory.config
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved.pop("denoiser") == str(path.resolve())  # the file names its denoiser
+    assert RunConfig.from_dict(saved) == window.session.trajectory.config
     assert not window.export_trajectory(tmp_path / "missing-folder" / "x.safetensors")
     assert "does not exist" in window.banner.text()
 
@@ -350,3 +355,15 @@ def test_invalid_settings_fade_the_sigma_plots_and_a_denoiser_switch_resets_the_
     assert view.top.opacity() == 1.0 and "invalid" not in view.top.titleLabel.text
     window.use_denoiser(toy("moons"), "moons")
     assert window.session.status.state == "idle" and window.panel.nfe_counter.text() == "NFE 0"
+
+
+def test_a_saved_configuration_opens_its_denoiser(window, tmp_path):
+    window.model.load(RunConfig(solver="euler", steps=7, batch=512))
+    assert window.export_config(tmp_path / "ring.json")
+    window.use_denoiser(image_gmm(1), "img")
+    window.model.load(RunConfig(steps=5, batch=4))
+    assert window.import_config(tmp_path / "ring.json")
+    assert window.session.denoiser_spec == "ring" and window.model.config.batch == 512
+    (tmp_path / "bad.json").write_text('{"denoiser": "no-such-model", "steps": 3}')
+    assert not window.import_config(tmp_path / "bad.json")
+    assert window.session.denoiser_spec == "ring" and window.model.config.steps == 7  # nothing changed

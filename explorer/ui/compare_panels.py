@@ -42,14 +42,18 @@ class ColumnPanel(QWidget):
         for item in (self.links, self.ref_dots, self.dots):
             self.box.addItem(item)
         self._shape: Optional[tuple[int, ...]] = None
+        self._color = ""
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
         layout.addWidget(self.graphics, 1)
 
     def set_title(self, text: str, color: str) -> None:
-        self.title.setText(text)
-        self.title.setStyleSheet(f"QLabel {{ border-top: 5px solid {color}; padding-top: 2px; }}")
+        if text != self.title.text():
+            self.title.setText(text)
+        if color != self._color:  # a style sheet re-polishes the label: only when the colour changes
+            self._color = color
+            self.title.setStyleSheet(f"QLabel {{ border-top: 5px solid {color}; padding-top: 2px; }}")
 
     def show_image(self, mosaic: Optional[np.ndarray]) -> None:
         self.dots.setData([], [])

@@ -7,6 +7,7 @@ bar; the previous denoiser and the previous finished run stay in place.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -456,26 +457,36 @@ class MainWindow(QMainWindow):
             f"Saved the sample grid to {path}")
 
     def export_config(self, path: Optional[Path] = None) -> bool:
+        """The run configuration as JSON, with the denoiser it was made for (loading it opens that one)."""
         config = self.record.config if self.record is not None else self.model.config
         if config is None:
             return False
         path = path or self._save_path("Export the run configuration", "run.json", "JSON (*.json)")
-        return path is not None and self._guarded(lambda: save_text(config.to_json(indent=2) + "\n", path),
+        text = json.dumps({"denoiser": self.session.denoiser_spec, **config.to_dict()}, indent=2, sort_keys=True)
+        return path is not None and self._guarded(lambda: save_text(text + "\n", path),
                                                   f"Saved the run configuration to {path}")
 
     def import_config(self, path: Optional[Path] = None) -> bool:
+        """Load a run configuration; one that names another denoiser opens that denoiser first."""
         if path is None:
             name, _ = QFileDialog.getOpenFileName(self, "Load a run configuration", self.settings.last_folder(), "JSON (*.json)")
             path = Path(name) if name else None
         if path is None:
             return False
         try:
-            config = RunConfig.from_json(Path(path).read_text())
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise ValueError("The run configuration must be a JSON object.")
+            spec = data.pop("denoiser", None)
+            config = RunConfig.from_dict(data)
         except (OSError, ValueError, TypeError) as err:
             self.show_error(f"Could not load {Path(path).name}: {error_message(err)}")
             return False
+        if spec is not None and spec != self.session.denoiser_spec and not self.choose_denoiser(str(spec)):
+            return False  # choose_denoiser said why; nothing was changed
         self.model.load(config)
-        self.status(f"Loaded the run configuration from {path}")
+        named = f" (for {spec})" if spec else " (it names no denoiser: check the batch and labels)"
+        self.status(f"Loaded the run configuration from {path}{named}")
         return True
 
     def _guarded(self, action: Callable[[], object], done: str) -> bool:

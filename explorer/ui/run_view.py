@@ -46,7 +46,7 @@ class RunView(QWidget):
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
         self.denoised_grid = MosaicView("x₀ estimate D(x; σ) of this step")
-        self.noisy_grid = MosaicView("noisy state xₜ / s(t)")
+        self.noisy_grid = MosaicView("noisy xₜ/s(t), normalised per step by √(1+σ²/h²)")
         self.zoom = ZoomView()
         self.denoised_points = ScatterView("x₀ estimates D(x; σ)")
         self.noisy_points = ScatterView("xₜ / s(t) over p(x; σ)")
