@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from explorer.core.analytic import GaussianDenoiser
 from explorer.core.compare import MAX_COLUMNS, Comparison, column_color, comparison_events, reference_events
@@ -73,3 +74,21 @@ def test_run_status_text_and_states():
     assert status.end("cancelled").nfe_text() == "NFE 5"
     with pytest.raises(ValueError, match="state"):
         RunStatus("paused")
+
+
+def test_interleaved_columns_equal_their_sequential_runs():
+    from explorer.core.compare import interleaved_events, share_groups
+
+    den = GaussianDenoiser((2,), std=0.5)
+    cmp = Comparison("g", (RunConfig(solver="heun", steps=3), RunConfig(solver="euler", steps=5),
+                           RunConfig(solver="heun", steps=2, dtype="float64")), batch=3)
+    assert share_groups(cmp.columns, [0, 1, 2]) == [[0, 1], [2]]
+    order, runs = [], {}
+    for item in interleaved_events(den, cmp):
+        order.append(item.column)
+        if item.run is not None:
+            runs[item.column] = item.run
+    assert order[:4] == [0, 1, 0, 1]  # one step of each column in turn
+    sequential = {i.column: i.run for i in comparison_events(den, cmp, with_reference=False) if i.run is not None}
+    for k in range(3):
+        assert torch.equal(runs[k].trajectory.x, sequential[k].trajectory.x) and runs[k].color == sequential[k].color

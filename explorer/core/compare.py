@@ -403,6 +403,42 @@ def comparison_events(
         yield from reference_events(denoiser, comparison, noise, visited)
 
 
+def share_groups(columns: Sequence[RunConfig], indices: Sequence[int]) -> list[list[int]]:
+    """Columns that can step in turn on one worker: the same device and dtype (the comparison
+    already fixes the batch), since a run moves the shared denoiser to its own device and dtype."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k in indices:
+        groups.setdefault((columns[k].device, columns[k].dtype), []).append(k)
+    return list(groups.values())
+
+
+def interleaved_events(
+    denoiser: Denoiser, comparison: Comparison, record_evals: bool = True, columns: Optional[Sequence[int]] = None,
+) -> Iterator[CompareProgress]:
+    """The columns of each :func:`share_groups` group one step each in turn (for a GPU, where a
+    column's kernels are short and the next column's step can follow at once); groups run one
+    after another. Every column's trajectory equals its sequential run's; its ``seconds`` is the
+    time spent in its own steps. No reference run (start it afterwards, as the tab does)."""
+    noise = shared_noise(denoiser, comparison.seed, comparison.batch)
+    indices = list(range(len(comparison.columns))) if columns is None else list(columns)
+    total = len(comparison.columns)
+    for group in share_groups(comparison.columns, indices):
+        live = {k: (sample_steps(denoiser, comparison.columns[k], noise, record_evals=record_evals),
+                    TrajectoryRecorder(comparison.columns[k], comparison.model, record_evals), [0.0]) for k in group}
+        while live:
+            for k in list(live):
+                steps, recorder, spent = live[k]
+                start = time.perf_counter()
+                event = next(steps, None)
+                spent[0] += time.perf_counter() - start
+                if event is None:
+                    del live[k]
+                    yield CompareProgress(k, total, run=ColumnRun(comparison.columns[k], recorder.finish(), spent[0], k))
+                else:
+                    recorder.add(event)
+                    yield CompareProgress(k, total, event=event)
+
+
 def adaptive_sigmas(run: ColumnRun) -> list[float]:
     """The σ's an adaptive column chose during its run (its plan knows only the ends)."""
     if not get_solver(run.config.solver).adaptive:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from explorer.core.compare import (
-    ColumnRun, Comparison, CompareProgress, comparison_events, reference_events,
+    ColumnRun, Comparison, CompareProgress, comparison_events, interleaved_events, reference_events,
 )
+from explorer.core.sampling import resolve_device
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.sweep import SweepProgress, sweep_events
@@ -65,6 +66,9 @@ class ColumnsJob(Job):
         self.delivered = 0
 
     def events(self) -> Iterator[CompareProgress]:
+        """On a GPU the columns of one device and dtype step in turn; on the CPU they run one after another."""
+        if any(resolve_device(c.device).type == "cuda" for c in self.comparison.columns):
+            return interleaved_events(self.denoiser, self.comparison, True, self.columns)
         return comparison_events(self.denoiser, self.comparison, False, True, self.columns)
 
     def observe(self, item: CompareProgress) -> None:

@@ -7,7 +7,7 @@ and the table is redrawn from the session, so the impossible value is undone.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -25,7 +25,7 @@ TABLE_HEAD = ["", "solver", "steps", "NFE", "time s", "RMSE vs ref"]
 class ColumnsTable(QTableWidget):
     """The columns as rows: colour swatch, solver, steps, NFE, time, final RMSE."""
 
-    def __init__(self, model: ComparisonModel, sigma_range: Any, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, model: ComparisonModel, sigma_range: Callable[[], tuple[float, float]], parent: Optional[QWidget] = None) -> None:
         super().__init__(0, len(TABLE_HEAD), parent)
         self.model = model
         self.sigma_range = sigma_range  # () -> (σ_min, σ_max) of the current denoiser

@@ -15,6 +15,7 @@ same time without either run changing the other's device or dtype.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -197,12 +198,33 @@ class CompareView(QWidget):
     def step_label(self) -> QLabel:
         return self.panels_view.step_label
 
-    def __getattr__(self, name: str) -> Any:  # the overlay plots and sweep widgets: sigma_plot, sweep_budgets, …
-        plots = self.__dict__.get("plots")
-        if plots is not None and name in ("sigma_plot", "path_plot", "error_plot", "sweep_plot", "sweep_solvers",
-                                          "sweep_budgets", "sweep_button"):
-            return getattr(plots, name)
-        raise AttributeError(name)
+    @property
+    def sigma_plot(self):  # noqa: ANN201 - the σ overlay
+        return self.plots.sigma_plot
+
+    @property
+    def path_plot(self):  # noqa: ANN201 - the trajectories overlay
+        return self.plots.path_plot
+
+    @property
+    def error_plot(self):  # noqa: ANN201 - the error overlay
+        return self.plots.error_plot
+
+    @property
+    def sweep_plot(self):  # noqa: ANN201 - the sweep plot
+        return self.plots.sweep_plot
+
+    @property
+    def sweep_solvers(self):  # noqa: ANN201 - the sweep's solver list
+        return self.plots.sweep_solvers
+
+    @property
+    def sweep_budgets(self):  # noqa: ANN201 - the sweep's NFE budgets
+        return self.plots.sweep_budgets
+
+    @property
+    def sweep_button(self):  # noqa: ANN201 - the sweep's Run button
+        return self.plots.sweep_button
 
     def shown_indices(self) -> list[Optional[int]]:
         return self.panels_view.shown_indices()
@@ -339,7 +361,7 @@ class CompareView(QWidget):
     def _reference_cost(self, comparison: Comparison) -> str:
         """What the reference will cost, from the columns already run (float64, ~6 NFE per grid interval)."""
         points = len(self.state.axis) or max(c.steps or 18 for c in comparison.columns) + 1
-        rate = [r.seconds / max(1, r.trajectory.nfe) for r in self.runs if r is not None and r.seconds == r.seconds]
+        rate = [r.seconds / max(1, r.trajectory.nfe) for r in self.runs if r is not None and math.isfinite(r.seconds)]
         nfe = 6 * max(1, points - 1)
         cost = f"; at the columns' speed in float64 about {2 * nfe * min(rate):.0f} s or more" if rate else ""
         return (f"Running the reference (RK45, float64, rtol {comparison.reference_rtol:.0e}) through {points} σ's: "
