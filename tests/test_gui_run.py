@@ -175,6 +175,9 @@ def test_clicking_a_tile_zooms_and_adds_a_pixel_trace(window, qtbot):
     assert np.allclose(traces[:, 3, -1], (traj.x[:, 3, 0, 5, 6] / traj.scale).numpy(), atol=1e-6)
     curve = view.image_paths.trace_curves[len(view.pixels) - 1]
     assert curve.isVisible() and len(curve.getData()[0]) == 5 * 4
+    others = view.image_paths.trace_curves[0]
+    assert curve.opts["pen"].widthF() > others.opts["pen"].widthF() and curve.zValue() > others.zValue()  # stands out
+    assert "pixel (5, 6)" in view.image_paths.highlight_label.toPlainText()
 
 
 def test_nan_run_reports_and_keeps_previous_run(window, qtbot):

@@ -130,8 +130,7 @@ class TrajectoryOverlay(_Plot):
         for label, color, dashed, path in series:
             if path.points:
                 item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
-                self.plot.addItem(item)
-                self.legend.addItem(item, label)
+                self.plot.addItem(item)  # a named item joins the legend once, by itself
             else:
                 self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
         if not points:

@@ -226,6 +226,7 @@ class RunView(QWidget):
     def _add_pixel(self, row: int, col: int) -> None:
         pixel = (row, col)
         pixels = tuple(p for p in self.pixels if p != pixel) + (pixel,)
+        self.image_paths.set_highlight(pixel)  # the clicked pixel's curves stand out, labelled
         self.set_pixels(pixels[-MAX_PIXELS:])
 
     def set_pixels(self, pixels: tuple[tuple[int, int], ...]) -> None:

@@ -102,6 +102,10 @@ class ImageTrajectoryView(QWidget):
         self.traces.setLabel("bottom", "σ (log; the final σ = 0 is drawn at the right edge)")
         self.traces.setLabel("left", "pixel value")
         self.trace_curves: list[pg.PlotCurveItem] = []
+        self.highlight: Optional[tuple[int, int]] = None  # the last clicked pixel, drawn bold and labelled
+        self.highlight_label = pg.TextItem(anchor=(1, 1), color=(0, 0, 0))
+        self.traces.addItem(self.highlight_label, ignoreBounds=True)
+        self.highlight_label.hide()
         self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
         self.traces.addItem(self.trace_evals, ignoreBounds=True)
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
@@ -168,13 +172,24 @@ class ImageTrajectoryView(QWidget):
             self.traces.addItem(curve, ignoreBounds=True)
             self.trace_curves.append(curve)
         sig = self._sigma_axis(frame.sigmas)
+        bold = frame.pixels.index(self.highlight) if self.highlight in frame.pixels[:count] else None
         for p, curve in enumerate(self.trace_curves):
             if p < count:
                 x, y, connect = _sample_lines(np.log10(sig), traces[:, :, p])
+                colour = PIXEL_COLOURS[p % len(PIXEL_COLOURS)]
+                curve.setPen(pg.mkPen(*colour, 255, width=2.5) if p == bold else pg.mkPen(*colour, 110 if bold is None else 60))
+                curve.setZValue(10 if p == bold else 0)
                 curve.setData(x, y, connect=connect)
                 curve.show()
             else:
                 curve.hide()
+        if bold is not None:
+            row, col = self.highlight
+            self.highlight_label.setText(f"pixel ({row}, {col}), {traces.shape[1]} samples")
+            self.highlight_label.setPos(float(np.log10(sig[-1])), float(traces[-1, 0, bold]))
+            self.highlight_label.show()
+        else:
+            self.highlight_label.hide()
         if frame.eval_traces is not None and len(frame.eval_sigmas):
             e, b, p = frame.eval_traces.shape
             xs = np.repeat(np.log10(frame.eval_sigmas), b * p)
@@ -183,6 +198,10 @@ class ImageTrajectoryView(QWidget):
             self.trace_evals.setData([], [])
         self.sigma_line.setValue(float(np.log10(sig[-1])))
         self._show_pca_step(frame.index)
+
+    def set_highlight(self, pixel: Optional[tuple[int, int]]) -> None:
+        """Draw this pixel's curves bold and labelled from the next frame on (None: no highlight)."""
+        self.highlight = pixel
 
     def set_projection(self, projection: Optional[tuple[np.ndarray, np.ndarray]]) -> None:
         """The whole run's PCA paths (None: clear and show the hint)."""
