@@ -28,7 +28,7 @@ from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.sampling import make_plan, sample_steps
-from explorer.core.solvers import SOLVERS, get_solver
+from explorer.core.solvers import PALETTE, get_solver, solver_color  # noqa: F401 - PALETTE, solver_color re-exported
 from explorer.core.solvers.context import Plan
 from explorer.core.solvers.reference import DEFAULT_RTOL
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
@@ -38,28 +38,14 @@ MAX_COLUMNS = 16
 SIGMA_MATCH_RTOL = 1e-7  # σ's computed by different processes agree to ~1e-15; this leaves room
 
 # Colours, the same in every view and export. Columns get one each by their place (heun at 5,
-# 10 and 18 steps must differ at a glance); the sweep, which plots solvers, one per solver by
-# the registry's order.
-PALETTE = (
-    "#0072B2", "#D55E00", "#009E73", "#999999", "#E69F00", "#56B4E9", "#8C564B", "#BCBD22", "#17BECF",
-    "#CC79A7", "#AEC7E8", "#9467BD", "#98DF8A", "#D62728", "#FF9896", "#2CA02C", "#000080", "#E377C2",
-    "#FFBB78", "#7F7F7F",
-)
+# 10 and 18 steps must differ at a glance); the sweep, which plots solvers, uses the solvers'
+# declared colours (SolverInfo.color, else the registry's palette order).
 REFERENCE_COLOR = "#000000"
 
 
 def column_color(index: int) -> str:
     """The colour of column ``index`` (0-based); the reference (−1) is black."""
     return REFERENCE_COLOR if index < 0 else PALETTE[index % len(PALETTE)]
-
-
-def solver_color(solver: str) -> str:
-    """The colour of a solver: fixed by its place in the registry, so it never changes between views."""
-    if solver == "reference":
-        return REFERENCE_COLOR
-    names = [n for n in SOLVERS if n != "reference"]
-    index = names.index(solver) if solver in names else sum(map(ord, solver))
-    return PALETTE[index % len(PALETTE)]
 
 
 # --------------------------------------------------------------------------- description
@@ -343,7 +329,7 @@ def index_at_step(trajectory: Trajectory, step: int) -> int:
 # --------------------------------------------------------------------------- running
 def reference_config(base: RunConfig, rtol: float) -> RunConfig:
     """The reference run's configuration: the reference solver in float64, everything else as ``base``."""
-    return base.replace(solver="reference", steps=None, nfe=None, dtype="float64", rtol=rtol, atol=None, churn=0.0)
+    return base.replace(solver="reference", steps=None, nfe=None, dtype="float64", options={"rtol": rtol, "atol": None})
 
 
 def reference_plan(first: Plan, plans: Sequence[Plan], sigmas: Sequence[float]) -> Plan:
