@@ -460,10 +460,15 @@ class ControlPanel(QWidget):
     def show_status(self, status: RunStatus) -> None:
         """Draw a run's status: the progress bar (busy when the length is unknown) and the NFE counter."""
         total = status.total if status.total is not None else (0 if status.running else max(1, status.step))
-        self.progress.setFormat("no run yet" if status.state == "idle" else "step %v / %m")
-        self.progress.setRange(0, total)
+        text = "no run yet" if status.state == "idle" else "step %v / %m"
+        if self.progress.format() != text:
+            self.progress.setFormat(text)
+        if self.progress.maximum() != total:
+            self.progress.setRange(0, total)
         self.progress.setValue(min(status.step, total) if total else 0)
-        self.nfe_counter.setText(status.nfe_text())
+        nfe = status.nfe_text()
+        if self.nfe_counter.text() != nfe:
+            self.nfe_counter.setText(nfe)
         if status.running != self._running:
             self.set_running(status.running)
 
