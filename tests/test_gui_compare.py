@@ -89,7 +89,7 @@ def test_reference_gives_errors_table_and_difference_view(qtbot):
     view.view_box.setCurrentIndex(view.view_box.findData("diff"))
     image = view.panels[0].image.image
     assert image is not None and image.ndim == 3 and image.shape[-1] == 3  # heat-coloured |difference|
-    assert len(view.error_plot.plot.listDataItems()) == 3
+    assert len(view.plots.error_plot.plot.listDataItems()) == 3
 
 
 def test_step_control_syncs_by_step_or_by_sigma(qtbot):
@@ -110,9 +110,9 @@ def test_step_control_syncs_by_step_or_by_sigma(qtbot):
         gaps = [abs(math.log(max(float(s), 1e-12)) - math.log(target)) for s in sigmas[0]]
         assert gaps[i] == pytest.approx(min(gaps))  # the 4-step run shows its state nearest in log σ
     assert "σ =" in view.step_label.text()
-    view.sigma_plot.axis.setCurrentIndex(view.sigma_plot.axis.findData("t"))  # σ(t) against each column's t
-    curves = view.sigma_plot.plot.listDataItems()
-    assert len(curves) == 2 and view.sigma_plot.plot.ctrl.logXCheck.isChecked()
+    view.plots.sigma_plot.axis.setCurrentIndex(view.plots.sigma_plot.axis.findData("t"))  # σ(t) against each column's t
+    curves = view.plots.sigma_plot.plot.listDataItems()
+    assert len(curves) == 2 and view.plots.sigma_plot.plot.ctrl.logXCheck.isChecked()
     assert list(curves[1].xData) == pytest.approx(list(view.runs[1].trajectory.t[:-1].double().numpy()))
 
 
@@ -152,15 +152,15 @@ def test_cancel_keeps_the_finished_columns(qtbot):
 
 def test_sweep_runs_in_background_and_shows_fitted_orders(qtbot, tmp_path):
     view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
-    view.sweep_budgets.setText("10,20,40,80")
+    view.plots.sweep_budgets.setText("10,20,40,80")
     assert finish(view, qtbot, view.run_sweep) == "finished"
-    legend = view.sweep_plot.legend_texts()
+    legend = view.plots.sweep_plot.legend_texts()
     assert len(legend) == 3 and all("order" in t for t in legend)  # heun, dpm-solver-3, dpm-solver++2m by default
     orders = view.sweep.orders()
     assert orders["heun"] > 1.7 and orders["dpm-solver-3"] > 2.7
     paths = view.save_sweep(tmp_path)
     assert sorted(p.name for p in paths) == ["sweep.csv", "sweep.png", "sweep.svg"]
-    view.sweep_budgets.setText("ten")
+    view.plots.sweep_budgets.setText("ten")
     assert not view.run_sweep() and "NFE budgets" in view.message.text()
 
 
@@ -260,7 +260,7 @@ def test_a_seventeenth_column_is_refused_visibly_and_the_tab_stays_usable(qtbot)
 
 def assert_usable(view: CompareView) -> None:
     assert not view.worker.is_running() and view.job is None
-    for button in (view.add_button, view.run_button, view.reference_button, view.sweep_button, view.export_button):
+    for button in (view.add_button, view.run_button, view.reference_button, view.plots.sweep_button, view.export_button):
         assert button.isEnabled()
     assert not view.cancel_button.isEnabled() and view.table.isEnabled()
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu, QProgressBar, QPushButton, QSpinBox, QSplitter,
+    QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QSplitter,
     QToolBar, QToolButton, QVBoxLayout, QWidget,
 )
 
@@ -30,10 +30,10 @@ from explorer.core.config import RunConfig
 from explorer.core.solvers.reference import DEFAULT_RTOL
 from explorer.core.denoiser import Denoiser
 from explorer.core.sweep import parse_budgets
-from explorer.export.options import ExportOptions, read_document, write_document
 from explorer.session.comparison import ComparisonSession
 from explorer.session.status import RunStatus, starting
-from explorer.ui.compare_jobs import ColumnsJob, ExportJob, Job, ReferenceJob, SweepJob, adaptive_visited
+from explorer.ui.compare_exports import ExportMenu
+from explorer.ui.compare_jobs import ColumnsJob, Job, ReferenceJob, SweepJob, adaptive_visited
 from explorer.ui.compare_model import ComparisonModel
 from explorer.ui.compare_panels import VIEWS, ColumnPanel, PanelsView
 from explorer.ui.compare_plots import OverlayTabs
@@ -143,7 +143,8 @@ class CompareView(QWidget):
         self.export_button = QToolButton()
         self.export_button.setText("Export")
         self.export_button.setPopupMode(QToolButton.InstantPopup)
-        self.export_button.setMenu(self._export_menu())
+        self.exports = ExportMenu(self)
+        self.export_button.setMenu(self.exports)
         top = QToolBar()  # too narrow a window folds the rest behind a » button, never widens the window
         top.setObjectName("compare_toolbar")
         for w in (self.add_button, self.grid_button, self.replace_button, self.remove_button, self.run_button,
@@ -198,50 +199,8 @@ class CompareView(QWidget):
     def step_label(self) -> QLabel:
         return self.panels_view.step_label
 
-    @property
-    def sigma_plot(self):  # noqa: ANN201 - the σ overlay
-        return self.plots.sigma_plot
-
-    @property
-    def path_plot(self):  # noqa: ANN201 - the trajectories overlay
-        return self.plots.path_plot
-
-    @property
-    def error_plot(self):  # noqa: ANN201 - the error overlay
-        return self.plots.error_plot
-
-    @property
-    def sweep_plot(self):  # noqa: ANN201 - the sweep plot
-        return self.plots.sweep_plot
-
-    @property
-    def sweep_solvers(self):  # noqa: ANN201 - the sweep's solver list
-        return self.plots.sweep_solvers
-
-    @property
-    def sweep_budgets(self):  # noqa: ANN201 - the sweep's NFE budgets
-        return self.plots.sweep_budgets
-
-    @property
-    def sweep_button(self):  # noqa: ANN201 - the sweep's Run button
-        return self.plots.sweep_button
-
     def shown_indices(self) -> list[Optional[int]]:
         return self.panels_view.shown_indices()
-
-    def _export_menu(self) -> QMenu:
-        menu = QMenu(self)
-        self.export_all_action = menu.addAction("Everything to a folder…", self.export_all)
-        self.export_config_action = menu.addAction("Comparison file (JSON)…", self.export_config)
-        self.export_sweep_action = menu.addAction("Error-vs-NFE table and plot…", self.export_sweep)
-        menu.addSeparator()
-        menu.addAction("Load a comparison file…", self.load_config)
-        menu.addSeparator()
-        self.downscale_action = menu.addAction("Downscale grids too large for one image")
-        self.downscale_action.setCheckable(True)
-        self.xt_action = menu.addAction("Film strips and animations show xₜ (else x₀)")
-        self.xt_action.setCheckable(True)
-        return menu
 
     def _sigma_range(self) -> tuple[float, float]:
         den = self.session.denoiser
@@ -437,74 +396,24 @@ class CompareView(QWidget):
             button.setEnabled(on)
         for widget in (self.seed_box, self.batch_box, self.table, self.rtol_box):
             widget.setEnabled(not busy)
-        self.export_all_action.setEnabled(self.state.complete)
-        self.export_config_action.setEnabled(has)
-        self.export_sweep_action.setEnabled(self.sweep is not None)
+        self.exports.update_actions()
 
-    # ------------------------------------------------------------------ exports
+    # ------------------------------------------------------------------ files (the export menu does the work)
     def result(self) -> Optional[ComparisonResult]:
         """The finished comparison (every column run), or None."""
         return self.state.result()
 
-    def export_options(self) -> ExportOptions:
-        space = "xt" if self.xt_action.isChecked() else "x0"
-        return ExportOptions(downscale=self.downscale_action.isChecked(), strip_space=space, animation_space=space)
-
     def export_to(self, folder: str | Path) -> bool:
-        """Every export of the comparison into ``folder`` (on the worker thread)."""
-        if self.result() is None:
-            self.say("Run every column before exporting.", error=True)
-            return False
-        return self.start(ExportJob(self.model, folder, self.export_options()))
-
-    def export_all(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export the comparison into a folder")
-        if folder:
-            self.export_to(folder)
-
-    def export_config(self) -> None:
-        comparison = self.comparison()
-        if comparison is None:
-            return
-        path, _ = QFileDialog.getSaveFileName(self, "Save the comparison file", "comparison.json", "JSON (*.json)")
-        if path:
-            self._guard(lambda: self._write_config(comparison, path))
-
-    def _write_config(self, comparison: Comparison, path: str) -> None:
-        write_document(comparison, self.export_options(), path)
-        self.say(f"Saved {path}; reproduce with: diffusion-explorer compare --config {path} --out DIR")
-
-    def export_sweep(self) -> None:
-        if self.sweep is None:
-            return
-        folder = QFileDialog.getExistingDirectory(self, "Save the error-vs-NFE table and plot into a folder")
-        if folder:
-            self._guard(lambda: self.save_sweep(folder))
+        return self.exports.export_to(folder)
 
     def save_sweep(self, folder: str | Path) -> list[Path]:
-        """sweep.csv, sweep.png and sweep.svg (the same files as ``diffusion-explorer sweep``)."""
-        from explorer.export.figures import save_plot, sweep_figure
-        from explorer.export.files import output_dir
-        from explorer.export.tables import save_sweep_table
-
-        out = output_dir(folder)
-        paths = [save_sweep_table(self.sweep.rows(), out / "sweep.csv")]
-        for fmt in ("png", "svg"):
-            paths.append(save_plot(sweep_figure(self.sweep, f"{self.session.denoiser_spec}: error against NFE"), out / f"sweep.{fmt}"))
-        self.say(f"Saved {', '.join(p.name for p in paths)} in {out}.")
-        return paths
-
-    def load_config(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a comparison file", "", "JSON (*.json)")
-        if path:
-            self._guard(lambda: self.load_document(path))
+        return self.exports.save_sweep(folder)
 
     def load_document(self, path: str | Path) -> None:
-        """Take the columns, seed, batch and tolerance of a comparison file (its model must be the current one)."""
-        comparison, _options = read_document(path)
-        self.use_comparison(comparison)
+        self.exports.load_document(path)
 
     def use_comparison(self, comparison: Comparison) -> None:
+        """Take the columns, seed, batch and tolerance of a comparison (its model must be the current one)."""
         if comparison.model != self.session.denoiser_spec:
             raise ValueError(f"The file compares {comparison.model!r}; open that denoiser first (now {self.session.denoiser_spec!r}).")
         self.model.set_columns(comparison.columns, comparison.seed, comparison.batch, comparison.reference_rtol)
@@ -516,12 +425,6 @@ class CompareView(QWidget):
         self.rtol_box.setCurrentIndex(rtol)
         self.rtol_box.blockSignals(False)
         self._set_latent_boxes()
-
-    def _guard(self, fn: Callable[[], Any]) -> None:
-        try:
-            fn()
-        except ValueError as err:
-            self.say(str(err), error=True)
 
     def shutdown(self) -> None:
         """Stop any job (the window is closing)."""
