@@ -89,6 +89,7 @@ def test_interleaved_columns_equal_their_sequential_runs():
         if item.run is not None:
             runs[item.column] = item.run
     assert order[:4] == [0, 1, 0, 1]  # one step of each column in turn
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()  # no mode leaks out of the runs
     sequential = {i.column: i.run for i in comparison_events(den, cmp, with_reference=False) if i.run is not None}
     for k in range(3):
         assert torch.equal(runs[k].trajectory.x, sequential[k].trajectory.x) and runs[k].color == sequential[k].color

@@ -411,11 +411,17 @@ def interleaved_events(
     for group in share_groups(comparison.columns, indices):
         live = {k: (sample_steps(denoiser, comparison.columns[k], noise, record_evals=record_evals),
                     TrajectoryRecorder(comparison.columns[k], comparison.model, record_evals), [0.0]) for k in group}
+        outside = torch.is_inference_mode_enabled()
+        inside = {k: outside for k in group}  # each run's own inference mode between its steps
         while live:
             for k in list(live):
                 steps, recorder, spent = live[k]
                 start = time.perf_counter()
-                event = next(steps, None)
+                # a run steps inside its own `with inference_mode()`; interleaved, those blocks would
+                # nest out of order and leave the mode on, so each run gets its mode back per step
+                with torch.inference_mode(inside[k]):
+                    event = next(steps, None)
+                    inside[k] = torch.is_inference_mode_enabled()
                 spent[0] += time.perf_counter() - start
                 if event is None:
                     del live[k]
