@@ -1,7 +1,10 @@
-"""The command line end to end, in subprocesses: outputs, and one-line errors with exit 2."""
+"""The command line end to end, in-process through ``main(argv)``: outputs, and one-line errors
+with exit 2. One smoke test per entry point starts a real process."""
 import json
+import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,13 +12,35 @@ import torch
 from PIL import Image
 
 from explorer import RunConfig, Trajectory, sample, toy
+from explorer.cli import main
 
 
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "explorer", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run ``diffusion-explorer ARGS`` in this process; returns returncode, stdout, stderr."""
+
+    def run(*args, cwd=None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own errors and --help
+            code = exit_.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
 
 
-def test_sample_end_to_end_matches_library(tmp_path):
+def test_python_m_explorer_starts_and_answers_in_a_real_process():
+    """The smoke test of ``python -m explorer`` (the console script calls the same main)."""
+    res = subprocess.run([sys.executable, "-m", "explorer", "solvers"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    assert "heun" in res.stdout and "Traceback" not in res.stderr
+
+
+def test_sample_end_to_end_matches_library(cli, tmp_path):
     out, grid = tmp_path / "run.safetensors", tmp_path / "samples.png"
     res = cli("sample", "--model", "moons", "--solver", "dpm-solver++2m", "--steps", "6", "--seed", "3", "--batch", "5",
               "--dtype", "float64", "--out", str(out), "--grid", str(grid))
@@ -27,7 +52,7 @@ def test_sample_end_to_end_matches_library(tmp_path):
     assert Image.open(grid).size[0] > 0
 
 
-def test_sample_with_noise_file_and_gmm_json(tmp_path):
+def test_sample_with_noise_file_and_gmm_json(cli, tmp_path):
     spec = {"kind": "gmm", "shape": [2, 2], "means": [[0, 0, 1, 1], [1, -1, 0, 2]], "stds": [0.3, 0.2], "weights": [1, 1]}
     (tmp_path / "m.json").write_text(json.dumps(spec))
     noise = np.random.default_rng(0).standard_normal((3, 2, 2))
@@ -41,7 +66,7 @@ def test_sample_with_noise_file_and_gmm_json(tmp_path):
     assert torch.equal(traj.noise, torch.from_numpy(noise))
 
 
-def test_schedule_and_solvers(tmp_path):
+def test_schedule_and_solvers(cli, tmp_path):
     res = cli("schedule", "--model", "ring", "--process", "vp", "--disc", "vp", "--steps", "4", "--plot", str(tmp_path / "s.svg"))
     assert res.returncode == 0, res.stderr
     rows = [line for line in res.stdout.splitlines() if line and not line.startswith("#")]
@@ -63,14 +88,14 @@ def test_schedule_and_solvers(tmp_path):
         (["--noise", "missing.npy"], "does not exist"),
     ],
 )
-def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
+def test_user_errors_print_one_line_and_exit_2(cli, tmp_path, args, message):
     res = cli("sample", "--model", "ring", *args, "--out", str(tmp_path / "x.safetensors"), cwd=tmp_path)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.stderr
 
 
-def test_malformed_model_file(tmp_path):
+def test_malformed_model_file(cli, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 10)
     res = cli("sample", "--model", str(bad), "--out", str(tmp_path / "x.safetensors"))
