@@ -100,3 +100,59 @@ def test_malformed_model_file(cli, tmp_path):
     bad.write_bytes(b"\x00" * 10)
     res = cli("sample", "--model", str(bad), "--out", str(tmp_path / "x.safetensors"))
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def _image_mixture(path):
+    spec = {"kind": "gmm", "shape": [1, 8, 8], "means": [[0.5] * 64, [-0.5] * 64], "stds": [0.2, 0.2], "weights": [1, 1]}
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_sample_grid_of_small_images_is_at_least_512_px_across(cli, tmp_path):
+    model = _image_mixture(tmp_path / "img.json")
+    res = cli("sample", "--model", str(model), "--steps", "3", "--batch", "16", "--out", str(tmp_path / "r.safetensors"),
+              "--grid", str(tmp_path / "g.png"))
+    assert res.returncode == 0, res.stderr
+    width, height = Image.open(tmp_path / "g.png").size
+    assert width >= 512 and height >= 512  # 4 × 4 tiles of 8 px, each drawn 16 times larger
+
+
+def test_ctrl_c_during_a_run_exits_130_with_one_line_and_writes_nothing(cli, tmp_path, monkeypatch):
+    from explorer.core.analytic import GMMDenoiser
+
+    calls = {"n": 0}
+    forward = GMMDenoiser.forward
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(GMMDenoiser, "forward", interrupted)
+    out = tmp_path / "run.safetensors"
+    res = cli("sample", "--model", "ring", "--steps", "10", "--out", str(out), "--grid", str(tmp_path / "g.png"))
+    assert res.returncode == 130 and calls["n"] == 3
+    assert res.stderr.strip().splitlines() == ["diffusion-explorer: interrupted"]
+    assert list(tmp_path.iterdir()) == []  # neither the run, nor the picture, nor a temporary
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sigma-max", "1e200"], "σ_max must lie between"), (["--sigma-max", "1e300"], "σ_max must lie between"),
+    (["--alpha", "1e-300"], "α must lie in"), (["--nfe", "1000000000000"], "would cost 1000000000000 network evaluations"),
+    (["--steps", "60000"], "would cost 119999 network evaluations"), (["--seed", str(2**63)], "2⁶³"),
+    (["--epsilon-s", "1e-300"], "ε_s"), (["--s-noise", "1e300"], "S_noise"),
+])
+def test_numeric_extremes_are_refused_with_a_sentence_before_the_run(cli, tmp_path, args, message):
+    res = cli("sample", "--model", "ring", "--solver", "heun", *args, "--out", str(tmp_path / "x.safetensors"))
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_refuses_an_absurd_seed_range_before_allocating(cli, tmp_path):
+    res = cli("generate", "--model", "ring", "--seeds", "0-99999999999", "--steps", "2", "--out", str(tmp_path / "g"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "100000000000 seeds" in lines[0], lines

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -50,6 +51,17 @@ def run(args: argparse.Namespace) -> int:
         from explorer.export.files import save_image
         from explorer.export.grids import sample_grid
 
-        save_image(sample_grid(traj.samples, denoiser.data_range), args.grid)
+        save_image(sample_grid(traj.samples, denoiser.data_range, scale=grid_scale(traj.samples)), args.grid)
     print(f"{config.solver}: {traj.num_steps} steps, NFE {traj.nfe}, saved {out}", file=sys.stderr)
     return 0
+
+
+GRID_MIN_WIDTH = 512  # px: 16 samples of 32² are otherwise a 138-px thumbnail
+
+
+def grid_scale(samples, min_width: int = GRID_MIN_WIDTH) -> int:
+    """The integer upscale that makes a square-ish grid of image samples at least ``min_width`` wide."""
+    if samples.dim() < 3:  # 2-D points: drawn as a panel of its own size
+        return 1
+    cols = max(1, math.ceil(math.sqrt(samples.shape[0])))
+    return max(1, math.ceil(min_width / (cols * samples.shape[-1])))

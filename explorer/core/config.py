@@ -17,6 +17,13 @@ from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 
+# Limits that keep every run computable in float64 without overflow and finished in minutes.
+MAX_EVALUATIONS = 100_000  # network evaluations one run may be predicted to cost
+SIGMA_LIMITS = (1e-10, 1e10)  # σ_min/σ_max: σ² and log(1 + σ²) stay finite and exact in float64
+MIN_ALPHA = 1e-4  # Heun's α: its 1/(2α) weights stay far from float32's range
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; sample k uses seed + k
+MAX_FACTOR = 1e6  # churn, S_noise, η: beyond this every run is NaN or noise
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -56,6 +63,7 @@ class RunConfig:
     fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -74,32 +82,23 @@ class RunConfig:
 
         info = get_solver(self.solver)
         _positive_finite("ρ", self.rho)
-        for name in ("sigma_min", "sigma_max"):
-            value = getattr(self, name)
-            if value is not None:
-                _positive_finite(name.replace("sigma_", "σ_"), value)
-        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_min >= self.sigma_max:
-            raise ValueError(f"σ_min ({self.sigma_min:g}) must be smaller than σ_max ({self.sigma_max:g}).")
+        self._validate_sigma_range()
         if self.steps is None and self.nfe is None and not info.adaptive:
             raise ValueError("Give a number of steps or an NFE budget.")
         if self.steps is not None:
             _integer("steps", self.steps, 1)
-            if self.steps > 100_000:
-                raise ValueError(f"{self.steps} steps is more than the 100000 allowed.")
         if self.nfe is not None:
             _integer("NFE", self.nfe, 1)
-        if not (0 < self.alpha <= 1):
-            raise ValueError(f"Heun's α must lie in (0, 1] (got {self.alpha:g}).")
-        if not (self.churn >= 0 and math.isfinite(self.churn)):
-            raise ValueError(f"Churn must be zero or positive (got {self.churn:g}).")
+        self._validate_cost(info)
+        if not (MIN_ALPHA <= self.alpha <= 1):
+            raise ValueError(f"Heun's α must lie in [{MIN_ALPHA:g}, 1] (got {self.alpha:g}).")
+        for what, value in (("Churn", self.churn), ("S_noise", self.s_noise), ("η", self.eta)):
+            if not 0 <= value <= MAX_FACTOR:
+                raise ValueError(f"{what} must be zero or positive, at most {MAX_FACTOR:g} (got {value:g}).")
         if self.churn > 0 and not info.churn:
             raise ValueError(f"Churn applies to euler and heun only, not to {self.solver}.")
-        if not (self.s_noise >= 0 and math.isfinite(self.s_noise)):
-            raise ValueError(f"S_noise must be zero or positive (got {self.s_noise:g}).")
         if math.isnan(self.s_min) or math.isnan(self.s_max) or self.s_min > self.s_max:
             raise ValueError(f"S_min ({self.s_min:g}) must not exceed S_max ({self.s_max:g}).")
-        if not (self.eta >= 0 and math.isfinite(self.eta)):
-            raise ValueError(f"η must be zero or positive (got {self.eta:g}).")
         for name in ("rtol", "atol"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -108,12 +107,38 @@ class RunConfig:
         if self.batch > 65536:
             raise ValueError(f"A batch of {self.batch} is more than the 65536 allowed.")
         _integer("seed", self.seed, 0)
+        if self.seed + self.batch - 1 > MAX_SEED:
+            raise ValueError(f"seed + batch − 1 must be at most 2⁶³ − 1 (got seed {self.seed} with batch {self.batch}).")
         if self.label is not None:
             _integer("class label", self.label, 0)
-        if not (0 < self.epsilon_s < 1):
-            raise ValueError(f"ε_s must lie in (0, 1) (got {self.epsilon_s:g}).")
-        if not isinstance(self.fast, bool):
-            raise ValueError(f"fast must be true or false (got {self.fast!r}).")
+        if not (1e-8 <= self.epsilon_s < 1):
+            raise ValueError(f"ε_s must lie in [1e-8, 1) (got {self.epsilon_s:g}).")
+
+    def _validate_sigma_range(self) -> None:
+        lo, hi = SIGMA_LIMITS
+        for name in ("sigma_min", "sigma_max"):
+            value = getattr(self, name)
+            if value is not None:
+                label = name.replace("sigma_", "σ_")
+                _positive_finite(label, value)
+                if not lo <= value <= hi:
+                    raise ValueError(f"{label} must lie between {lo:g} and {hi:g} (got {value:g}).")
+        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_min >= self.sigma_max:
+            raise ValueError(f"σ_min ({self.sigma_min:g}) must be smaller than σ_max ({self.sigma_max:g}).")
+
+    def _validate_cost(self, info: Any) -> None:
+        """Refuse, before anything runs, a run predicted to cost more than MAX_EVALUATIONS."""
+        if self.nfe is not None:
+            cost = self.nfe
+        elif self.steps is not None:
+            cost = info.nfe(self.steps, self.final == "zero") or self.steps
+        else:
+            return
+        if cost > MAX_EVALUATIONS:
+            raise ValueError(
+                f"This run would cost {cost} network evaluations per sample, more than the {MAX_EVALUATIONS} "
+                f"allowed; ask for fewer steps or a smaller NFE budget."
+            )
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> "RunConfig":
@@ -132,11 +157,13 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"A run configuration must be a mapping of fields (got {type(data).__name__}).")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        unknown = {str(k) for k in data} - known
         if unknown:
             raise ValueError(f"Unknown run-configuration field(s): {', '.join(sorted(unknown))}.")
-        clean = {k: (float(v) if v in ("inf", "-inf") else v) for k, v in data.items()}
+        clean = {k: (float(v) if isinstance(v, str) and v in ("inf", "-inf") else v) for k, v in data.items()}
         return cls(**clean)
 
     @classmethod
@@ -150,8 +177,35 @@ class RunConfig:
         return cls.from_dict(data)
 
 
+_KINDS = {"str": (str,), "float": (float,), "int": (int,), "bool": (bool,)}
+_KIND_WORDS = {"str": "a name", "float": "a number", "int": "an integer", "bool": "true or false"}
+
+
+def _check_types(config: RunConfig) -> None:
+    """Every field holds the type its annotation names (ints are accepted for floats and
+    stored as floats), before any comparison could raise a TypeError."""
+    for f in dataclasses.fields(config):
+        annotation = str(f.type)
+        optional = annotation.startswith("Optional[")
+        kind = annotation[len("Optional["):-1] if optional else annotation
+        value = getattr(config, f.name)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            try:
+                value, ok = float(value), True
+            except OverflowError:
+                raise ValueError(f"{f.name} is too large a number (got an integer of {len(str(value))} digits).") from None
+            object.__setattr__(config, f.name, value)
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            none = " or nothing (null)" if optional else ""
+            raise ValueError(f"{f.name} must be {_KIND_WORDS[kind]}{none} (got {type(value).__name__} {shown}).")
+
+
 def _choice(what: str, value: Any, allowed: Any) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"Unknown {what} {value!r}; choose one of {', '.join(allowed)}.")
 
 
