@@ -156,3 +156,38 @@ def test_generate_refuses_an_absurd_seed_range_before_allocating(cli, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "100000000000 seeds" in lines[0], lines
+
+
+def test_help_and_solvers_import_neither_torch_nor_scipy():
+    script = (
+        "import sys, contextlib, io\n"
+        "from explorer.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "    assert main(['solvers']) == 0\n"
+        "import explorer\n"
+        "print(sorted(m for m in ('torch', 'scipy', 'numpy', 'PySide6') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_the_help_lines_are_the_commands_own():
+    import argparse
+    import importlib
+
+    from explorer.cli import COMMANDS
+
+    for name, (module, help_line) in COMMANDS.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(sub)
+        assert sub._choices_actions[0].help == help_line, name
+
+
+def test_a_command_word_after_options_selects_that_command(cli, tmp_path):
+    res = cli("--screenshot", "solvers", "sample", "--model", "ring", "--steps", "2", "--out", str(tmp_path / "r.npz"))
+    assert res.returncode == 0, res.stderr  # "solvers" is --screenshot's value, "sample" is the command

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, Optional
 
+from explorer.core.choices import DISCRETIZATIONS, FINALS, PROCESSES, SCALINGS, SCHEDULES
 from explorer.core.config import MAX_SEED, RunConfig
-from explorer.core.discretization import DISCRETIZATIONS, FINALS
-from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 
-_DEFAULTS = RunConfig()
+# The field defaults, read without building (and validating) a RunConfig at import time.
+_DEFAULTS = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(RunConfig)})
 
 
 def add_model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:

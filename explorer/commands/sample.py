@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 
 from explorer.commands.common import Progress, add_model_argument, add_run_arguments, config_from_args
-from explorer.core.latents import load_noise
-from explorer.core.sampling import make_plan, sample_steps
-from explorer.core.trajectory import TrajectoryRecorder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explorer.core.latents import load_noise  # torch: imported only when a run is asked for
+    from explorer.core.sampling import make_plan, sample_steps
+    from explorer.core.trajectory import TrajectoryRecorder
     from explorer.models.loader import load_denoiser
 
     out = Path(args.out)

@@ -11,8 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from explorer.core.discretization import DISCRETIZATIONS, FINALS
-from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
+from explorer.core.choices import DISCRETIZATIONS, FINALS, PROCESSES, SCALINGS, SCHEDULES
 
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")

@@ -12,10 +12,9 @@ from typing import Callable, Optional
 
 import torch
 
+from explorer.core.choices import DISCRETIZATIONS, FINALS  # noqa: F401 (re-exported)
 from explorer.core.process import EPSILON_S, Process, VPSchedule
 
-DISCRETIZATIONS = ("vp", "ve", "iddpm", "edm", "logsnr", "time-uniform", "time-quadratic")
-FINALS = ("zero", "sigma_min", "denoise")
 
 IDDPM_M = 1000
 IDDPM_C1 = 0.001

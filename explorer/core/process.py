@@ -12,15 +12,14 @@ from typing import Union
 
 import torch
 
+from explorer.core.choices import PROCESSES, SCALINGS, SCHEDULES  # noqa: F401 (re-exported)
+
 Num = Union[float, torch.Tensor]
 
 EPSILON_S = 1e-3  # the VP process's smallest time when sampling (SPEC §1)
 VP_BETA_D = 19.9
 VP_BETA_MIN = 0.1
 
-SCHEDULES = ("vp", "ve", "linear")
-SCALINGS = ("vp", "none")
-PROCESSES = {"vp": ("vp", "vp"), "ve": ("ve", "none"), "edm": ("linear", "none")}
 
 
 def _t(x: Num) -> torch.Tensor:

@@ -8,14 +8,45 @@ pick it up from :data:`SOLVERS`.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from explorer.core.events import StepEvent
-from explorer.core.solvers import adaptive, ancestral, dpm, edm, lms, multistep, reference
-from explorer.core.solvers.context import SolverContext
+if TYPE_CHECKING:
+    from explorer.core.events import StepEvent
+    from explorer.core.solvers.context import SolverContext
 
-SolverFn = Callable[[SolverContext], Iterator[StepEvent]]
+SolverFn = Callable[["SolverContext"], Iterator["StepEvent"]]
+
+
+class _Deferred:
+    """A solver module that is imported when one of its solvers first runs.
+
+    Listing the solvers (``diffusion-explorer solvers``, the CLI's parser) then needs
+    neither torch nor scipy; only the register lines below see these stand-ins.
+    """
+
+    def __init__(self, module: str) -> None:
+        self._module = module
+
+    def __getattr__(self, name: str) -> "_DeferredFn":
+        return _DeferredFn(self._module, name)
+
+
+class _DeferredFn:
+    def __init__(self, module: str, name: str) -> None:
+        self._module, self.__name__, self.__qualname__ = module, name, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(self._module), self.__name__)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<solver {self._module}.{self.__name__}>"
+
+
+adaptive, ancestral, dpm, edm, lms, multistep, reference = (
+    _Deferred(f"explorer.core.solvers.{m}") for m in ("adaptive", "ancestral", "dpm", "edm", "lms", "multistep", "reference")
+)
 
 
 @dataclass(frozen=True)
@@ -113,5 +144,17 @@ register(SolverInfo("lms", lms.lms, 4, summary="linear multistep, order 4, in t 
 register(SolverInfo("euler-ancestral", ancestral.euler_ancestral, 1, stochastic=True, summary="Euler ancestral (η)"))
 register(SolverInfo("dpm-solver++2m-sde", multistep.dpm_solver_pp_2m_sde, 1, family="multistep", step_order=2, stochastic=True, summary="DPM-Solver++(2M) SDE (η; η=0 is ++2M)"))
 register(SolverInfo("reference", reference.reference, 5, family="reference", adaptive=True, summary="RK45 (Dormand–Prince) in float64, rtol 1e-8: ground truth"))
+
+# The stand-ins leave the package namespace: `from explorer.core.solvers import dpm` imports the real module.
+del adaptive, ancestral, dpm, edm, lms, multistep, reference
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SolverContext":  # torch-backed; imported when asked for
+        from explorer.core.solvers.context import SolverContext
+
+        return SolverContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["SOLVERS", "SolverInfo", "get_solver", "register", "SolverContext"]
