@@ -11,13 +11,14 @@ The names come from :mod:`explorer.core` on first use, so ``import explorer`` (a
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    import explorer.core as core
+    core = importlib.import_module("explorer.core")  # not `from explorer import core`: that asks __getattr__
 
     if name in core.__all__:
         return getattr(core, name)
@@ -25,15 +26,14 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    import explorer.core as core
+    core = importlib.import_module("explorer.core")  # not `from explorer import core`: that asks __getattr__
 
     return sorted(set(globals()) | set(core.__all__))
 
 
-def _public() -> list[str]:
-    import explorer.core as core
-
-    return list(core.__all__) + ["__version__"]
-
-
-__all__ = _public()
+__all__ = [  # explorer.core's names (a test keeps the two lists equal) and the version
+    "DISCRETIZATIONS", "Denoiser", "FINALS", "GMMDenoiser", "GaussianDenoiser", "IdealDenoiser", "NonFiniteError",
+    "PROCESSES", "Process", "RunConfig", "SOLVERS", "SolverInfo", "StepEvent", "TOYS", "Trajectory", "get_solver",
+    "gmm_from_spec", "load_gmm_json", "make_plan", "plan_run", "predicted_nfe", "sample", "sample_steps", "toy",
+    "__version__",
+]

@@ -191,3 +191,14 @@ def test_the_help_lines_are_the_commands_own():
 def test_a_command_word_after_options_selects_that_command(cli, tmp_path):
     res = cli("--screenshot", "solvers", "sample", "--model", "ring", "--steps", "2", "--out", str(tmp_path / "r.npz"))
     assert res.returncode == 0, res.stderr  # "solvers" is --screenshot's value, "sample" is the command
+
+
+def test_the_lazy_public_names_resolve():
+    import explorer
+    import explorer.core
+
+    assert sorted(explorer.__all__) == sorted([*explorer.core.__all__, "__version__"])
+    for name in explorer.core.__all__:
+        assert getattr(explorer, name) is getattr(explorer.core, name)
+    with pytest.raises(AttributeError):
+        explorer.no_such_name  # noqa: B018

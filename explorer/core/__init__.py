@@ -22,7 +22,12 @@ _WHERE = {
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
-__all__ = sorted(_MODULE_OF)
+__all__ = [
+    "DISCRETIZATIONS", "Denoiser", "FINALS", "GMMDenoiser", "GaussianDenoiser", "IdealDenoiser", "NonFiniteError",
+    "PROCESSES", "Process", "RunConfig", "SOLVERS", "SolverInfo", "StepEvent", "TOYS", "Trajectory", "get_solver",
+    "gmm_from_spec", "load_gmm_json", "make_plan", "plan_run", "predicted_nfe", "sample", "sample_steps", "toy",
+]
+assert sorted(__all__) == sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
