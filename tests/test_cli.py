@@ -202,3 +202,23 @@ def test_the_lazy_public_names_resolve():
         assert getattr(explorer, name) is getattr(explorer.core, name)
     with pytest.raises(AttributeError):
         explorer.no_such_name  # noqa: B018
+
+
+def test_readme_solver_table_and_the_solvers_command_agree_on_every_order(cli):
+    import re
+    from pathlib import Path
+
+    res = cli("solvers")
+    listed = {line.split()[0]: int(line.split()[1]) for line in res.stdout.splitlines()[1:] if line.strip()}
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Solvers\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # below the header and rule
+    documented = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = [n for n in re.findall(r"`([^`]+)`", cells[0]) if n in listed]
+        orders = [int(o) for o in re.findall(r"\d+", cells[1])]
+        orders = orders * len(names) if len(orders) == 1 else orders
+        assert len(orders) == len(names), row
+        documented.update(zip(names, orders))
+    assert documented == listed
