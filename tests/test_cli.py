@@ -115,6 +115,10 @@ def test_sample_grid_of_small_images_is_at_least_512_px_across(cli, tmp_path):
     assert res.returncode == 0, res.stderr
     width, height = Image.open(tmp_path / "g.png").size
     assert width >= 512 and height >= 512  # 4 × 4 tiles of 8 px, each drawn 16 times larger
+    res = cli("sample", "--model", "ring", "--steps", "3", "--batch", "16", "--out", str(tmp_path / "p.safetensors"),
+              "--grid", str(tmp_path / "p.png"))
+    assert res.returncode == 0, res.stderr
+    assert min(Image.open(tmp_path / "p.png").size) >= 512  # 2-D points: one panel, drawn larger
 
 
 def test_ctrl_c_during_a_run_exits_130_with_one_line_and_writes_nothing(cli, tmp_path, monkeypatch):

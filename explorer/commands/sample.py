@@ -61,7 +61,9 @@ GRID_MIN_WIDTH = 512  # px: 16 samples of 32² are otherwise a 138-px thumbnail
 
 def grid_scale(samples, min_width: int = GRID_MIN_WIDTH) -> int:
     """The integer upscale that makes a square-ish grid of image samples at least ``min_width`` wide."""
-    if samples.dim() < 3:  # 2-D points: drawn as a panel of its own size
-        return 1
+    if samples.dim() < 3:  # 2-D points: one square panel of PANEL × scale pixels
+        from explorer.export.grids import PANEL
+
+        return max(1, math.ceil(min_width / PANEL))
     cols = max(1, math.ceil(math.sqrt(samples.shape[0])))
     return max(1, math.ceil(min_width / (cols * samples.shape[-1])))
