@@ -149,13 +149,23 @@ def test_budget_stops_and_export_records_training(tmp_path: Path):
     assert "stopped (budget reached)" in (tmp_path / "run" / "log.txt").read_text()
 
 
-def test_deadline_stops_before_it_and_saves(tmp_path: Path):
-    import time
+def test_deadline_stops_before_it_and_saves(tmp_path: Path, monkeypatch):
+    """On a clock of the test's own (every reading 0.05 s later), so no machine is too slow for it."""
+    import types
 
+    import explorer.train.loop as loop
+
+    clock = types.SimpleNamespace(now=1.0e9)
+
+    def tick() -> float:
+        clock.now += 0.05
+        return clock.now
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(time=tick))
     trainer = Trainer(tiny_config(), tmp_path / "run", device="cpu", data=tiny_data(), log=lambda s: None)
-    start = time.time()
-    progress = trainer.run(deadline=start + 21.0)  # the loop keeps a 20 s margin: about 1 s of steps
-    assert time.time() - start < 21.0 and not progress.finished and progress.step >= 1
+    deadline = clock.now + 21.0  # the loop keeps a 20 s margin: about 1 s of (fake) steps
+    progress = trainer.run(deadline=deadline)
+    assert clock.now < deadline and not progress.finished and progress.step >= 1
     assert (tmp_path / "run" / "training-state.pt").is_file()
 
 
