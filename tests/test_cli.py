@@ -160,6 +160,9 @@ def test_generate_refuses_an_absurd_seed_range_before_allocating(cli, tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "100000000000 seeds" in lines[0], lines
+    res = cli("generate", "--model", "ring", "--seeds", f"{2**63}", "--steps", "2", "--out", str(tmp_path / "g"))
+    assert res.returncode == 2 and "at most 2⁶³ − 1" in res.stderr
+    assert not (tmp_path / "g").exists()
 
 
 def test_help_and_solvers_import_neither_torch_nor_scipy():

@@ -38,6 +38,12 @@ def test_unknown_json_field():
         RunConfig.from_json('{"colour": 3}')
     with pytest.raises(ValueError, match="not valid JSON"):
         RunConfig.from_json("{")
+    with pytest.raises(ValueError, match="nests its JSON too deeply"):
+        RunConfig.from_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="process must be a name"):
+        RunConfig.from_json('{"process": ["vp"]}')  # was TypeError: unhashable type: 'list'
+    with pytest.raises(ValueError, match="mapping of fields"):
+        RunConfig.from_dict([("process", "vp")])
 
 
 def mostly(valid, invalid):

@@ -171,6 +171,8 @@ class RunConfig:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"The run configuration is not valid JSON: {err}.") from None
+        except RecursionError:
+            raise ValueError("The run configuration nests its JSON too deeply to be one.") from None
         if not isinstance(data, dict):
             raise ValueError("The run configuration must be a JSON object.")
         return cls.from_dict(data)
