@@ -26,7 +26,9 @@ from explorer.ui.session import Session  # noqa: E402
 TIMEOUT_MS = 30_000
 
 
-OPEN = threading.Event()  # module-level: the tab runs a copy of its denoiser, and the copy must wait on it too
+# Module-level: the tab runs a copy of its denoiser, and the copy must use these too.
+OPEN = threading.Event()  # set by the test: the held call may go on
+HELD = threading.Event()  # set by the denoiser: the held call has begun (the run is provably mid-way)
 
 
 class Slow(Denoiser):
@@ -38,10 +40,12 @@ class Slow(Denoiser):
         self.inner = GaussianDenoiser((2,), std=0.5)
         self.hold_at, self.calls, self.shape, self.name = hold_at, 0, (2,), "slow"
         OPEN.clear()
+        HELD.clear()
 
     def forward(self, x, sigma, labels=None):
         self.calls += 1
         if self.calls == self.hold_at:
+            HELD.set()
             OPEN.wait(timeout=TIMEOUT_MS / 1000)
         return self.inner(x, sigma, labels)
 
@@ -73,7 +77,9 @@ def test_columns_run_in_background_from_identical_latents(qtbot):
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
         assert view.run_all()
         assert view.worker.is_running() and not view.run_button.isEnabled() and view.cancel_button.isEnabled()
-        qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)  # the GUI thread kept drawing
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
+        # The first step's frame is always posted; the GUI thread draws it while the run is held.
+        qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)
         assert view.worker.is_running()
         OPEN.set()
     assert blocker.args == ["finished"]
@@ -152,7 +158,7 @@ def test_cancel_keeps_the_finished_columns(qtbot):
     view.add_column(RunConfig(solver="euler", steps=200))
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
         view.run_all()
-        qtbot.waitUntil(lambda: "column 2/2" in view.progress.format(), timeout=TIMEOUT_MS)
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
         view.cancel()  # while the second column is held: it cannot have finished
         OPEN.set()
     assert blocker.args == ["cancelled"]

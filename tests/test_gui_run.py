@@ -73,6 +73,7 @@ class Gate(Denoiser):
         self.shape, self.data_range, self.name = inner.shape, inner.data_range, f"gated-{inner.name}"
         self.calls = 0
         self.opened = threading.Event()
+        self.held = threading.Event()  # the held call has begun
 
     def release(self) -> None:
         self.opened.set()
@@ -80,6 +81,7 @@ class Gate(Denoiser):
     def forward(self, x, sigma, labels=None):
         self.calls += 1
         if self.calls == self.hold_at:
+            self.held.set()
             self.opened.wait(timeout=RUN_TIMEOUT_MS / 1000)
         return self.inner(x, sigma, labels)
 
@@ -127,16 +129,17 @@ def test_gui_run_equals_core_on_images(window, qtbot):
 
 
 def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
-    den = Gate(image_gmm(1), hold_at=5)  # euler: one call per step, so steps 0…3 are done when it holds
+    den = Gate(image_gmm(1), hold_at=5)  # euler: one call per step, held in the fifth
     window.use_denoiser(den, "slow")
     window.model.load(RunConfig(solver="euler", steps=12, batch=6))
     frames = []
     window.worker.frameReady.connect(lambda f: frames.append((f.index, window.worker.is_running())))
     with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
         assert window.start_run()
-        # The run cannot end before release(): a frame drawn now was drawn while it was going.
-        qtbot.waitUntil(lambda: any(i >= 1 for i, _ in frames), timeout=RUN_TIMEOUT_MS)
-        assert window.worker.is_running() and window.run_view.denoised_grid.image.image is not None
+        # The run cannot end before release(), and its first frame is always posted (later ones only
+        # as the drawing budget allows): a frame drawn now was drawn while the run was going.
+        qtbot.waitUntil(lambda: den.held.is_set() and len(frames) >= 1, timeout=RUN_TIMEOUT_MS)
+        assert window.worker.is_running() and window.run_view.noisy_grid.image.image is not None
         den.release()
     assert blocker.args[0] == "finished"
     assert window.run_view.denoised_grid.image.image is not None
