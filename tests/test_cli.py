@@ -34,7 +34,7 @@ def cli(capsys, monkeypatch):
 
 def test_python_m_explorer_starts_and_answers_in_a_real_process():
     """The smoke test of ``python -m explorer`` (the console script calls the same main)."""
-    res = subprocess.run([sys.executable, "-m", "explorer", "solvers"], capture_output=True, text=True, timeout=120,
+    res = subprocess.run([sys.executable, "-m", "explorer", "solvers"], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr
     assert "heun" in res.stdout and "Traceback" not in res.stderr
@@ -178,7 +178,7 @@ def test_help_and_solvers_import_neither_torch_nor_scipy():
         "import explorer\n"
         "print(sorted(m for m in ('torch', 'scipy', 'numpy', 'PySide6') if m in sys.modules))\n"
     )
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
 

@@ -23,7 +23,7 @@ from explorer.core.trajectory import Trajectory  # noqa: E402
 from explorer.ui.compare_view import CompareView  # noqa: E402
 from explorer.ui.session import Session  # noqa: E402
 
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 300_000  # a guard against hangs, not a speed limit: under load (2 cores, 10 jobs) one export took 33 s
 
 
 # Module-level: the tab runs a copy of its denoiser, and the copy must use these too.
