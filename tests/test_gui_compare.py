@@ -9,7 +9,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import math  # noqa: E402
-import time  # noqa: E402
+import threading  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -23,19 +23,30 @@ from explorer.core.trajectory import Trajectory  # noqa: E402
 from explorer.ui.compare_view import CompareView  # noqa: E402
 from explorer.ui.session import Session  # noqa: E402
 
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 300_000  # a guard against hangs, not a speed limit: under load (2 cores, 10 jobs) one export took 33 s
+
+
+# Module-level: the tab runs a copy of its denoiser, and the copy must use these too.
+OPEN = threading.Event()  # set by the test: the held call may go on
+HELD = threading.Event()  # set by the denoiser: the held call has begun (the run is provably mid-way)
 
 
 class Slow(Denoiser):
-    """A Gaussian that sleeps on each call, so a run lasts long enough to watch and cancel."""
+    """A Gaussian that can hold its ``hold_at``-th call until ``OPEN`` is set, so a test can look
+    at (or cancel) a run that is provably still going, however fast or loaded the machine is."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, hold_at: int | None = None) -> None:
         super().__init__()
         self.inner = GaussianDenoiser((2,), std=0.5)
-        self.delay, self.shape, self.name = delay, (2,), "slow"
+        self.hold_at, self.calls, self.shape, self.name = hold_at, 0, (2,), "slow"
+        OPEN.clear()
+        HELD.clear()
 
     def forward(self, x, sigma, labels=None):
-        time.sleep(self.delay)
+        self.calls += 1
+        if self.calls == self.hold_at:
+            HELD.set()
+            OPEN.wait(timeout=TIMEOUT_MS / 1000)
         return self.inner(x, sigma, labels)
 
 
@@ -60,13 +71,17 @@ def three_columns(view: CompareView) -> None:
 
 
 def test_columns_run_in_background_from_identical_latents(qtbot):
-    view = make_view(qtbot, Slow(0.02), spec="slow")  # long enough to watch, even after slow teardowns
+    view = make_view(qtbot, Slow(hold_at=4), spec="slow")  # held in the first column until OPEN
     three_columns(view)
     assert [c.seed for c in view.columns] == [0, 0, 0] and [c.batch for c in view.columns] == [4, 4, 4]
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
         assert view.run_all()
         assert view.worker.is_running() and not view.run_button.isEnabled() and view.cancel_button.isEnabled()
-        qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)  # the GUI thread kept drawing
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
+        # The first step's frame is always posted; the GUI thread draws it while the run is held.
+        qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)
+        assert view.worker.is_running()
+        OPEN.set()
     assert blocker.args == ["finished"]
     noise = [r.trajectory.noise for r in view.runs]
     assert all(torch.equal(n, noise[0]) for n in noise)
@@ -139,13 +154,14 @@ def test_edit_replace_and_remove_columns(qtbot):
 
 
 def test_cancel_keeps_the_finished_columns(qtbot):
-    view = make_view(qtbot, Slow(0.01), spec="slow", config=RunConfig(steps=3, batch=2))
-    view.add_current()
+    view = make_view(qtbot, Slow(hold_at=8), spec="slow", config=RunConfig(steps=3, batch=2))
+    view.add_current()  # heun, 3 steps: 5 calls, so the 8th is in the second column
     view.add_column(RunConfig(solver="euler", steps=200))
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
         view.run_all()
-        qtbot.waitUntil(lambda: "column 2/2" in view.progress.format(), timeout=TIMEOUT_MS)
-        view.cancel()
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
+        view.cancel()  # while the second column is held: it cannot have finished
+        OPEN.set()
     assert blocker.args == ["cancelled"]
     assert view.runs[0] is not None and view.runs[1] is None
 

@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import math  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -28,7 +29,7 @@ from explorer.export.images import grid_shape, tile, to_uint8  # noqa: E402
 from explorer.ui.main_window import MainWindow  # noqa: E402
 from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
 
-RUN_TIMEOUT_MS = 30_000
+RUN_TIMEOUT_MS = 300_000  # a guard against hangs, not a speed limit (runs take 10–30 s under heavy load)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,6 +57,32 @@ class Slow(Denoiser):
             if self.error is not None:
                 raise self.error
             return torch.full_like(x, math.nan)
+        return self.inner(x, sigma, labels)
+
+
+class Gate(Denoiser):
+    """Wraps a denoiser and holds its ``hold_at``-th call until :meth:`release`.
+
+    A run then provably lasts until the test lets it go, however fast or loaded the machine
+    is, so the test can look at the window mid-run without relying on timing.
+    """
+
+    def __init__(self, inner: Denoiser, hold_at: int) -> None:
+        super().__init__()
+        self.inner, self.hold_at = inner, hold_at
+        self.shape, self.data_range, self.name = inner.shape, inner.data_range, f"gated-{inner.name}"
+        self.calls = 0
+        self.opened = threading.Event()
+        self.held = threading.Event()  # the held call has begun
+
+    def release(self) -> None:
+        self.opened.set()
+
+    def forward(self, x, sigma, labels=None):
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.held.set()
+            self.opened.wait(timeout=RUN_TIMEOUT_MS / 1000)
         return self.inner(x, sigma, labels)
 
 
@@ -102,14 +129,19 @@ def test_gui_run_equals_core_on_images(window, qtbot):
 
 
 def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
-    den = Slow(image_gmm(1), 0.02)
+    den = Gate(image_gmm(1), hold_at=5)  # euler: one call per step, held in the fifth
     window.use_denoiser(den, "slow")
     window.model.load(RunConfig(solver="euler", steps=12, batch=6))
     frames = []
     window.worker.frameReady.connect(lambda f: frames.append((f.index, window.worker.is_running())))
-    assert run(window, qtbot) == "finished"
-    live = [i for i, running in frames if running and i < 12]
-    assert len(live) >= 2, frames  # drawn while the run was still going
+    with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
+        assert window.start_run()
+        # The run cannot end before release(), and its first frame is always posted (later ones only
+        # as the drawing budget allows): a frame drawn now was drawn while the run was going.
+        qtbot.waitUntil(lambda: den.held.is_set() and len(frames) >= 1, timeout=RUN_TIMEOUT_MS)
+        assert window.worker.is_running() and window.run_view.noisy_grid.image.image is not None
+        den.release()
+    assert blocker.args[0] == "finished"
     assert window.run_view.denoised_grid.image.image is not None
     traj: Trajectory = window.session.trajectory
     slider = window.run_view.slider
@@ -131,14 +163,16 @@ def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
 
 
 def test_cancel_stops_within_one_step_and_a_new_run_starts(window, qtbot):
-    window.use_denoiser(Slow(toy("ring"), 0.03), "slow")
+    gate = Gate(toy("ring"), hold_at=4)
+    window.use_denoiser(gate, "slow")
     window.model.load(RunConfig(solver="euler", steps=400, batch=8))
     assert window.start_run()
     record = window._live_record
     qtbot.waitUntil(lambda: record.num_states >= 3, timeout=RUN_TIMEOUT_MS)
     with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
-        window.cancel_run()
+        window.cancel_run()  # while the 4th evaluation is held: the run is provably mid-way
         states_at_cancel = record.num_states
+        gate.release()
     assert blocker.args == ["cancelled"]
     assert record.num_states <= states_at_cancel + 1  # at most the step in progress completes
     assert record.num_states < 50
