@@ -54,8 +54,19 @@ class RunConfig:
     device: str = "auto"
     epsilon_s: float = 1e-3
     fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
+    # --- explicit grids and scheduler presets (issue #12; explorer.core.grids, explorer.core.schedulers) ---
+    sigmas: Optional[tuple[float, ...]] = None  # the σ grid itself (last may be 0); replaces disc, steps, σ range
+    timesteps: Optional[tuple[float, ...]] = None  # the network's timestep at each positive σ (discrete models)
+    init_sigma: Optional[float] = None  # x_0 = latents·init_sigma (diffusers' init_noise_sigma); None: σ(t_0)s(t_0)
+    orders: Optional[tuple[int, ...]] = None  # per-step orders of singlestep/multistep solvers, as a preset sets them
+    shift: float = 1.0  # σ → shift·σ on the grid (SD3/FLUX timestep shift)
+    schedule_label: Optional[str] = None  # where the grid came from (file, preset, optimizer), for display
 
     def __post_init__(self) -> None:
+        for name in ("sigmas", "timesteps", "orders"):  # JSON gives lists; keep the config hashable
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -114,6 +125,9 @@ class RunConfig:
             raise ValueError(f"ε_s must lie in (0, 1) (got {self.epsilon_s:g}).")
         if not isinstance(self.fast, bool):
             raise ValueError(f"fast must be true or false (got {self.fast!r}).")
+        from explorer.core.grids import validate_grid_fields
+
+        validate_grid_fields(self)
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> "RunConfig":

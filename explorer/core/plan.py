@@ -14,6 +14,7 @@ import torch
 
 from explorer.core.config import RunConfig
 from explorer.core.discretization import nominal_sigma_range, time_grid
+from explorer.core.grids import explicit_plan, shifted_times
 from explorer.core.process import Process, make_schedule, resolve_process_names
 from explorer.core.solvers import SolverInfo, get_solver
 from explorer.core.solvers.context import Plan
@@ -72,6 +73,8 @@ def plan_run(
 ) -> Plan:
     """Everything about a run that is known before the first evaluation."""
     info = get_solver(config.solver)
+    if config.sigmas is not None:
+        return explicit_plan(config, info, make_process)
     if info.adaptive and config.nfe is not None:
         raise ValueError(f"{info.name} chooses its own steps; set rtol/atol instead of an NFE budget.")
     lo, hi = run_sigma_range(config, model_range)
@@ -85,7 +88,7 @@ def plan_run(
             t = time_grid(disc, n, process, lo, hi, config.rho, round_sigma, config.epsilon_s).tolist()
         except (OverflowError, ZeroDivisionError):
             t = [math.nan]
-        return _checked_grid(t, disc, config.rho)
+        return shifted_times(_checked_grid(t, disc, config.rho), process, config.shift)
 
     if info.family == "fast":
         total = resolve_steps(config, info)

@@ -22,6 +22,7 @@ import torch
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
+from explorer.core.grids import initial_scale, with_grid_timesteps
 from explorer.core.fast import FastOptions, fast_denoiser, graphs_available, module_tensors
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.plan import plan_run
@@ -108,6 +109,7 @@ def sample_steps(
     """
     info = get_solver(config.solver)
     device, dtype = resolve_device(config.device), run_dtype(config)
+    denoiser = with_grid_timesteps(denoiser, config)
     plan = plan or make_plan(denoiser, config)
     batch = config.batch if noise is None else noise.shape[0]
     streams = NoiseStreams(seeds_for(config.seed, batch))
@@ -117,7 +119,7 @@ def sample_steps(
     _move(denoiser, device, dtype)
     model = fast_denoiser(denoiser, fast) if config.fast and graphs_available(device) else denoiser
     t0 = plan.t[0]
-    x0 = latents.to(device=device, dtype=dtype) * float(plan.process.sigma(t0) * plan.process.s(t0))
+    x0 = latents.to(device=device, dtype=dtype) * initial_scale(plan, config)
     ctx = SolverContext(
         model, plan, config, x0, streams.randn_like,
         labels=_labels(denoiser, config, batch, device, dtype),
