@@ -180,6 +180,9 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
         if kind == "karras" and cfg.get("beta_schedule") != "squaredcos_cap_v2":
             ts = ts.round()
         ts = ts.astype(np.int64)  # diffusers casts to int64 (truncation) for the network
+        if len(ts) > 1 and ts[0] == ts[1]:
+            notes.append(f"The first timesteps repeat ({int(ts[0])}): diffusers' step counter then starts at the "
+                         "second one unless the pipeline sets a begin index; the explorer steps every σ once.")
         notes.append(f"diffusers evaluates the network at integer timesteps while stepping the {kind} σ's "
                      "(σ and t disagree slightly); reproduced.")
     final = cfg.get("final_sigmas_type", "zero")
