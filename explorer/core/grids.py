@@ -262,3 +262,38 @@ def initial_scale(plan: Any, config: Any) -> float:
         return float(config.init_sigma)
     t0 = plan.t[0]
     return float(plan.process.sigma(t0) * plan.process.s(t0))
+
+
+def parse_timesteps(text: str) -> list[float]:
+    """'999,749,499' or a .json list file → timesteps."""
+    path = Path(text)
+    if path.suffix.lower() in (".json", ".npy"):
+        grid_like = load_grid(path) if path.suffix.lower() == ".npy" else None
+        if grid_like is not None:
+            return list(grid_like.sigmas)
+        try:
+            values = json.loads(path.read_text()) if path.exists() else None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}.") from None
+        if values is None:
+            raise FileNotFoundError(f"Timesteps file {path} does not exist.")
+    else:
+        values = [v for v in text.split(",") if v.strip()]
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"Timesteps must be numbers separated by commas (got {text!r}).") from None
+
+
+def grid_from_timesteps(denoiser: Denoiser, timesteps: Sequence[float]) -> Grid:
+    """A discrete model's grid at the given timesteps: σ's from its training table, linear in
+    t between entries (diffusers' rule), then σ = 0."""
+    table = getattr(denoiser, "sigmas", None)
+    if table is None or not hasattr(getattr(denoiser, "net", None), "timestep"):
+        raise ValueError("--timesteps applies to discrete-time (diffusers) models only; use --sigmas for this one.")
+    tab = np.asarray(table.to(torch.float64).cpu())
+    ts = [float(t) for t in timesteps]
+    if any(not 0 <= t <= len(tab) - 1 for t in ts):
+        raise ValueError(f"Timesteps must lie between 0 and {len(tab) - 1} for this model.")
+    sig = np.interp(ts, np.arange(len(tab)), tab).tolist()
+    return Grid(tuple(sig) + (0.0,), tuple(ts), source="timesteps " + ",".join(f"{t:g}" for t in ts))
