@@ -18,9 +18,9 @@ EPSILON_S = 1e-3  # the VP process's smallest time when sampling (SPEC §1)
 VP_BETA_D = 19.9
 VP_BETA_MIN = 0.1
 
-SCHEDULES = ("vp", "ve", "linear")
-SCALINGS = ("vp", "none")
-PROCESSES = {"vp": ("vp", "vp"), "ve": ("ve", "none"), "edm": ("linear", "none")}
+SCHEDULES = ("vp", "ve", "linear", "rf")
+SCALINGS = ("vp", "none", "rf")
+PROCESSES = {"vp": ("vp", "vp"), "ve": ("ve", "none"), "edm": ("linear", "none"), "rf": ("rf", "rf")}  # rf: explorer.core.flow
 
 
 def _t(x: Num) -> torch.Tensor:
@@ -137,11 +137,15 @@ class Process:
         """Signal scaling: 1/sqrt(1 + σ(t)²) for vp, 1 for none."""
         if self.scaling == "vp":
             return 1 / (1 + self.sigma(t) ** 2).sqrt()
+        if self.scaling == "rf":
+            return 1 / (1 + self.sigma(t))
         return torch.ones_like(_t(t))
 
     def s_deriv(self, t: Num) -> torch.Tensor:
         if self.scaling == "vp":
             return -self.sigma(t) * self.sigma_deriv(t) * self.s(t) ** 3
+        if self.scaling == "rf":
+            return -self.sigma_deriv(t) * self.s(t) ** 2
         return torch.zeros_like(_t(t))
 
     def t_of_lambda(self, lam: Num) -> torch.Tensor:
@@ -160,6 +164,10 @@ def make_schedule(name: str, sigma_min: float, sigma_max: float, epsilon_s: floa
         return VESchedule()
     if name == "linear":
         return LinearSchedule()
+    if name == "rf":
+        from explorer.core.flow import FlowSchedule
+
+        return FlowSchedule()
     raise ValueError(f"Unknown σ(t) schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
 
 
