@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 COMMAND_MODULES = [
     "explorer.commands.sample",
     "explorer.commands.schedule",
+    "explorer.commands.grid",
     "explorer.commands.solvers",
     "explorer.commands.convert",
     "explorer.commands.compare",
