@@ -93,7 +93,7 @@ def with_grid_args(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     """``config`` with the grid of --preset, --sigmas or --timesteps (notes printed to stderr)."""
     from pathlib import Path
 
-    from explorer.core.grids import grid_from_timesteps, load_grid, parse_timesteps
+    from explorer.core.grids import grid_config_fields, grid_from_timesteps, load_grid, parse_timesteps
 
     preset, sigmas, timesteps = (getattr(args, k, None) for k in ("preset", "sigmas", "timesteps"))
     if getattr(args, "shift", None) not in (None, config.shift):
@@ -111,8 +111,7 @@ def with_grid_args(config: RunConfig, args: argparse.Namespace) -> RunConfig:
             print(f"note: {note}", file=sys.stderr)
         return config
     if sigmas is not None:
-        grid = load_grid(sigmas)
-        return config.replace(sigmas=grid.sigmas, timesteps=grid.timesteps, schedule_label=grid.source)
+        return config.replace(**grid_config_fields(load_grid(sigmas)))
     if timesteps is not None:
         from explorer.models.loader import load_denoiser
 

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     steps = config.steps or 18
     if args.ays and args.optimize:
         raise ValueError("Give --ays or --optimize, not both.")
-    if args.ays:
+    if config.sigmas is not None:  # --preset, --sigmas or --timesteps: that grid, with the run settings it needs
+        grid = preset_grid(args, config)
+    elif args.ays:
         from explorer.core.schedulers.ays import ays_grid
 
         grid = ays_grid(args.ays, steps, final_zero=config.final == "zero")
@@ -56,3 +58,22 @@ def run(args: argparse.Namespace) -> int:
     print(" ".join(f"{s:.6g}" for s in grid.sigmas))
     print(f"{grid.source}: {grid.steps} steps, saved {args.out}", file=sys.stderr)
     return 0
+
+
+RUN_FIELDS = ("process", "sigma_schedule", "scaling", "solver", "init_sigma", "orders")
+
+
+def preset_grid(args: argparse.Namespace, config):
+    """The config's explicit grid as a file that also restores the preset's run settings and notes."""
+    from explorer.core.grids import Grid
+
+    notes: list[str] = []
+    if getattr(args, "preset", None):
+        from pathlib import Path
+
+        from explorer.core.schedulers import apply_preset
+
+        _, notes = apply_preset(args.preset, args.scheduler_config or Path(args.model), config.steps, config)
+    run = {name: getattr(config, name) for name in RUN_FIELDS}
+    run["orders"] = list(run["orders"]) if run["orders"] is not None else None
+    return Grid(config.sigmas, config.timesteps, config.schedule_label or "", info={"run": run, "notes": notes})

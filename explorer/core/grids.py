@@ -297,3 +297,11 @@ def grid_from_timesteps(denoiser: Denoiser, timesteps: Sequence[float]) -> Grid:
         raise ValueError(f"Timesteps must lie between 0 and {len(tab) - 1} for this model.")
     sig = np.interp(ts, np.arange(len(tab)), tab).tolist()
     return Grid(tuple(sig) + (0.0,), tuple(ts), source="timesteps " + ",".join(f"{t:g}" for t in ts))
+
+
+def grid_config_fields(grid: Grid) -> dict[str, Any]:
+    """The RunConfig fields a grid file sets: its σ's, timesteps and label, and the run settings
+    a preset stored with it (process, solver, starting scale, orders)."""
+    fields: dict[str, Any] = dict(grid.info.get("run") or {})
+    fields.update(sigmas=grid.sigmas, timesteps=grid.timesteps, schedule_label=grid.source or None)
+    return fields
