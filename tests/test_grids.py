@@ -102,3 +102,23 @@ def test_optimized_grid_is_not_worse_than_the_default(tmp_path, solver):
     exact = final_samples(GMM, config.replace(solver="reference", steps=None, rtol=1e-9), noise)
     err = lambda c: float((final_samples(GMM, c, noise) - exact).square().mean().sqrt())  # noqa: E731
     assert err(config.replace(sigmas=grid.sigmas)) <= err(config)
+
+
+def test_sweep_has_a_schedule_axis(tmp_path):
+    from explorer.core.analytic import GaussianDenoiser
+    from explorer.core.sweep import run_sweep
+
+    gauss = GaussianDenoiser(shape=(2,))
+    save_grid(tmp_path / "four.json", Grid((80.0, 20.0, 3.0, 0.4, 0.002)))
+    base = RunConfig(solver="euler", final="sigma_min", dtype="float64", batch=16, device="cpu", fast=False)
+    result = run_sweep(gauss, base, ["euler"], [4, 8], schedules=["default", "logsnr", str(tmp_path / "four.json")])
+    assert result.solvers == ["euler @ default", "euler @ logsnr", "euler @ four"]
+    assert [p.nfe for p in result.of("euler @ four")] == [4]  # the file's 4 steps fit one budget only
+    assert any("not 8" in s for s in result.skipped)
+    assert result.of("euler @ default")[0].error != result.of("euler @ logsnr")[0].error
+
+
+def test_cli_sweep_rejects_an_unknown_schedule(tmp_path, capsys):
+    assert main(["sweep", "--model", "gaussian", "--solvers", "euler", "--nfe", "4", "--schedules", "karras7",
+                 "--out", str(tmp_path)]) == 2
+    assert "Unknown schedule 'karras7'" in capsys.readouterr().err
