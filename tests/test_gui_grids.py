@@ -45,3 +45,26 @@ def test_bad_grid_file_is_reported_and_nothing_changes(panel, tmp_path):
     path.write_text("[1, 2, 3]")
     assert not panel.load_grid_file(str(path))
     assert "decrease" in panel.general_error.text() and panel.model.config.sigmas is None
+
+
+def test_compare_columns_differ_by_grid(qtbot, tmp_path):
+    from explorer.core.analytic import GaussianDenoiser
+    from explorer.core.grids import Grid, save_grid
+    from explorer.ui.compare_view import CompareView
+    from explorer.ui.session import Session
+
+    view = CompareView(Session(GaussianDenoiser((2,), std=0.5), "gaussian", RunConfig(steps=4, batch=4)))
+    qtbot.addWidget(view)
+    view.resize(1000, 700)
+    view.add_current()
+    path = save_grid(tmp_path / "ays.json", Grid((80.0, 9.0, 1.5, 0.2, 0.0), source="four steps"))
+    assert view.add_grid_column(str(path))
+    assert not view.add_grid_column(str(tmp_path / "missing.json"))
+    assert [c.sigmas for c in view.columns] == [None, (80.0, 9.0, 1.5, 0.2, 0.0)]
+    assert "four steps" in view._labels()[1] and "four steps" not in view._labels()[0]
+    with qtbot.waitSignal(view.runEnded, timeout=30_000) as blocker:
+        assert view.run_all()
+    assert blocker.args[0] == "finished"
+    sig = [r.trajectory.sigma.tolist() for r in view.runs]
+    assert sig[1] == pytest.approx([80.0, 9.0, 1.5, 0.2, 0.0]) and sig[0] != sig[1]
+    view.grab().save(str(tmp_path / "compare_grids.png"))

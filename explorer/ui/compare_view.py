@@ -180,6 +180,8 @@ class CompareView(QWidget):
         self.add_button = self._button("Add current", self.add_current, "Add a column with the control panel's configuration")
         self.replace_button = self._button("Replace", self.replace_selected, "Replace the selected column with the current configuration")
         self.remove_button = self._button("Remove", self.remove_selected, "Remove the selected column")
+        self.grid_button = self._button("Add grid…", self._pick_grid,
+                                        "Add a column: the current configuration on a σ grid file (columns differing by schedule)")
         self.run_button = self._button("Run all", self.run_all, "Run every column from the same latents")
         self.reference_button = self._button("Reference", self.run_reference,
                                              "Run the RK45 reference (float64) through every column's σ's, for the errors")
@@ -196,7 +198,7 @@ class CompareView(QWidget):
         self.export_button.setPopupMode(QToolButton.InstantPopup)
         self.export_button.setMenu(self._export_menu())
         top = QHBoxLayout()
-        for w in (self.add_button, self.replace_button, self.remove_button, self.run_button, self.reference_button,
+        for w in (self.add_button, self.grid_button, self.replace_button, self.remove_button, self.run_button, self.reference_button,
                   self.cancel_button):
             top.addWidget(w)
         top.addWidget(QLabel("seed"))
@@ -332,6 +334,23 @@ class CompareView(QWidget):
 
     def add_current(self) -> None:
         self.add_column(self.session.config)
+
+    def _pick_grid(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "A σ grid for the new column", "", "Grids (*.json *.npy)")
+        if path:
+            self.add_grid_column(path)
+
+    def add_grid_column(self, path: str | Path) -> bool:
+        """A column with the current configuration on the grid of ``path`` (presets' settings included)."""
+        from explorer.core.grids import grid_config_fields, load_grid
+
+        try:
+            config = self.session.config.replace(**grid_config_fields(load_grid(path)))
+        except (ValueError, FileNotFoundError) as err:
+            self.say(str(err), error=True)
+            return False
+        self.add_column(config)
+        return True
 
     def set_column(self, index: int, config: RunConfig) -> None:
         self.columns[index] = config.replace(seed=self.seed, batch=self.batch)
@@ -591,7 +610,7 @@ class CompareView(QWidget):
         box.setKeyboardTracking(False)
         box.setValue(config.steps or (run.trajectory.num_steps if run else 18))
         box.setToolTip("steps (an NFE budget in the column is replaced by this step count)")
-        box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None))
+        box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None, **_NO_GRID))
         return box
 
     def _rebuild_panels(self) -> None:
@@ -799,6 +818,9 @@ class CompareView(QWidget):
             fn()
         except ValueError as err:
             self.say(str(err), error=True)
+
+
+_NO_GRID = dict(sigmas=None, timesteps=None, orders=None, init_sigma=None, schedule_label=None)  # a step count replaces a grid
 
 
 def _progress_text(item: Any) -> str:
