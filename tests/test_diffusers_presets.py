@@ -27,9 +27,14 @@ STEPS = (10, 12, 20)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict:
+    return build_models(tmp_path_factory.mktemp)
+
+
+def build_models(mktemp) -> dict:
+    """The two tiny models, saved and reopened through the diffusers folder loader."""
     out = {}
     for i, (key, sched) in enumerate(MODELS.items()):
-        folder = tmp_path_factory.mktemp(key)
+        folder = mktemp(key)
         torch.manual_seed(i)
         unet = diffusers.UNet2DModel(**TINY)
         with torch.no_grad():
