@@ -128,8 +128,9 @@ def test_edit_replace_and_remove_columns(qtbot):
     view.table.selectRow(2)
     view.replace_selected()
     assert view.columns[2].churn == 5.0
-    view.table.cellWidget(2, 1).setCurrentText("ddim")  # churn is for euler/heun only: refused, undone
-    assert view.columns[2].solver == "heun" and "Churn" in view.message.text()
+    view.table.cellWidget(2, 1).setCurrentText("ddim")  # churn is heun's option: ddim starts without it
+    assert view.columns[2].solver == "ddim" and view.columns[2].options == {}
+    view.table.cellWidget(2, 1).setCurrentText("heun")
     view.table.selectRow(0)
     view.remove_selected()
     assert [c.solver for c in view.columns] == ["lms", "heun"] and len(view.panels) == 2

@@ -82,25 +82,36 @@ def test_rho_enabled_only_for_the_edm_discretization(panel):
     assert_ok(panel)
 
 
-def test_churn_on_a_dpm_solver(panel):
+def test_churn_belongs_to_the_solvers_that_declare_it(panel):
+    churn = panel.option_widget("churn")
     set_combo(panel.solver_box, "heun")
-    panel.churn_box.setValue(5)
+    set_text(churn, "5")
     assert_ok(panel)
-    assert panel.s_noise_box.isEnabled()
-    set_combo(panel.solver_box, "dpm-solver-2")
-    assert_blocked(panel, "solver", "churn")
-    assert panel.churn_box.isEnabled()  # still editable, so it can be fixed where it is
-    panel.churn_box.setValue(0)
+    assert panel.model.config.options["churn"] == 5 and not panel.option_widget("s_noise").isHidden()
+    set_combo(panel.solver_box, "dpm-solver-2")  # no churn there: the row goes, the value is not used
     assert_ok(panel)
-    assert not panel.churn_box.isEnabled()
+    assert churn.isHidden() and panel.model.config.options == {}
+    assert not panel.no_options.isHidden()
+    set_combo(panel.solver_box, "euler")  # the same declaration: the value comes back
+    assert panel.model.config.options["churn"] == 5 and not churn.isHidden()
 
 
-def test_churn_set_directly_on_a_dpm_solver_is_blamed_on_churn(panel):
-    set_combo(panel.solver_box, "dpm-solver++2m")
-    panel.churn_box.setValue(2)
-    assert_blocked(panel, "churn", "churn applies to euler and heun")
-    panel.churn_box.setValue(0)
+def test_bad_churn_is_blamed_on_churn(panel):
+    set_text(panel.option_widget("churn"), "-2")
+    assert_blocked(panel, "options.churn", "S_churn must satisfy 0 ≤ S_churn")
+    set_text(panel.option_widget("churn"), "0")
     assert_ok(panel)
+
+
+def test_options_of_the_same_name_start_from_each_solvers_own_default(panel):
+    from explorer.core.solvers import SOLVERS
+
+    set_combo(panel.solver_box, "dpm-solver-23")
+    assert panel.model.config.options["rtol"] == SOLVERS["dpm-solver-23"].option("rtol").default
+    set_combo(panel.solver_box, "reference")
+    assert panel.model.config.options["rtol"] == SOLVERS["reference"].option("rtol").default
+    assert panel.option_widget("rtol").text() == "1e-08"  # the widget shows the reset value
+    assert panel.option_widget("atol").placeholderText() == "solver's choice"
 
 
 def test_nfe_budget_too_small(panel):
@@ -130,29 +141,30 @@ def test_steps_change_the_nfe_shown_before_a_run(panel):
     set_combo(panel.budget_box, False)
     assert_ok(panel)
     assert "adaptive" in panel.nfe_label.text()
-    assert panel.rtol_edit.isEnabled()
+    assert not panel.option_widget("rtol").isHidden()
 
 
 def test_tolerances_and_eta(panel):
     set_combo(panel.solver_box, "dpm-solver-23")
-    set_text(panel.rtol_edit, "-1")
-    assert_blocked(panel, "rtol", "rtol must be positive")
-    set_text(panel.rtol_edit, "0.01")
+    set_text(panel.option_widget("rtol"), "-1")
+    assert_blocked(panel, "options.rtol", "rtol must satisfy 0 < rtol")
+    set_text(panel.option_widget("rtol"), "0.01")
     assert_ok(panel)
     set_combo(panel.solver_box, "euler-ancestral")
-    assert panel.eta_box.isEnabled()
-    panel.eta_box.setValue(-0.5)
-    assert_blocked(panel, "eta", "η must be zero or positive")
-    panel.eta_box.setValue(0.5)
+    assert not panel.option_widget("eta").isHidden()
+    set_text(panel.option_widget("eta"), "-0.5")
+    assert_blocked(panel, "options.eta", "η must satisfy 0 ≤ η")
+    set_text(panel.option_widget("eta"), "0.5")
     assert_ok(panel)
+    assert panel.model.config.options["eta"] == 0.5
 
 
 def test_heun_alpha_and_cuda_without_gpu(panel):
     import torch
 
-    panel.alpha_box.setValue(0)
-    assert_blocked(panel, "alpha", "α")
-    panel.alpha_box.setValue(0.5)
+    set_text(panel.option_widget("alpha"), "0")
+    assert_blocked(panel, "options.alpha", "α")
+    set_text(panel.option_widget("alpha"), "0.5")
     assert_ok(panel)
     if not torch.cuda.is_available():
         set_combo(panel.device_box, "cuda")
@@ -185,7 +197,7 @@ def test_two_problems_blame_the_edit_that_broke_it(panel):
 
 def test_check_never_raises_and_loads_round_trip():
     den = toy("ring")
-    config = RunConfig(solver="lms", steps=7, seed=4, batch=3, churn=0.0, disc="logsnr")
+    config = RunConfig(solver="heun", steps=7, seed=4, batch=3, churn=2.0, s_max=30.0, disc="logsnr")
     assert check(values_of(config), den).config == config
     values = values_of(config)
     values["sigma_min"] = Invalid("σ_min must be a number")

@@ -156,7 +156,7 @@ def test_deadline_stops_before_it_and_saves(tmp_path: Path):
     start = time.time()
     progress = trainer.run(deadline=start + 21.0)  # the loop keeps a 20 s margin: about 1 s of steps
     assert time.time() - start < 21.0 and not progress.finished and progress.step >= 1
-    assert (tmp_path / "run" / "training-state.pt").is_file()
+    assert (tmp_path / "run" / "state" / "misc-0.safetensors").is_file()
 
 
 CHECKPOINTS = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.safetensors"))
@@ -204,7 +204,7 @@ def test_train_command_trains_resumes_and_rejects_bad_data(tmp_path: Path, capsy
     tiny = ["--arch-channels", "16", "--arch-mult", "1,2", "--arch-blocks", "1", "--arch-attn", "4",
             "--batch", "4", "--kimg", "0.008", "--grid-every-kimg", "1000", "--device", "cpu"]
     assert main(["train", "--data", str(tmp_path / "imgs.npy"), "--out", str(run), *tiny]) == 0
-    assert (run / "run.safetensors").is_file() and (run / "training-state.pt").is_file()
+    assert (run / "run.safetensors").is_file() and (run / "state" / "net-0.safetensors").is_file()
     assert any(p.name.startswith("grid-") for p in run.iterdir())  # the final sample grid
     assert main(["train", "--data", str(tmp_path / "imgs.npy"), "--out", str(run), "--resume", "--kimg", "0.016",
                  "--device", "cpu"]) == 0
@@ -213,3 +213,149 @@ def test_train_command_trains_resumes_and_rejects_bad_data(tmp_path: Path, capsy
     (tmp_path / "empty").mkdir()
     assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+def labelled_data(n: int = 32) -> ImageSet:
+    data = tiny_data(n)
+    data.labels = torch.arange(n) % 3
+    data.class_names = ("a", "b", "c")
+    return data
+
+
+def _losses(trainer: Trainer, steps: int) -> list[float]:
+    return [float(trainer.step()) for _ in range(steps)]
+
+
+def test_fast_path_draws_the_same_batches_and_follows_the_plain_loss_curve(tmp_path: Path):
+    # fast: uint8 data on the device, flips there, channels-last; plain: float data, contiguous.
+    data = tiny_data()
+    plain = Trainer(tiny_config(), tmp_path / "p", device="cpu", data=data, log=lambda s: None)
+    fast = Trainer(tiny_config(fast=True, log_every_steps=3), tmp_path / "f", device="cpu", data=data,
+                   log=lambda s: None)
+    assert fast.stream.images.dtype == torch.uint8 and plain.stream.images.dtype == torch.float32
+    assert fast.channels_last and not plain.channels_last
+    gen_a, gen_b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    fast.stream.generator, plain.stream.generator = gen_a, gen_b
+    assert torch.equal(fast.stream.next(), plain.stream.next())  # bit-identical batches
+    fast.stream.generator, plain.stream.generator = fast.generator, plain.generator
+    a, b = _losses(plain, 8), _losses(fast, 8)
+    assert max(abs(x - y) / abs(x) for x, y in zip(a, b)) < 1e-3, (a, b)
+
+
+def test_split_state_resumes_bit_for_bit(tmp_path: Path, monkeypatch):
+    import explorer.train.state as st
+
+    monkeypatch.setattr(st, "PIECE_LIMIT", 256 * 1024 + 12_000)  # ~12 kB per piece: many pieces, sliced tensors
+    data = labelled_data()
+    config = tiny_config(cond=True, label_dropout=0.3, fast=True)
+    straight = Trainer(config, tmp_path / "a", device="cpu", data=data, log=lambda s: None)
+    straight.run(max_steps=5)
+    first = Trainer(config, tmp_path / "b", device="cpu", data=data, log=lambda s: None)
+    first.run(max_steps=2)
+    files = sorted((tmp_path / "b" / "state").glob("*.safetensors"))
+    assert all(f.stat().st_size <= st.PIECE_LIMIT for f in files)
+    roles = {f.stem.rsplit("-", 1)[0] for f in files}
+    assert roles == {"net", "ema", "adam-m", "adam-v", "misc"} and len(files) > 2 * len(roles)
+    resumed = Trainer(config, tmp_path / "b", device="cpu", data=data, log=lambda s: None)
+    resumed.run(max_steps=3, resume=True)
+    for mine, theirs in ((resumed.net, straight.net), (resumed.ema.module, straight.ema.module)):
+        for k, v in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[k], v), k
+    for s_mine, s_theirs in zip(resumed.opt.state_dict()["state"].values(), straight.opt.state_dict()["state"].values()):
+        assert all(torch.equal(s_mine[k], s_theirs[k]) for k in ("step", "exp_avg", "exp_avg_sq"))
+    assert torch.equal(resumed.generator.get_state(), straight.generator.get_state())
+    assert resumed.progress.nimg == straight.progress.nimg == 40
+
+
+def test_split_and_join_tensors_round_trip():
+    from explorer.train.state import join_tensors, split_tensors
+
+    tensors = {"big": torch.arange(50_000, dtype=torch.float32).reshape(100, 500), "small": torch.ones(3),
+               "bytes": torch.arange(7, dtype=torch.uint8)}
+    pieces = split_tensors(tensors, limit=256 * 1024 + 40_000)
+    assert len(pieces) >= 5 and all(sum(t.numel() * t.element_size() for t in p.values()) <= 40_000 for p in pieces)
+    flat = {k: v for p in pieces for k, v in p.items()}
+    back = join_tensors(flat, {k: list(v.shape) for k, v in tensors.items()})
+    assert set(back) == set(tensors) and all(torch.equal(back[k], v) for k, v in tensors.items())
+    with pytest.raises(ValueError, match="no room"):
+        split_tensors(tensors, limit=1000)
+
+
+def test_conditional_model_trains_with_label_dropout_and_labels_reach_the_network(tmp_path: Path):
+    from explorer.models.checkpoint import load_checkpoint, read_checkpoint_metadata
+
+    trainer = Trainer(tiny_config(cond=True, label_dropout=0.1, kimg=0.024), tmp_path / "c", device="cpu",
+                      data=labelled_data(), log=lambda s: None)
+    assert trainer.net.label_dim == 3 and trainer.net.model.label_dropout == 0.1
+    _, labels = trainer.stream.draw()
+    assert labels.shape == (8, 3) and torch.equal(labels.sum(1), torch.ones(8))
+    trainer.run()
+    path = tmp_path / "c" / "tiny.safetensors"
+    meta = read_checkpoint_metadata(path)
+    assert meta["label_dim"] == 3 and meta["arch"]["label_dropout"] == 0.1 and meta["train"]["conditional"]
+    denoiser = load_checkpoint(path)
+    x, sigma = torch.randn(3, 1, 8, 8), torch.full((3,), 1.0)
+    outs = [denoiser(x, sigma, torch.tensor([c] * 3)) for c in range(3)]
+    assert not torch.equal(outs[0], outs[1]) and not torch.equal(outs[1], outs[2])
+    with pytest.raises(ValueError, match="labelled"):
+        Trainer(tiny_config(cond=True), tmp_path / "d", device="cpu", data=tiny_data(), log=lambda s: None)
+    with pytest.raises(ValueError, match="--cond"):
+        tiny_config(label_dropout=0.1)
+
+
+def test_compile_failure_falls_back_to_eager_and_early_snapshot_is_exported(tmp_path: Path, monkeypatch):
+    from explorer.models.checkpoint import read_checkpoint_metadata
+
+    class Broken(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: Broken())
+    lines: list[str] = []
+    trainer = Trainer(tiny_config(compile=True, early_minutes=0.0, kimg=0.016), tmp_path / "r", device="cpu",
+                      data=tiny_data(), log=lines.append)
+    trainer.run()
+    assert any("torch.compile failed" in line for line in lines) and trainer.forward is trainer.net
+    assert trainer.progress.nimg == 16
+    early = read_checkpoint_metadata(tmp_path / "r" / "tiny-early.safetensors")
+    assert early["train"]["snapshot"] == "early" and trainer.progress.early_kimg is not None
+
+
+def test_packed_data_round_trips(tmp_path: Path):
+    from explorer.train.datasets import load_dataset, save_packed
+
+    data = labelled_data()
+    data.licence, data.name = "CC0", "tiny-set"
+    path = save_packed(data, tmp_path / "tiny.npz")
+    back = load_dataset(str(path))
+    assert torch.equal(back.images, data.images) and torch.equal(back.labels, data.labels)
+    assert (back.name, back.licence, back.hflip, tuple(back.class_names)) == ("tiny-set", "CC0", True, ("a", "b", "c"))
+    data.images = data.images * 0.3
+    with pytest.raises(ValueError, match="8-bit"):
+        save_packed(data, tmp_path / "bad.npz")
+
+
+def test_a_failing_sample_grid_does_not_cost_the_checkpoint(tmp_path: Path):
+    def broken_grid(trainer, path):
+        raise ImportError("no PNG writer")
+
+    lines: list[str] = []
+    Trainer(tiny_config(kimg=0.008), tmp_path / "g", device="cpu", data=tiny_data(), log=lines.append,
+            grid_fn=broken_grid).run()
+    assert (tmp_path / "g" / "tiny.safetensors").is_file() and any("grid" in s and "failed" in s for s in lines)
+
+
+def test_clean_and_clip_matches_torch_clipping_and_zeroes_non_finite_entries():
+    from explorer.train.loop import clean_and_clip
+
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(5, 3, generator=gen) * 4, torch.randn(7, generator=gen)]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    clean_and_clip(grads, 1.0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))
+    bad = [torch.tensor([float("nan"), float("inf"), 0.5])]
+    clean_and_clip(bad, 0.0)
+    assert torch.equal(bad[0], torch.tensor([0.0, 0.0, 0.5]))

@@ -10,6 +10,7 @@ from typing import Any, Optional
 from explorer.core.config import RunConfig
 from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
+from explorer.core.solvers import all_options, declared_by, get_solver
 
 _DEFAULTS = RunConfig()
 
@@ -42,14 +43,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_steps: bool = True) 
         steps.add_argument("--nfe", type=int, help="an NFE budget: the largest N that fits is used")
     s.add_argument("--final", choices=FINALS, default=_DEFAULTS.final, help="last step: to σ=0 (zero), stop at σ_min, or denoise")
     s.add_argument("--no-lower-order-final", action="store_true", help="keep full order in the last multistep steps")
-    s.add_argument("--alpha", type=float, default=_DEFAULTS.alpha, help="Heun's α (default 1)")
-    s.add_argument("--churn", type=float, default=_DEFAULTS.churn, help="EDM's S_churn (euler/heun)")
-    s.add_argument("--s-min", type=float, default=_DEFAULTS.s_min)
-    s.add_argument("--s-max", type=float, default=_DEFAULTS.s_max)
-    s.add_argument("--s-noise", type=float, default=_DEFAULTS.s_noise)
-    s.add_argument("--eta", type=float, default=_DEFAULTS.eta, help="η of euler-ancestral and dpm-solver++2m-sde")
-    s.add_argument("--rtol", type=float, help="adaptive solvers' relative tolerance")
-    s.add_argument("--atol", type=float, help="adaptive solvers' absolute tolerance")
+    add_option_arguments(parser)
     r = parser.add_argument_group("noise, precision, device")
     r.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="sample k uses seed + k")
     r.add_argument("--batch", type=int, default=_DEFAULTS.batch)
@@ -57,6 +51,40 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_steps: bool = True) 
     r.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_DEFAULTS.device)
     r.add_argument("--no-fast", action="store_true", help="turn off the CUDA fast path (graph-replayed D, streamed steps)")
+
+
+OPTION_DEST = "option__"  # argparse destination prefix of the solvers' own options
+
+
+def add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option any registered solver declares (``--churn``, ``--alpha``…), built
+    from the declarations; a flag given for a solver without that option is an error."""
+    g = parser.add_argument_group("solver options (each applies to the solvers named)")
+    for name, opt in all_options().items():
+        extra = f"; {opt.bounds_text()}" if opt.kind is not float or opt.low is not None or opt.high is not None else ""
+        g.add_argument(opt.flag, dest=OPTION_DEST + name, metavar=opt.kind.__name__.upper(), default=None,
+                       help=f"{opt.help}{extra} ({_defaults_by_solver(name)})")
+
+
+def options_from_args(args: argparse.Namespace, solver: str) -> dict[str, Any]:
+    """The option flags given on the command line, parsed by ``solver``'s declarations
+    (a flag it does not declare is passed on as text, for RunConfig to name the solvers that have it)."""
+    info = get_solver(solver)
+    given = {k[len(OPTION_DEST):]: v for k, v in vars(args).items() if k.startswith(OPTION_DEST) and v is not None}
+    return {name: info.option(name).parse(text) if name in info.option_names else text for name, text in given.items()}
+
+
+def _defaults_by_solver(name: str) -> str:
+    """'euler, heun: default 0' — grouped, since solvers sharing a name may differ in default."""
+    groups: dict[str, list[str]] = {}
+    for solver in declared_by()[name]:
+        default = get_solver(solver).option(name).default
+        groups.setdefault("solver's choice" if default is None else _shown(default), []).append(solver)
+    return "; ".join(f"{', '.join(names)}: default {d}" for d, names in groups.items())
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
@@ -68,12 +96,12 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
     fields = dict(
         process=args.process, sigma_schedule=args.sigma_schedule, scaling=args.scaling, disc=args.disc,
         rho=args.rho, sigma_min=args.sigma_min, sigma_max=args.sigma_max, solver=args.solver, steps=steps,
-        nfe=nfe, final=args.final, lower_order_final=not args.no_lower_order_final, alpha=args.alpha,
-        churn=args.churn, s_min=args.s_min, s_max=args.s_max, s_noise=args.s_noise, eta=args.eta,
-        rtol=args.rtol, atol=args.atol, seed=args.seed, batch=args.batch, label=args.label,
+        nfe=nfe, final=args.final, lower_order_final=not args.no_lower_order_final,
+        seed=args.seed, batch=args.batch, label=args.label,
         dtype=args.dtype, device=args.device, epsilon_s=args.epsilon_s, fast=not getattr(args, "no_fast", False),
     )
     fields.update(overrides)
+    fields.setdefault("options", options_from_args(args, fields["solver"]))
     return with_grid_args(RunConfig(**fields), args)
 
 

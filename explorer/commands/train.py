@@ -41,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="file name of the exported checkpoint (default: the run folder's name)")
     p.add_argument("--no-bf16", action="store_true", help="train in float32 on CUDA too")
+    p.add_argument("--fast", action="store_true",
+                   help="GPU pace: uint8 data on the device, channels-last, losses read back every --log-every-steps")
+    p.add_argument("--compile", action="store_true", help="run the denoiser through torch.compile (eager if it fails)")
+    p.add_argument("--log-every-steps", type=int, default=50, help="read losses back from the device this often")
+    p.add_argument("--cond", action="store_true", help="class-conditional model (the data set's labels, one-hot)")
+    p.add_argument("--label-dropout", type=float, default=0.0,
+                   help="probability of training on the null label (classifier-free guidance), with --cond")
+    p.add_argument("--early-minutes", type=float, default=None,
+                   help="also export the EMA after this much training as <name>-early.safetensors (autoguidance)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", required=True, help="run folder (state, logs, grids, exported checkpoint)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (its config.json wins)")
@@ -67,15 +76,21 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data=args.data, data_dir=args.data_dir, precond=args.precond, arch=arch, batch=args.batch, lr=args.lr,
         lr_rampup_kimg=args.lr_rampup_kimg, kimg=args.kimg if args.kimg is not None else 1000.0,
         minutes=args.minutes, ema_halflife_kimg=args.ema_halflife_kimg, grid_every_kimg=args.grid_every_kimg,
-        seed=args.seed, bf16=not args.no_bf16, name=args.name or out.resolve().name,
+        seed=args.seed, bf16=not args.no_bf16, name=args.name or out.resolve().name, fast=args.fast,
+        compile=args.compile, log_every_steps=args.log_every_steps, cond=args.cond, label_dropout=args.label_dropout,
+        early_minutes=args.early_minutes,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     deadline = time.time() + args.time_limit if args.time_limit is not None else None
     from explorer.train.loop import Trainer
-    from explorer.train.preview import save_sample_grid
 
+    try:
+        from explorer.train.preview import save_sample_grid
+    except ImportError as err:  # a bare GPU machine may lack the sampler's or PNG writer's packages
+        print(f"no sample grids: {err}")
+        save_sample_grid = None
     config = config_from_args(args)
     trainer = Trainer(config, Path(args.out), device=args.device, grid_fn=save_sample_grid)
     trainer.run(deadline=deadline, resume=args.resume, max_steps=args.max_steps)

@@ -28,7 +28,7 @@ from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.sampling import make_plan, sample_steps
-from explorer.core.solvers import SOLVERS, get_solver
+from explorer.core.solvers import PALETTE, get_solver, solver_color  # noqa: F401 - PALETTE, solver_color re-exported
 from explorer.core.solvers.context import Plan
 from explorer.core.solvers.reference import DEFAULT_RTOL
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
@@ -37,23 +37,8 @@ FORMAT = "explorer-comparison/1"
 MAX_COLUMNS = 16
 SIGMA_MATCH_RTOL = 1e-7  # σ's computed by different processes agree to ~1e-15; this leaves room
 
-# One colour per solver, the same in every view and export: the registry's order, chosen so
-# the solvers usually compared (euler, heun, dpm-solver-2/-3, ++2m, 3m-taylor, lms) differ at a glance.
-PALETTE = (
-    "#0072B2", "#D55E00", "#009E73", "#999999", "#E69F00", "#56B4E9", "#8C564B", "#BCBD22", "#17BECF",
-    "#CC79A7", "#AEC7E8", "#9467BD", "#98DF8A", "#D62728", "#FF9896", "#2CA02C", "#000080", "#E377C2",
-    "#FFBB78", "#7F7F7F",
-)
+# Colours are declared by the solvers (SolverInfo.color, else the registry's palette order).
 REFERENCE_COLOR = "#000000"
-
-
-def solver_color(solver: str) -> str:
-    """The colour of a solver: fixed by its place in the registry, so it never changes between views."""
-    if solver == "reference":
-        return REFERENCE_COLOR
-    names = [n for n in SOLVERS if n != "reference"]
-    index = names.index(solver) if solver in names else sum(map(ord, solver))
-    return PALETTE[index % len(PALETTE)]
 
 
 # --------------------------------------------------------------------------- description
@@ -332,7 +317,7 @@ def index_at_step(trajectory: Trajectory, step: int) -> int:
 # --------------------------------------------------------------------------- running
 def reference_config(base: RunConfig, rtol: float) -> RunConfig:
     """The reference run's configuration: the reference solver in float64, everything else as ``base``."""
-    return base.replace(solver="reference", steps=None, nfe=None, dtype="float64", rtol=rtol, atol=None, churn=0.0)
+    return base.replace(solver="reference", steps=None, nfe=None, dtype="float64", options={"rtol": rtol, "atol": None})
 
 
 def reference_plan(first: Plan, plans: Sequence[Plan], sigmas: Sequence[float]) -> Plan:

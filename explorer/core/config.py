@@ -9,7 +9,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
@@ -17,14 +17,26 @@ from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 DTYPES = ("float32", "float64")
 DEVICES = ("auto", "cpu", "cuda")
 
+# The solver settings that were flat fields before solvers declared their own options,
+# with their old defaults. They are still accepted as keyword arguments, read as
+# attributes and loaded from older JSON files; they live in ``options``.
+LEGACY_OPTIONS: dict[str, Any] = {
+    "alpha": 1.0, "churn": 0.0, "s_min": 0.0, "s_max": math.inf, "s_noise": 1.0, "eta": 1.0, "rtol": None, "atol": None,
+}
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class RunConfig:
     """Everything that determines a run, except the denoiser itself.
 
     ``steps`` counts the solver's steps (intervals, SPEC §2). Give ``nfe`` instead to
     ask for a budget of network evaluations: the largest step count that fits is used
     (for dpm-solver-fast the budget is spent exactly).
+
+    ``options`` holds the chosen solver's own settings, validated against its declaration
+    (:attr:`SolverInfo.options`) and completed with the defaults; ``RunConfig(solver="heun",
+    options={"alpha": 0.5})``. The former flat keywords (``churn=5.0``) still work: one the
+    solver declares goes into ``options``; one it does not declare must keep its old default.
     """
 
     process: str = "edm"
@@ -39,14 +51,7 @@ class RunConfig:
     nfe: Optional[int] = None
     final: str = "zero"
     lower_order_final: bool = True
-    alpha: float = 1.0  # Heun's intermediate point (EDM Algorithm 1)
-    churn: float = 0.0  # EDM Algorithm 2: S_churn, S_min, S_max, S_noise
-    s_min: float = 0.0
-    s_max: float = math.inf
-    s_noise: float = 1.0
-    eta: float = 1.0  # euler-ancestral, dpm-solver++2m-sde
-    rtol: Optional[float] = None  # adaptive solvers; None = the solver's default
-    atol: Optional[float] = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # the solver's own settings (see above)
     seed: int = 0
     batch: int = 8
     label: Optional[int] = None  # class for class-conditional denoisers (None = unconditional/zeros)
@@ -62,12 +67,51 @@ class RunConfig:
     shift: float = 1.0  # σ → shift·σ on the grid (SD3/FLUX timestep shift)
     schedule_label: Optional[str] = None  # where the grid came from (file, preset, optimizer), for display
 
-    def __post_init__(self) -> None:
-        for name in ("sigmas", "timesteps", "orders"):  # JSON gives lists; keep the config hashable
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+    def __init__(self, **values: Any) -> None:
+        legacy = {name: values.pop(name) for name in list(values) if name in LEGACY_OPTIONS}
+        unknown = set(values) - set(_FIELDS)
+        if unknown:
+            raise TypeError(f"RunConfig got unknown field(s): {', '.join(sorted(unknown))}.")
+        for name, f in _FIELDS.items():
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = values.get(name, default)
+            if name in ("sigmas", "timesteps", "orders") and isinstance(value, list):
+                value = tuple(value)  # JSON gives lists; keep the config hashable and comparable
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "options", self._resolved_options(legacy))
         self.validate()
+
+    def _resolved_options(self, legacy: dict[str, Any]) -> dict[str, Any]:
+        """The validated options of the solver from ``options`` and any flat keywords."""
+        from explorer.core.solvers import get_solver  # late import: solvers import this module
+
+        if not isinstance(self.options, Mapping):
+            raise ValueError(f"options must be a mapping of option names to values (got {self.options!r}).")
+        info = get_solver(self.solver) if isinstance(self.solver, str) else None
+        if info is None:
+            raise ValueError(f"Unknown solver {self.solver!r}.")
+        given = dict(self.options)
+        for name, value in legacy.items():
+            if name in info.option_names:
+                given[name] = value
+            elif not _is_default(name, value):
+                given[name] = value  # resolve() says which solvers have it
+        return info.resolve_options(given)
+
+    def __getattr__(self, name: str) -> Any:
+        """The former flat fields, read from ``options`` (their old default when the
+        solver has no such option), so code written before options still reads them."""
+        if name in LEGACY_OPTIONS:
+            options = self.__dict__.get("options") or {}
+            return options.get(name, LEGACY_OPTIONS[name])
+        raise AttributeError(f"'RunConfig' object has no attribute {name!r}")
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def option(self, name: str) -> Any:
+        """The value of one of the solver's options (KeyError if it has none of that name)."""
+        return self.options[name]
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
@@ -85,6 +129,8 @@ class RunConfig:
 
         info = get_solver(self.solver)
         _positive_finite("ρ", self.rho)
+        if not isinstance(self.lower_order_final, bool):
+            raise ValueError(f"lower_order_final must be true or false (got {self.lower_order_final!r}).")
         for name in ("sigma_min", "sigma_max"):
             value = getattr(self, name)
             if value is not None:
@@ -99,22 +145,6 @@ class RunConfig:
                 raise ValueError(f"{self.steps} steps is more than the 100000 allowed.")
         if self.nfe is not None:
             _integer("NFE", self.nfe, 1)
-        if not (0 < self.alpha <= 1):
-            raise ValueError(f"Heun's α must lie in (0, 1] (got {self.alpha:g}).")
-        if not (self.churn >= 0 and math.isfinite(self.churn)):
-            raise ValueError(f"Churn must be zero or positive (got {self.churn:g}).")
-        if self.churn > 0 and not info.churn:
-            raise ValueError(f"Churn applies to euler and heun only, not to {self.solver}.")
-        if not (self.s_noise >= 0 and math.isfinite(self.s_noise)):
-            raise ValueError(f"S_noise must be zero or positive (got {self.s_noise:g}).")
-        if math.isnan(self.s_min) or math.isnan(self.s_max) or self.s_min > self.s_max:
-            raise ValueError(f"S_min ({self.s_min:g}) must not exceed S_max ({self.s_max:g}).")
-        if not (self.eta >= 0 and math.isfinite(self.eta)):
-            raise ValueError(f"η must be zero or positive (got {self.eta:g}).")
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be positive (got {value:g}).")
         _integer("batch", self.batch, 1)
         if self.batch > 65536:
             raise ValueError(f"A batch of {self.batch} is more than the 65536 allowed.")
@@ -131,26 +161,50 @@ class RunConfig:
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> "RunConfig":
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated).
+
+        A new solver keeps the options it declares the same way and starts the others
+        at their defaults; flat option keywords (``churn=…``) are merged into the options.
+        """
+        from explorer.core.solvers import carry_options
+
+        values = {name: getattr(self, name) for name in _FIELDS}
+        if "options" not in changes:
+            solver = changes.get("solver", self.solver)
+            changes["options"] = carry_options(self.solver, self.options, solver) if isinstance(solver, str) else {}
+        values.update(changes)
+        return RunConfig(**values)
+
+    def with_options(self, **options: Any) -> "RunConfig":
+        """A copy with some of the solver's options changed (validated)."""
+        return self.replace(options={**self.options, **options})
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for key, value in d.items():  # JSON has no infinity
-            if isinstance(value, float) and math.isinf(value):
-                d[key] = "inf" if value > 0 else "-inf"
-        return d
+        d = {name: getattr(self, name) for name in _FIELDS}
+        d["options"] = {k: _json_number(v) for k, v in sorted(self.options.items())}
+        return {k: _json_number(v) for k, v in d.items()}
 
     def to_json(self, indent: Optional[int] = None) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """A config from its dict; older dicts with the flat option fields load too (the
+        fields the solver has no option for are dropped, as they never applied)."""
+        unknown = set(data) - set(_FIELDS) - set(LEGACY_OPTIONS)
         if unknown:
             raise ValueError(f"Unknown run-configuration field(s): {', '.join(sorted(unknown))}.")
-        clean = {k: (float(v) if v in ("inf", "-inf") else v) for k, v in data.items()}
+        clean = {k: _from_json_number(v) for k, v in data.items() if k not in LEGACY_OPTIONS}
+        options = clean.get("options", {})
+        if isinstance(options, Mapping):
+            clean["options"] = {k: _from_json_number(v) for k, v in options.items()}
+        legacy = {k: _from_json_number(v) for k, v in data.items() if k in LEGACY_OPTIONS and v is not None}
+        if legacy:
+            from explorer.core.solvers import SOLVERS
+
+            info = SOLVERS.get(clean.get("solver", "heun"))
+            declared = info.option_names if info is not None else ()
+            clean["options"] = {**{k: v for k, v in legacy.items() if k in declared}, **clean.get("options", {})}
         return cls(**clean)
 
     @classmethod
@@ -162,6 +216,25 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ValueError("The run configuration must be a JSON object.")
         return cls.from_dict(data)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def _is_default(name: str, value: Any) -> bool:
+    default = LEGACY_OPTIONS[name]
+    return value is None if default is None else value == default
+
+
+def _json_number(value: Any) -> Any:
+    """JSON has no infinity: ±inf become the strings "inf"/"-inf"."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _from_json_number(value: Any) -> Any:
+    return float(value) if isinstance(value, str) and value in ("inf", "-inf") else value
 
 
 def _choice(what: str, value: Any, allowed: Any) -> None:

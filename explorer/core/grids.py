@@ -228,7 +228,9 @@ def explicit_plan(config: Any, info: Any, make_process: Any) -> Any:
     Karras grids do)."""
     from explorer.core.solvers.context import Plan
 
-    if info.family in ("fast", "adaptive", "reference"):
+    from explorer.core.solvers.rules import Fast
+
+    if info.adaptive or isinstance(info.rule, Fast):
         raise ValueError(f"{info.name} chooses its own steps; an explicit σ grid applies to fixed-step solvers.")
     sig = shifted(config.sigmas, config.shift) if config.shift != 1 else tuple(config.sigmas)
     positive = [s for s in sig if s > 0]
@@ -243,7 +245,7 @@ def explicit_plan(config: Any, info: Any, make_process: Any) -> Any:
     steps = len(t) - 1
     final = "zero" if to_zero else ("denoise" if config.final == "denoise" else "sigma_min")
     orders = list(config.orders) if config.orders is not None else info.step_orders(steps, config.lower_order_final)
-    nfe = info.nfe(steps, to_zero)
+    nfe = info.nfe(steps, to_zero, config.options)
     extra = 1 if final == "denoise" else 0
     return Plan(process, (lo, hi), t, orders, final, None if nfe is None else nfe + extra, "custom")
 

@@ -37,7 +37,7 @@ from explorer.core.solvers.context import Plan
 from explorer.core.solvers.dpm import Point
 from explorer.core.solvers.multistep import _step as multistep_step
 
-ONE_STEP_FAMILIES = ("edm", "singlestep")
+ONE_STEP = ("euler", "heun", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2s")
 HISTORY_ONE = ("dpm-solver-2m", "dpm-solver++2m")
 DEFAULT_CANDIDATES = 48
 DEFAULT_BATCH = 256
@@ -55,10 +55,9 @@ class Optimized:
 
 
 def check_solver(name: str) -> None:
-    info = get_solver(name)
-    if not (info.family in ONE_STEP_FAMILIES and not info.stochastic or name in HISTORY_ONE):
-        raise ValueError(f"Steps can be optimized for one-step solvers and for {', '.join(HISTORY_ONE)}, "
-                         f"not for {name}.")
+    get_solver(name)
+    if name not in ONE_STEP + HISTORY_ONE:
+        raise ValueError(f"Steps can be optimized for {', '.join(ONE_STEP + HISTORY_ONE)}, not for {name}.")
 
 
 def optimize_steps(
@@ -141,7 +140,7 @@ class _Steps:
         info = get_solver(cfg.solver)
         orders = list(cfg.orders) if cfg.orders else info.step_orders(1, False)
         return Plan(self.base.process, self.base.sigma_range, [self.t[j], self.t[k]], orders, "sigma_min",
-                    info.nfe(1, False), self.base.disc)
+                    info.nfe(1, False, cfg.options), self.base.disc)
 
     def denoised(self, j: int) -> torch.Tensor:
         if j not in self._denoised:

@@ -6,7 +6,6 @@ step convention, the per-step orders, and the NFE the run will spend.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Callable, Optional
 
@@ -18,6 +17,9 @@ from explorer.core.grids import explicit_plan, shifted_times
 from explorer.core.process import Process, make_schedule, resolve_process_names
 from explorer.core.solvers import SolverInfo, get_solver
 from explorer.core.solvers.context import Plan
+from explorer.core.solvers.rules import GridRequest, fast_orders
+
+__all__ = ["fast_orders", "make_process", "plan_run", "predicted_nfe", "resolve_steps", "run_sigma_range"]
 
 RoundSigma = Optional[Callable[[torch.Tensor], torch.Tensor]]
 
@@ -37,33 +39,11 @@ def resolve_steps(config: RunConfig, info: SolverInfo) -> int:
     if config.nfe is None:
         assert config.steps is not None or info.adaptive
         return config.steps or 1
-    if info.family == "fast":
-        return config.nfe
-    extra = 1 if config.final == "denoise" else 0
-    to_zero = config.final == "zero"
-    best = None
-    for n in itertools.count(1):
-        spent = info.nfe(n, to_zero) + extra
-        if spent > config.nfe:
-            break
-        best = n
+    best = info.rule.steps_for_budget(config.nfe, config.final, config.options)
     if best is None:
-        need = info.nfe(1, to_zero) + extra
+        need = info.nfe(1, config.final == "zero", config.options) + (config.final == "denoise")
         raise ValueError(f"An NFE budget of {config.nfe} is too small for {info.name} (it needs at least {need}).")
     return best
-
-
-def fast_orders(budget: int) -> list[int]:
-    """DPM-Solver-fast's orders for ``budget`` evaluations (SPEC §4)."""
-    if budget <= 0:
-        return []
-    k = budget // 3 + 1
-    rem = budget % 3
-    if rem == 0:
-        return [3] * (k - 2) + [2, 1]
-    if rem == 1:
-        return [3] * (k - 1) + [1]
-    return [3] * (k - 1) + [2]
 
 
 def plan_run(
@@ -71,7 +51,8 @@ def plan_run(
     model_range: tuple[float, float] = (0.0, math.inf),
     round_sigma: RoundSigma = None,
 ) -> Plan:
-    """Everything about a run that is known before the first evaluation."""
+    """Everything about a run that is known before the first evaluation; the solver's
+    step rule lays out the grid, the per-step orders and the NFE."""
     info = get_solver(config.solver)
     if config.sigmas is not None:
         return explicit_plan(config, info, make_process)
@@ -79,40 +60,19 @@ def plan_run(
         raise ValueError(f"{info.name} chooses its own steps; set rtol/atol instead of an NFE budget.")
     lo, hi = run_sigma_range(config, model_range)
     process = make_process(config, (lo, hi))
-    to_zero = config.final == "zero"
-    extra = 1 if config.final == "denoise" else 0
-    tail = [0.0] if to_zero else []
 
-    def grid(n: int, disc: str = config.disc) -> list[float]:
+    def grid(n: int) -> list[float]:
         try:
-            t = time_grid(disc, n, process, lo, hi, config.rho, round_sigma, config.epsilon_s).tolist()
+            t = time_grid(config.disc, n, process, lo, hi, config.rho, round_sigma, config.epsilon_s).tolist()
         except (OverflowError, ZeroDivisionError):
             t = [math.nan]
-        return shifted_times(_checked_grid(t, disc, config.rho), process, config.shift)
+        return shifted_times(_checked_grid(t, config.disc, config.rho), process, config.shift)
 
-    if info.family == "fast":
-        total = resolve_steps(config, info)
-        budget = total - (0 if config.final == "sigma_min" else 1)
-        orders = fast_orders(budget)
-        if not orders:
-            outer = grid(1)
-        elif config.disc == "logsnr":
-            outer = grid(len(orders) + 1)
-        else:
-            full = grid(budget + 1)
-            outer = [full[j] for j in itertools.accumulate([0] + orders)]
-        t = outer + tail
-        return Plan(process, (lo, hi), t, orders + ([1] if to_zero else []), config.final, total, config.disc)
-    if info.family == "adaptive":
-        t = [float(process.sigma_inv(hi)), float(process.sigma_inv(lo))] + tail
-        return Plan(process, (lo, hi), t, None, config.final, None, config.disc)
-    steps = resolve_steps(config, info)
-    t = grid(steps if to_zero else steps + 1) + tail
-    nfe = info.nfe(steps, to_zero)
-    return Plan(
-        process, (lo, hi), t, info.step_orders(steps, config.lower_order_final), config.final,
-        None if nfe is None else nfe + extra, config.disc,
-    )
+    request = GridRequest(grid, float(process.sigma_inv(hi)), float(process.sigma_inv(lo)), config.final, config.disc,
+                          config.lower_order_final, config.options)
+    steps = None if info.adaptive and not info.rule.fixed_grid else resolve_steps(config, info)
+    t, orders, nfe = info.rule.layout(steps, request)
+    return Plan(process, (lo, hi), t, orders, config.final, nfe, config.disc)
 
 
 def _checked_grid(t: list[float], disc: str, rho: float) -> list[float]:

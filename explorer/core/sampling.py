@@ -49,7 +49,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run_dtype(config: RunConfig) -> torch.dtype:
     """float64 for float64 runs and for the reference solver (always float64)."""
-    if config.dtype == "float64" or get_solver(config.solver).family == "reference":
+    if config.dtype == "float64" or get_solver(config.solver).float64:
         return torch.float64
     return torch.float32
 
@@ -124,7 +124,7 @@ def sample_steps(
         model, plan, config, x0, streams.randn_like,
         labels=_labels(denoiser, config, batch, device, dtype),
         record_evals=record_evals,
-        total_steps=None if info.adaptive and info.family != "reference" else plan.n_steps + (config.final == "denoise"),
+        total_steps=None if not info.rule.fixed_grid else plan.n_steps + (config.final == "denoise"),
     )
     first = ctx.event(0, t0, x0)
     first.noise = latents

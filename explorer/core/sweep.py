@@ -130,7 +130,7 @@ def sweep_configs(base: RunConfig, solvers: Sequence[str], budgets: Sequence[int
             raise ValueError(f"{name} chooses its own steps, so it cannot be swept over NFE budgets.")
         seen: set[int] = set()
         for budget in budgets:
-            config = base.replace(solver=name, steps=None, nfe=int(budget), churn=0.0 if not info.churn else base.churn)
+            config = base.replace(solver=name, steps=None, nfe=int(budget))  # options carry over where they apply
             try:
                 steps = resolve_steps(config, info)
             except ValueError as err:

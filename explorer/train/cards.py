@@ -38,10 +38,15 @@ def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
     arch = {k: v for k, v in meta["arch"].items() if k != "class"}
     data, licence = DATA_NOTES.get(meta["dataset"], (meta["dataset"], "see the data set's source"))
     seconds = train.get("gpu_seconds", train.get("train_seconds"))
+    label_dim = int(meta.get("label_dim") or 0)
+    kind = (f"A class-conditional ({label_dim} classes, one-hot labels; the all-zero label is the unconditional "
+            f"model, trained with label dropout {meta['arch'].get('label_dropout', 0)} for classifier-free guidance)"
+            if label_dim else "An unconditional")
+    images = train.get("images_seen")
     lines = [
         f"# {path.stem}",
         "",
-        f"An unconditional {meta['precond'].upper()}-preconditioned denoiser D(x; σ) for "
+        f"{kind} {meta['precond'].upper()}-preconditioned denoiser D(x; σ) for "
         f"{'x'.join(str(s) for s in meta['shape'][1:])} images with {meta['shape'][0]} channel(s), data range [-1, 1].",
         "",
         "| | |",
@@ -55,12 +60,18 @@ def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
         f"| optimizer | Adam, lr {train.get('lr')}, batch {train.get('batch')}, bf16 autocast, EMA half-life "
         f"{train.get('ema_halflife_kimg')} kimg (ramp-up 0.05) |",
         f"| training steps | {train.get('steps')} |",
-        f"| images seen | {train.get('images_seen'):,} |",
-        f"| training time | {seconds / 60:.1f} min of wall clock on {train.get('device')} (see README.md for the session) |"
+        f"| images seen | {images:,} ({images / 1e6:.1f} M) |" if images else "| images seen | unknown |",
+        f"| training time | {seconds / 60:.1f} min of wall clock on {train.get('device')}"
+        f"{f', {images / seconds:,.0f} images/s' if images else ''} (see README.md for the session) |"
         if seconds else "| training time | unknown |",
         f"| final loss | {train.get('final_loss')} (running mean, λ-weighted, per pixel) |",
         f"| seed | {train.get('seed')} |",
     ]
+    early = path.with_name(f"{path.stem}-early.safetensors")
+    if early.is_file():
+        seen = read_checkpoint_metadata(early).get("train", {}).get("images_seen")
+        lines.append(f"| autoguidance guide | `{early.name}`: the EMA of this run after {seen:,} images "
+                     "(EDM2's weaker model of the same kind) |" if seen else f"| autoguidance guide | `{early.name}` |")
     if fd is not None:
         lines.append(f"| FD (classifier features, 10k samples, Heun 35 NFE) | {fd:.2f} |")
     lines += [

@@ -262,6 +262,7 @@ def load_array(path: PathLike) -> ImageSet:
     """
     path = Path(path)
     labels = None
+    meta: dict = {}
     try:
         if path.suffix == ".npz":
             with np.load(path) as npz:
@@ -271,13 +272,17 @@ def load_array(path: PathLike) -> ImageSet:
                     raise ValueError(f"{path} holds {keys}; name the image array 'images'.")
                 array = npz[key]
                 labels = npz["labels"] if "labels" in keys else None
+                if "meta" in keys:  # a file written by save_packed describes its set
+                    import json
+
+                    meta = json.loads(str(npz["meta"]))
         else:
             array = np.load(path)
     except (OSError, EOFError) as err:
         raise ValueError(f"Cannot read {path} as a NumPy array: {err}.") from err
     images = _to_unit_nchw(np.asarray(array), str(path))
     label_tensor = torch.from_numpy(np.asarray(labels).astype(np.int64)) if labels is not None else None
-    return ImageSet(images=images, labels=label_tensor, name=path.stem, hflip=False)
+    return ImageSet(images=images, labels=label_tensor, **{"name": path.stem, "hflip": False, **meta})
 
 
 def _to_unit_nchw(array: np.ndarray, where: str) -> torch.Tensor:
@@ -355,30 +360,77 @@ def load_dataset(spec: str, data_dir: Optional[PathLike] = None, size: Optional[
     raise ValueError(f"{spec} is neither a folder of images nor a .npy/.npz array.")
 
 
+def unit_to_uint8(images: torch.Tensor) -> Optional[torch.Tensor]:
+    """The uint8 pixels whose :func:`uint8_to_unit` is exactly ``images``, or None if there are none.
+
+    Images loaded from 8-bit sources round-trip exactly, so the GPU can hold them at a quarter of
+    the memory and convert each batch on the fly with the very same arithmetic.
+    """
+    pixels = images.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels if torch.equal(pixels.float().div_(127.5).sub_(1.0), images) else None
+
+
+def save_packed(data: ImageSet, path: PathLike) -> Path:
+    """Write an image set as a compressed ``.npz`` of uint8 pixels, labels and its description.
+
+    The GPU machine has neither Debian's data packages nor the emoji font; a packed file carries
+    the training set there and :func:`load_array` reads it back as the same :class:`ImageSet`.
+    """
+    import json
+
+    pixels = unit_to_uint8(data.images)
+    if pixels is None:
+        raise ValueError(f"The image set {data.name!r} is not 8-bit; only 8-bit sets can be packed.")
+    meta = {"name": data.name, "licence": data.licence, "hflip": data.hflip, "class_names": list(data.class_names)}
+    arrays = {"images": pixels.numpy(), "meta": np.array(json.dumps(meta))}
+    if data.labels is not None:
+        arrays["labels"] = data.labels.numpy().astype(np.int64)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
 class BatchStream:
     """Random batches (with replacement across epochs) from an :class:`ImageSet` on one device.
 
-    The whole set lives on the device (Fashion-MNIST is 245 MB as float32), so drawing a batch
-    is one index operation. All randomness comes from the given generator, whose state the
-    training loop saves, so a resumed run draws the same batches it would have drawn.
+    The whole set lives on the device (Fashion-MNIST is 61 MB as uint8, 245 MB as float32), so
+    drawing a batch is one index operation, and flips are done there too. All randomness comes
+    from the given generator, whose state the training loop saves, so a resumed run draws the
+    same batches it would have drawn. ``uint8`` keeps 8-bit sets as bytes (the batch comes out
+    bit-identical to the float path); ``labels`` also returns one-hot class rows for each image.
     """
 
-    def __init__(self, data: ImageSet, batch: int, device: torch.device, generator: torch.Generator):
+    def __init__(self, data: ImageSet, batch: int, device: torch.device, generator: torch.Generator,
+                 uint8: bool = False, labels: bool = False):
         if batch < 1:
             raise ValueError(f"The batch size must be at least 1, got {batch}.")
-        self.images = data.images.to(device)
-        self.labels = data.labels.to(device) if data.labels is not None else None
+        pixels = unit_to_uint8(data.images) if uint8 else None
+        self.images = (pixels if pixels is not None else data.images).to(device)
+        self.onehot = None
+        if labels:
+            if data.labels is None:
+                raise ValueError(f"The data set {data.name!r} has no labels, so it cannot train a class-conditional model.")
+            classes = max(len(data.class_names), int(data.labels.max()) + 1)
+            self.onehot = torch.nn.functional.one_hot(data.labels.long(), classes).float().to(device)
         self.hflip = data.hflip
         self.batch = batch
         self.generator = generator
 
-    def next(self) -> torch.Tensor:
-        """One batch ``[batch, C, H, W]``; half of it mirrored when the set allows flips."""
+    def draw(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """One batch ``[batch, C, H, W]`` in [-1, 1] (half of it mirrored when the set allows flips)
+        and its one-hot labels ``[batch, classes]`` (None unless asked for)."""
         n = self.images.shape[0]
         dev = self.images.device
         index = torch.randint(0, n, (self.batch,), device=dev, generator=self.generator)
         batch = self.images[index]
+        if batch.dtype == torch.uint8:
+            batch = batch.float().div_(127.5).sub_(1.0)
         if self.hflip:
             flip = torch.rand(self.batch, device=dev, generator=self.generator) < 0.5
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
-        return batch
+        return batch, (self.onehot[index] if self.onehot is not None else None)
+
+    def next(self) -> torch.Tensor:
+        """One batch of images (see :meth:`draw`)."""
+        return self.draw()[0]

@@ -18,10 +18,22 @@ from PySide6.QtCore import QObject, Signal
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.sampling import make_plan, resolve_device
+from explorer.core.solvers import SOLVERS, Option, all_options
 from explorer.core.solvers.context import Plan
 
-FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name != "options")
 BUDGET = "use_nfe"  # the panel's extra field: steps (False) or an NFE budget (True)
+OPTION_PREFIX = "options."  # the panel's field of a solver option: "options.churn"
+
+
+def option_field(name: str) -> str:
+    return OPTION_PREFIX + name
+
+
+def active_options(solver: Any) -> tuple[Option, ...]:
+    """The options of the chosen solver (none for an unknown name)."""
+    info = SOLVERS.get(solver) if isinstance(solver, str) else None
+    return info.options if info is not None else ()
 
 
 @dataclass(frozen=True)
@@ -42,8 +54,16 @@ class Checked:
 
 
 def values_of(config: RunConfig) -> dict[str, Any]:
-    """The panel's values for a config (the budget mode follows whether nfe is set)."""
+    """The panel's values for a config (the budget mode follows whether nfe is set).
+
+    Every option any solver declares has a value (its default where the config's solver
+    lacks it), so that switching solvers in the panel never meets a missing field.
+    """
     values = {name: getattr(config, name) for name in FIELDS}
+    for name, opt in all_options().items():
+        values[option_field(name)] = opt.default
+    for opt in active_options(config.solver):
+        values[option_field(opt.name)] = config.options.get(opt.name, opt.default)
     values[BUDGET] = config.nfe is not None
     if values["steps"] is None:
         values["steps"] = 18
@@ -54,10 +74,12 @@ def values_of(config: RunConfig) -> dict[str, Any]:
 
 def check(values: dict[str, Any], denoiser: Denoiser) -> Checked:
     """Build the config and plan from panel values; never raises."""
-    for value in values.values():
+    options = {o.name: values.get(option_field(o.name), o.default) for o in active_options(values.get("solver"))}
+    for value in [values[name] for name in FIELDS + (BUDGET,) if name in values] + list(options.values()):
         if isinstance(value, Invalid):
             return Checked(None, None, None, value.message)
     kwargs = {name: values[name] for name in FIELDS}
+    kwargs["options"] = options
     if values.get(BUDGET):
         kwargs["steps"] = None
     else:
@@ -88,6 +110,7 @@ class ConfigModel(QObject):
         super().__init__(parent)
         self._denoiser = denoiser
         self._values = values_of(config)
+        self._declared = self._declarations()  # option name → the declaration its value was set under
         self._good = dict(self._values)  # the last values that made a valid config
         self._edits: list[str] = []  # fields edited since the last valid state, newest last
         self._checked = check(self._values, denoiser)
@@ -134,11 +157,13 @@ class ConfigModel(QObject):
     # ------------------------------------------------------------------ edits
     def set_value(self, name: str, value: Any) -> None:
         """One control changed; revalidate and find the field to blame if invalid."""
-        if name not in self._values:
+        if name not in self._values and not name.startswith(OPTION_PREFIX):
             raise KeyError(name)
         if self._values[name] == value and type(self._values[name]) is type(value):
             return
         self._values[name] = value
+        if name == "solver":
+            self._adopt_solver_options()
         if name in self._edits:
             self._edits.remove(name)
         self._edits.append(name)
@@ -151,9 +176,23 @@ class ConfigModel(QObject):
     def load(self, config: RunConfig) -> None:
         """Replace every value (a loaded or reset configuration)."""
         self._values = values_of(config)
+        self._declared = self._declarations()
         self._edits.clear()
         self.valuesReplaced.emit()
         self._revalidate()
+
+    def _declarations(self) -> dict[str, Option]:
+        found = dict(all_options())
+        found.update({o.name: o for o in active_options(self._values["solver"])})
+        return found
+
+    def _adopt_solver_options(self) -> None:
+        """A new solver: an option it declares differently from the value's declaration
+        (another default or meaning under the same name) starts at its own default."""
+        for opt in active_options(self._values["solver"]):
+            if self._declared.get(opt.name) != opt:
+                self._values[option_field(opt.name)] = opt.default
+                self._declared[opt.name] = opt
 
     def _revalidate(self) -> None:
         self._checked = check(self._values, self._denoiser)

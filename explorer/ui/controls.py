@@ -20,9 +20,9 @@ from PySide6.QtWidgets import (
 
 from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
-from explorer.core.solvers import SOLVERS, get_solver
+from explorer.core.solvers import SOLVERS, Option, all_options, get_solver
 from explorer.models.loader import label_names
-from explorer.ui.config_model import BUDGET, ConfigModel, Invalid
+from explorer.ui.config_model import BUDGET, ConfigModel, Invalid, active_options, option_field
 from explorer.ui.widgets import DataCombo
 
 OPEN_ITEM = "Open…"
@@ -58,6 +58,36 @@ def _float_or_none(text: str, what: str, allow_inf: bool = False) -> Any:
 
 def _format(value: Optional[float]) -> str:
     return "" if value is None else f"{value:g}"
+
+
+def _option_editor(opt: Option, current: Callable[[], Option]) -> tuple[QWidget, Callable[[], Any], Callable[[Any], None], Any]:
+    """(widget, read, write, edited signal) for one declared option, by its type; ``current``
+    gives the chosen solver's declaration of that name (its label, bounds, optional or not)."""
+    if opt.kind is bool:
+        box = QCheckBox()
+        return box, box.isChecked, lambda v: box.setChecked(bool(v)), box.toggled
+    if opt.kind is str:
+        combo = _combo([(c, c) for c in opt.choices])
+        return combo, combo.value, lambda v: _set_combo(combo, v), combo.currentIndexChanged
+    if opt.kind is int:
+        spin = QSpinBox()
+        spin.setRange(int(opt.low) if opt.low is not None else -(2**31), int(opt.high) if opt.high is not None else 2**31 - 1)
+        spin.setKeyboardTracking(False)
+        return spin, spin.value, lambda v: spin.setValue(int(v)), spin.valueChanged
+    edit = QLineEdit()
+
+    def read() -> Any:
+        decl, text = current(), edit.text().strip()
+        if not text:
+            return None if decl.optional else Invalid(f"{decl.title} needs a value ({decl.bounds_text()}).")
+        if decl.allow_inf and text.lower() in ("inf", "∞"):
+            return math.inf
+        return _float_or_none(text, decl.title, allow_inf=decl.allow_inf)
+
+    def write(value: Any) -> None:
+        edit.setText("inf" if isinstance(value, float) and math.isinf(value) else _format(value))
+
+    return edit, read, write, edit.editingFinished
 
 
 def _combo(items: list[tuple[str, Any]]) -> DataCombo:
@@ -105,7 +135,7 @@ class ControlPanel(QWidget):
         layout.addWidget(self._denoiser_group())
         layout.addWidget(self._process_group())
         layout.addWidget(self._solver_group())
-        layout.addWidget(self._stochastic_group())
+        layout.addWidget(self._options_group())
         layout.addWidget(self._batch_group())
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -285,37 +315,32 @@ class ControlPanel(QWidget):
                    lambda v: _set_combo(self.final_box, v), self.final_box.currentIndexChanged)
         self.lof_box = QCheckBox("lower-order final steps")
         self._bind(form, "", "lower_order_final", self.lof_box, self.lof_box.isChecked, self.lof_box.setChecked,
-                   self.lof_box.toggled, applies=lambda: self._info().family == "multistep")
-        self.rtol_edit, self.atol_edit = QLineEdit(), QLineEdit()
-        for edit, field in ((self.rtol_edit, "rtol"), (self.atol_edit, "atol")):
-            edit.setPlaceholderText("solver default")
-            self._bind(form, field, field, edit, (lambda e=edit, f=field: _float_or_none(e.text(), f)),
-                       (lambda v, e=edit: e.setText(_format(v))), edit.editingFinished,
-                       applies=lambda: self._info().adaptive)
+                   self.lof_box.toggled, applies=lambda: self._info().rule.lower_order_final)
         return group
 
-    def _stochastic_group(self) -> QGroupBox:
-        group, form = self._form("Stochasticity")
-        self.alpha_box = _double(0.0, 1.0, 3, 0.05)
-        self._bind(form, "Heun α", "alpha", self.alpha_box, self.alpha_box.value, self.alpha_box.setValue,
-                   self.alpha_box.valueChanged, applies=lambda: self.model.value("solver") == "heun")
-        self.churn_box = _double(-1.0, 1000.0, 2, 1.0)
-        self._bind(form, "S_churn", "churn", self.churn_box, self.churn_box.value, self.churn_box.setValue,
-                   self.churn_box.valueChanged, applies=lambda: self._info().churn or self.model.value("churn") != 0)
-        self.s_min_box = _double(0.0, 1000.0, 3, 0.01)
-        self._bind(form, "S_min", "s_min", self.s_min_box, self.s_min_box.value, self.s_min_box.setValue,
-                   self.s_min_box.valueChanged, applies=self._churning)
-        self.s_max_edit = QLineEdit()
-        self._bind(form, "S_max", "s_max", self.s_max_edit, lambda: self._read_s_max(),
-                   lambda v: self.s_max_edit.setText("inf" if math.isinf(v) else f"{v:g}"),
-                   self.s_max_edit.editingFinished, applies=self._churning)
-        self.s_noise_box = _double(0.0, 10.0, 4, 0.001)
-        self._bind(form, "S_noise", "s_noise", self.s_noise_box, self.s_noise_box.value, self.s_noise_box.setValue,
-                   self.s_noise_box.valueChanged, applies=self._churning)
-        self.eta_box = _double(-1.0, 10.0, 3, 0.1)
-        self._bind(form, "η", "eta", self.eta_box, self.eta_box.value, self.eta_box.setValue,
-                   self.eta_box.valueChanged, applies=lambda: self._info().stochastic)
+    def _options_group(self) -> QGroupBox:
+        """One row per option any solver declares; only the chosen solver's rows are shown."""
+        group, form = self._form("Solver options")
+        self._options_form = form
+        self.no_options = QLabel("This solver has no options of its own.")
+        self.no_options.setStyleSheet("color: #555;")
+        form.addRow(self.no_options)
+        self.option_widgets: dict[str, QWidget] = {}
+        for name, opt in all_options().items():
+            widget, read, write, signal = _option_editor(opt, lambda n=name, o=opt: self._declaration(n, o))
+            self.option_widgets[name] = widget
+            self._bind(form, opt.title, option_field(name), widget, read, write, signal)
         return group
+
+    def _declaration(self, name: str, fallback: Option) -> Option:
+        for opt in active_options(self.model.value("solver")):
+            if opt.name == name:
+                return opt
+        return fallback
+
+    def option_widget(self, name: str) -> QWidget:
+        """The control of a solver option (tests and tooltips)."""
+        return self.option_widgets[name]
 
     def _batch_group(self) -> QGroupBox:
         group, form = self._form("Samples and device")
@@ -370,9 +395,6 @@ class ControlPanel(QWidget):
         solver = self.model.value("solver")
         return get_solver(solver)
 
-    def _churning(self) -> bool:
-        return self._info().churn and float(self.model.value("churn") or 0) > 0
-
     def _uses_vp(self) -> bool:
         sched = self.model.value("sigma_schedule") or PROCESSES[self.model.value("process")][0]
         return sched == "vp"
@@ -383,12 +405,26 @@ class ControlPanel(QWidget):
     def _read_scaling(self) -> Optional[str]:
         return self.scaling_box.value() if self.advanced.isChecked() else None
 
-    def _read_s_max(self) -> Any:
-        text = self.s_max_edit.text().strip()
-        if text.lower() in ("", "inf", "∞"):
-            return math.inf
-        value = _float_or_none(text, "S_max", allow_inf=True)
-        return value
+    def _show_solver_options(self) -> None:
+        """Show the chosen solver's option rows, with its own help and label."""
+        solver = self.model.value("solver")
+        active = {o.name: o for o in active_options(solver)}
+        if solver != getattr(self, "_shown_solver", None):  # the model may have reset some to the new defaults
+            self._shown_solver = solver
+            values = self.model.values
+            self._quiet(lambda: [self._bindings[option_field(n)].write(values[option_field(n)]) for n in active
+                                 if option_field(n) in values and not isinstance(values[option_field(n)], Invalid)])
+        for name, widget in self.option_widgets.items():
+            self._options_form.setRowVisible(widget, name in active)
+            if name in active:
+                opt = active[name]
+                widget.setToolTip(f"{opt.help} ({opt.bounds_text()})")
+                if isinstance(widget, QLineEdit):
+                    widget.setPlaceholderText("solver's choice" if opt.optional else "")
+                label = self._options_form.labelForField(widget)
+                if isinstance(label, QLabel):
+                    label.setText(opt.title)
+        self.no_options.setVisible(not active)
 
     def _advanced_toggled(self, on: bool) -> None:
         if on and not self._loading:  # start from the process's own pair, so nothing jumps
@@ -416,8 +452,8 @@ class ControlPanel(QWidget):
             values = self.model.values
             self._fill_labels()
             for field, binding in self._bindings.items():
-                value = values[field]
-                if not isinstance(value, Invalid):
+                value = values.get(field)
+                if field in values and not isinstance(value, Invalid):
                     binding.write(value)
             advanced = values["sigma_schedule"] is not None or values["scaling"] is not None
             self.advanced.setChecked(advanced)
@@ -494,6 +530,7 @@ class ControlPanel(QWidget):
         self.nfe_box.setVisible(use_nfe)
         self.schedule_box.setEnabled(self.advanced.isChecked())
         self.scaling_box.setEnabled(self.advanced.isChecked())
+        self._show_solver_options()
         info = self._info()
         self.solver_info.setText(f"{info.summary}. Order {info.order}; NFE rule: {info.nfe_rule}.")
         if model.config is None:

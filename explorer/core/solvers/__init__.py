@@ -1,89 +1,118 @@
 """The solver registry: one function per solver, one line per registration.
 
 A solver is ``fn(ctx: SolverContext) -> Iterator[StepEvent]``. Its :class:`SolverInfo`
-says how its NFE follows from the step count and which order each step has, so the
-GUI can show the NFE before a run and the CLI can turn an NFE budget into steps.
-Adding a solver is one function and one ``register`` call; the GUI, CLI and tests
-pick it up from :data:`SOLVERS`.
+declares everything else: its step rule (how NFE follows from the step count and which
+order each step has, so the GUI can show the NFE before a run and the CLI can turn an
+NFE budget into steps), its own options (type, default, bounds, help), its colour and
+its expected order. Adding a solver is one function and one ``register`` call; the
+config, the GUI's solver section, the CLI flags and the order tests pick it up from
+:data:`SOLVERS`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers import adaptive, ancestral, dpm, edm, lms, multistep, reference
 from explorer.core.solvers.context import SolverContext
+from explorer.core.solvers.options import EDM_CHURN, ETA, S_NOISE, Option, check_churn_window, resolve
+from explorer.core.solvers.rules import Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, Singlestep
 
 SolverFn = Callable[[SolverContext], Iterator[StepEvent]]
+OptionsCheck = Callable[[Mapping[str, Any]], None]
+
+# One colour per solver, the same in every view and export. Solvers that declare none get
+# the next colour of this palette in registry order, chosen so that the solvers usually
+# compared (euler, heun, dpm-solver-2/-3, ++2m, 3m-taylor, lms) differ at a glance.
+PALETTE = (
+    "#0072B2", "#D55E00", "#009E73", "#999999", "#E69F00", "#56B4E9", "#8C564B", "#BCBD22", "#17BECF",
+    "#CC79A7", "#AEC7E8", "#9467BD", "#98DF8A", "#D62728", "#FF9896", "#2CA02C", "#000080", "#E377C2",
+    "#FFBB78", "#7F7F7F",
+)
 
 
 @dataclass(frozen=True)
 class SolverInfo:
-    """What the rest of the program needs to know about a solver.
+    """What the rest of the program needs to know about a solver, declared in one place.
 
     Attributes:
         name: registry key (CLI ``--solver``).
         fn: the solver function.
-        order: global convergence order on a smooth ODE (SPEC §5).
-        evals_per_step: D evaluations of a regular step (singlestep order k: k).
-        family: edm | singlestep | multistep | adaptive | reference | ancestral | fast.
-        step_order: the nominal order of each step (singlestep/multistep), else 0.
-        churn: accepts EDM's S_churn.
-        stochastic: draws noise during the run.
-        adaptive: chooses its own steps (NFE not known in advance).
+        order: the global convergence order expected on a smooth ODE (SPEC §5); the order
+            tests measure it on the exact Gaussian.
+        rule: the step rule (grid, NFE, per-step orders); see :mod:`explorer.core.solvers.rules`.
+        options: the solver's own settings, with defaults, bounds and help.
+        check: cross-option validation beyond each option's bounds (e.g. S_min ≤ S_max).
+        stochastic: draws noise during the run (with its options at their defaults).
+        color: display colour (#RRGGBB); empty = the next palette colour in registry order.
         summary: one line for ``diffusion-explorer solvers`` and the GUI.
+        order_grid: discretization on which ``order`` shows at small N (the order tests use it).
+        float64: runs in float64 whatever the run's dtype (the reference).
     """
 
     name: str
     fn: SolverFn = field(repr=False)
     order: int
-    evals_per_step: int = 1
-    family: str = "edm"
-    step_order: int = 0
-    churn: bool = False
+    rule: PerStep = PerStep()
+    options: tuple[Option, ...] = ()
+    check: Optional[OptionsCheck] = field(default=None, repr=False, compare=False)
     stochastic: bool = False
-    adaptive: bool = False
+    color: str = ""
     summary: str = ""
+    order_grid: str = "logsnr"
+    float64: bool = False
+
+    @property
+    def adaptive(self) -> bool:
+        """Chooses its own steps (NFE not known in advance)."""
+        return self.rule.adaptive
+
+    @property
+    def evals_per_step(self) -> int:
+        return self.rule.evals_per_step
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
+
+    def option(self, name: str) -> Option:
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        raise KeyError(f"{self.name} has no option {name!r}")
 
     @property
     def nfe_rule(self) -> str:
         """How NFE follows from N steps, in words."""
-        if self.family == "fast":
-            return "NFE as asked (steps = NFE)"
-        if self.adaptive:
-            return "adaptive (counted during the run)"
-        if self.evals_per_step == 1:
-            return "N"
-        k = self.evals_per_step
-        return f"{k}N−{k - 1} (final zero), {k}N otherwise"
+        return self.rule.nfe_rule()
 
-    def nfe(self, steps: int, to_zero: bool) -> Optional[int]:
+    def nfe(self, steps: int, to_zero: bool, options: Optional[Mapping[str, Any]] = None) -> Optional[int]:
         """Evaluations of a run of ``steps`` steps (without final=denoise's extra one)."""
-        if self.adaptive:
-            return None
-        if self.family == "fast":
-            return steps
-        k = self.evals_per_step
-        return k * (steps - 1) + 1 if to_zero and k > 1 else k * steps
+        return self.rule.nfe(steps, to_zero, self.resolve_options(options or {}))
 
     def step_orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
         """Per-step orders for singlestep and multistep solvers (SPEC §4)."""
-        if self.family == "singlestep":
-            return [self.step_order] * steps
-        if self.family == "multistep":
-            orders = [min(self.step_order, i + 1) for i in range(steps)]
-            if lower_order_final and steps < 10:
-                orders = [min(o, steps - i) for i, o in enumerate(orders)]
-            return orders
-        return None
+        return self.rule.orders(steps, lower_order_final)
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option of this solver, validated, defaults filled in (ValueError otherwise)."""
+        values = resolve(self.name, self.options, given, declared_by())
+        if self.check is not None:
+            self.check(values)
+        return values
 
 
 SOLVERS: dict[str, SolverInfo] = {}
 
 
 def register(info: SolverInfo) -> None:
+    """Add (or replace) a solver; the CLI, the GUI and the tests read it from :data:`SOLVERS`."""
     SOLVERS[info.name] = info
+
+
+def unregister(name: str) -> None:
+    SOLVERS.pop(name, None)
 
 
 def get_solver(name: str) -> SolverInfo:
@@ -93,25 +122,75 @@ def get_solver(name: str) -> SolverInfo:
         raise ValueError(f"Unknown solver {name!r}; choose one of {', '.join(SOLVERS)}.") from None
 
 
-register(SolverInfo("euler", edm.euler, 1, churn=True, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
-register(SolverInfo("heun", edm.heun, 2, evals_per_step=2, churn=True, summary="Heun in t, α option (EDM Alg. 1; with churn, Alg. 2)"))
-register(SolverInfo("ddim", dpm.ddim, 1, family="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1)"))
-register(SolverInfo("dpm-solver-1", dpm.dpm_solver, 1, family="singlestep", step_order=1, summary="DPM-Solver-1 (noise prediction)"))
-register(SolverInfo("dpm-solver-2", dpm.dpm_solver, 2, evals_per_step=2, family="singlestep", step_order=2, summary="DPM-Solver-2, singlestep, node r₁=½"))
-register(SolverInfo("dpm-solver-3", dpm.dpm_solver, 3, evals_per_step=3, family="singlestep", step_order=3, summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔"))
-register(SolverInfo("dpm-solver-fast", dpm.dpm_solver, 3, family="fast", step_order=3, summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
-register(SolverInfo("dpm-solver-12", adaptive.dpm_solver_12, 2, evals_per_step=2, family="adaptive", adaptive=True, summary="adaptive DPM-Solver-12 (rtol/atol)"))
-register(SolverInfo("dpm-solver-23", adaptive.dpm_solver_23, 3, evals_per_step=3, family="adaptive", adaptive=True, summary="adaptive DPM-Solver-23 (rtol/atol)"))
-register(SolverInfo("dpm-solver-2m", multistep.dpm_solver_multistep, 2, family="multistep", step_order=2, summary="DPM-Solver-2M, multistep, noise prediction"))
-register(SolverInfo("dpm-solver-3m", multistep.dpm_solver_multistep, 2, family="multistep", step_order=3, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
-register(SolverInfo("dpm-solver-3m-taylor", multistep.dpm_solver_multistep_taylor, 3, family="multistep", step_order=3, summary="DPM-Solver-3M with 2·D2 (3rd order)"))
-register(SolverInfo("dpm-solver++2s", dpm.dpm_solver_pp_singlestep, 2, evals_per_step=2, family="singlestep", step_order=2, summary="DPM-Solver++(2S), data prediction"))
-register(SolverInfo("dpm-solver++2m", multistep.dpm_solver_pp_multistep, 2, family="multistep", step_order=2, summary="DPM-Solver++(2M), data prediction"))
-register(SolverInfo("dpm-solver++3m", multistep.dpm_solver_pp_multistep, 2, family="multistep", step_order=3, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
-register(SolverInfo("dpm-solver++3m-taylor", multistep.dpm_solver_pp_multistep_taylor, 3, family="multistep", step_order=3, summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
-register(SolverInfo("lms", lms.lms, 4, summary="linear multistep, order 4, in t (k-diffusion's lms for EDM)"))
-register(SolverInfo("euler-ancestral", ancestral.euler_ancestral, 1, stochastic=True, summary="Euler ancestral (η)"))
-register(SolverInfo("dpm-solver++2m-sde", multistep.dpm_solver_pp_2m_sde, 1, family="multistep", step_order=2, stochastic=True, summary="DPM-Solver++(2M) SDE (η; η=0 is ++2M)"))
-register(SolverInfo("reference", reference.reference, 5, family="reference", adaptive=True, summary="RK45 (Dormand–Prince) in float64, rtol 1e-8: ground truth"))
+def declared_by() -> dict[str, list[str]]:
+    """Option name → the solvers that declare it (for "applies to … only" messages)."""
+    owners: dict[str, list[str]] = {}
+    for info in SOLVERS.values():
+        for opt in info.options:
+            owners.setdefault(opt.name, []).append(info.name)
+    return owners
 
-__all__ = ["SOLVERS", "SolverInfo", "get_solver", "register", "SolverContext"]
+
+def all_options() -> dict[str, Option]:
+    """Every option name any solver declares, with its first declaration (CLI flags, GUI rows)."""
+    found: dict[str, Option] = {}
+    for info in SOLVERS.values():
+        for opt in info.options:
+            found.setdefault(opt.name, opt)
+    return found
+
+
+def carry_options(old: str, options: Mapping[str, Any], new: str) -> dict[str, Any]:
+    """The options worth keeping when the solver changes from ``old`` to ``new``: those the
+    new solver declares identically (same default, bounds and meaning)."""
+    if old == new:
+        return dict(options)
+    before = {o.name: o for o in SOLVERS[old].options} if old in SOLVERS else {}
+    after = get_solver(new)
+    return {o.name: options[o.name] for o in after.options if o.name in options and before.get(o.name) == o}
+
+
+def solver_color(name: str) -> str:
+    """A solver's display colour: its declared one, else fixed by its place in the registry."""
+    info = SOLVERS.get(name)
+    if info is not None and info.color:
+        return info.color
+    names = [n for n, i in SOLVERS.items() if not i.color]
+    index = names.index(name) if name in names else sum(map(ord, name))
+    return PALETTE[index % len(PALETTE)]
+
+
+ALPHA = Option("alpha", float, 1.0, "Heun's intermediate point t + αh (EDM Algorithm 1; 1 = trapezoid rule)", "α",
+               low=0.0, high=1.0, low_open=True)
+RTOL_12_23 = Option("rtol", float, adaptive.DEFAULT_RTOL, "relative tolerance of the step-size control", "rtol", low=0.0, low_open=True)
+ATOL_12_23 = Option("atol", float, adaptive.DEFAULT_ATOL, "absolute tolerance of the step-size control", "atol", low=0.0, low_open=True)
+RTOL_REF = Option("rtol", float, reference.DEFAULT_RTOL, "relative tolerance of RK45", "rtol", low=0.0, low_open=True)
+ATOL_REF = Option("atol", float, None, "absolute tolerance of RK45 (default rtol · 1e-2)", "atol", low=0.0, low_open=True, optional=True)
+ANCESTRAL = (ETA, S_NOISE)
+
+CHURNED = dict(options=EDM_CHURN, check=check_churn_window, order_grid="edm")
+register(SolverInfo("euler", edm.euler, 1, **CHURNED, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
+register(SolverInfo("heun", edm.heun, 2, PerStep(2), options=(ALPHA,) + EDM_CHURN, check=check_churn_window, order_grid="edm",
+                    summary="Heun in t, α option (EDM Alg. 1; with churn, Alg. 2)"))
+register(SolverInfo("ddim", dpm.ddim, 1, order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1)"))
+register(SolverInfo("dpm-solver-1", dpm.dpm_solver, 1, Singlestep(order=1), summary="DPM-Solver-1 (noise prediction)"))
+register(SolverInfo("dpm-solver-2", dpm.dpm_solver, 2, Singlestep(order=2), summary="DPM-Solver-2, singlestep, node r₁=½"))
+register(SolverInfo("dpm-solver-3", dpm.dpm_solver, 3, Singlestep(order=3), summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔"))
+register(SolverInfo("dpm-solver-fast", dpm.dpm_solver, 3, Fast(), summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
+register(SolverInfo("dpm-solver-12", adaptive.dpm_solver_12, 2, Adaptive(2), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-12 (rtol/atol)"))
+register(SolverInfo("dpm-solver-23", adaptive.dpm_solver_23, 3, Adaptive(3), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-23 (rtol/atol)"))
+register(SolverInfo("dpm-solver-2m", multistep.dpm_solver_multistep, 2, Multistep(order=2), summary="DPM-Solver-2M, multistep, noise prediction"))
+register(SolverInfo("dpm-solver-3m", multistep.dpm_solver_multistep, 2, Multistep(order=3), summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver-3m-taylor", multistep.dpm_solver_multistep_taylor, 3, Multistep(order=3), summary="DPM-Solver-3M with 2·D2 (3rd order)"))
+register(SolverInfo("dpm-solver++2s", dpm.dpm_solver_pp_singlestep, 2, Singlestep(order=2), summary="DPM-Solver++(2S), data prediction"))
+register(SolverInfo("dpm-solver++2m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=2), summary="DPM-Solver++(2M), data prediction"))
+register(SolverInfo("dpm-solver++3m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=3), summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver++3m-taylor", multistep.dpm_solver_pp_multistep_taylor, 3, Multistep(order=3), summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
+register(SolverInfo("lms", lms.lms, 4, order_grid="edm", summary="linear multistep, order 4, in t (k-diffusion's lms for EDM)"))
+register(SolverInfo("euler-ancestral", ancestral.euler_ancestral, 1, options=ANCESTRAL, stochastic=True, summary="Euler ancestral (η)"))
+register(SolverInfo("dpm-solver++2m-sde", multistep.dpm_solver_pp_2m_sde, 1, Multistep(order=2), options=ANCESTRAL, stochastic=True,
+                    summary="DPM-Solver++(2M) SDE (η; η=0 is ++2M)"))
+register(SolverInfo("reference", reference.reference, 5, AdaptiveOnGrid(), options=(RTOL_REF, ATOL_REF), color="#000000", float64=True,
+                    summary="RK45 (Dormand–Prince) in float64, rtol 1e-8: ground truth"))
+
+__all__ = ["SOLVERS", "Option", "SolverInfo", "carry_options", "get_solver", "register", "solver_color", "SolverContext"]

@@ -22,7 +22,7 @@ def ancestral_split(sigma: float, sigma_next: float, eta: float) -> tuple[float,
 
 
 def euler_ancestral(ctx: SolverContext) -> Iterator[StepEvent]:
-    eta, s_noise = ctx.config.eta, ctx.config.s_noise
+    eta, s_noise = ctx.option("eta"), ctx.option("s_noise")
     x = ctx.x0
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         sigma = ctx.sigma(t_cur)

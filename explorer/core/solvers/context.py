@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -73,6 +73,11 @@ class SolverContext:
         self._eval_sigma: list[float] = []
         self._eval_x: list[torch.Tensor] = []
         self._first_denoised: Optional[torch.Tensor] = None
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """One of the solver's declared options (``default`` when the run's solver has none
+        of that name, as when a solver function is shared by solvers with fewer options)."""
+        return self.config.options.get(name, default)
 
     # ----------------------------------------------------------- process as floats
     def _at(self, t: float) -> tuple[float, float, float, float]:

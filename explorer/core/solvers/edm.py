@@ -21,23 +21,23 @@ def _churn(ctx: SolverContext, x: torch.Tensor, t_cur: float) -> tuple[torch.Ten
     With churn 0 the state is left untouched (no round trip through σ⁻¹ and no noise is
     drawn), so the deterministic samplers are exactly deterministic.
     """
-    cfg = ctx.config
-    if cfg.churn <= 0:
+    churn, s_min, s_max, s_noise = (ctx.option(k) for k in ("churn", "s_min", "s_max", "s_noise"))
+    if churn <= 0:
         return x, t_cur
     sigma = ctx.sigma(t_cur)
     n = ctx.plan.n_steps
-    gamma = min(cfg.churn / n, math.sqrt(2) - 1) if cfg.s_min <= sigma <= cfg.s_max else 0.0
+    gamma = min(churn / n, math.sqrt(2) - 1) if s_min <= sigma <= s_max else 0.0
     noise = ctx.randn_like(x)  # drawn every step, as EDM does, so streams stay aligned
     t_hat = ctx.round_t(sigma + gamma * sigma) if gamma > 0 else t_cur
     sigma_hat = ctx.sigma(t_hat)
     s_hat = ctx.s(t_hat)
     spread = math.sqrt(max(sigma_hat**2 - sigma**2, 0.0))
-    x_hat = (s_hat / ctx.s(t_cur)) * x + (spread * s_hat * cfg.s_noise) * noise
+    x_hat = (s_hat / ctx.s(t_cur)) * x + (spread * s_hat * s_noise) * noise
     return x_hat, t_hat
 
 
 def _edm_loop(ctx: SolverContext, heun: bool) -> Iterator[StepEvent]:
-    alpha = ctx.config.alpha
+    alpha = ctx.option("alpha", 1.0)
     x = ctx.x0
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         x_hat, t_hat = _churn(ctx, x, t_cur)

@@ -97,7 +97,7 @@ def dpm_solver_pp_2m_sde(ctx: SolverContext) -> Iterator[StepEvent]:
 
     With η = 0 it is exactly DPM-Solver++(2M); noise comes from the per-sample streams.
     """
-    eta, s_noise = ctx.config.eta, ctx.config.s_noise
+    eta, s_noise = ctx.option("eta"), ctx.option("s_noise")
     orders = ctx.plan.orders or []
     x = ctx.x0
     old_d, h_last = None, None

@@ -21,8 +21,9 @@ METHOD = "RK45"
 
 
 def reference(ctx: SolverContext) -> Iterator[StepEvent]:
-    rtol = ctx.config.rtol if ctx.config.rtol is not None else DEFAULT_RTOL
-    atol = ctx.config.atol if ctx.config.atol is not None else rtol * 1e-2
+    rtol = ctx.option("rtol", DEFAULT_RTOL)
+    atol = ctx.option("atol")
+    atol = rtol * 1e-2 if atol is None else atol
     x = ctx.x0
     shape, device, dtype = x.shape, x.device, x.dtype
 

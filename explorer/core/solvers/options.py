@@ -1,0 +1,160 @@
+"""A solver's own settings, declared once and read by the config, the CLI and the GUI.
+
+Each :class:`Option` carries what every front end needs: its key, type, default,
+bounds, a label and one line of help. ``RunConfig.options`` holds the values of the
+chosen solver's options (validated against these declarations, defaults filled in);
+the CLI makes one ``--flag`` per option name and the control panel one row per option.
+A solver with a new setting therefore declares it here or in its own module and
+nothing else changes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+KINDS = (float, int, bool, str)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of a solver.
+
+    Attributes:
+        name: key in ``RunConfig.options``; the CLI flag is ``--name`` with ``_`` → ``-``.
+        kind: float, int, bool or str (str options take one of ``choices``).
+        default: the value when none is given; None only for ``optional`` options.
+        help: one line, shown by ``--help`` and as the GUI tooltip.
+        label: the short name shown in the GUI and in error messages.
+        low, high: bounds (None: unbounded); ``low_open``/``high_open`` exclude the bound.
+        choices: the allowed strings of a str option.
+        optional: None is allowed and means "the solver's own choice" (said in ``help``).
+        allow_inf: a float option may be +∞ (S_max).
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    label: str = ""
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    allow_inf: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TypeError(f"Option {self.name}: kind must be one of float, int, bool, str.")
+        if self.kind is str and not self.choices:
+            raise TypeError(f"Option {self.name}: a str option needs its choices.")
+        if not (self.optional and self.default is None):
+            self.validate(self.default)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def bounds_text(self) -> str:
+        """The allowed range in words, for help texts and errors."""
+        if self.kind is str:
+            return "one of " + ", ".join(self.choices)
+        if self.kind is bool:
+            return "true or false"
+        lo = "" if self.low is None else f"{self.low:g} {'<' if self.low_open else '≤'} "
+        hi = "" if self.high is None else f" {'<' if self.high_open else '≤'} {self.high:g}"
+        return f"{lo}{self.title}{hi}" if (lo or hi) else "any number"
+
+    def validate(self, value: Any) -> Any:
+        """The value in the option's type, or a ValueError naming the option and its limits."""
+        if value is None:
+            if self.optional:
+                return None
+            raise ValueError(f"{self.title} needs a value ({self.bounds_text()}).")
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.title} must be true or false (got {value!r}).")
+            return value
+        if self.kind is str:
+            if value not in self.choices:
+                raise ValueError(f"Unknown {self.title} {value!r}; choose one of {', '.join(self.choices)}.")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{self.title} must be a number (got {value!r}).")
+        if self.kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{self.title} must be a whole number (got {value!r}).")
+            value = int(value)
+        else:
+            value = float(value)
+            if math.isnan(value) or (math.isinf(value) and not (self.allow_inf and value > 0)):
+                raise ValueError(f"{self.title} must be a finite number (got {value!r}).")
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if too_low or too_high:
+            raise ValueError(f"{self.title} must satisfy {self.bounds_text()} (got {value:g}).")
+        return value
+
+    def parse(self, text: str) -> Any:
+        """A value from command-line text ('none' for an optional option's default)."""
+        text = text.strip()
+        if self.optional and text.lower() in ("none", "default", ""):
+            return None
+        if self.kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{self.title} must be true or false (got {text!r}).")
+        if self.kind is str:
+            return text
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{self.title} must be a number (got {text!r}).") from None
+        return int(number) if self.kind is int and number.is_integer() else number
+
+
+def join_names(names: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def resolve(
+    solver: str, declared: Sequence[Option], given: Mapping[str, Any], declared_by: Mapping[str, list[str]]
+) -> dict[str, Any]:
+    """Validated values of every declared option: the given ones, defaults for the rest.
+
+    A given name the solver does not declare is an error that says which solvers have it.
+    """
+    mine = {o.name: o for o in declared}
+    for name in given:
+        if name not in mine:
+            owners = declared_by.get(name)
+            if owners:
+                raise ValueError(f"{name} applies to {join_names(owners)} only, not to {solver}.")
+            raise ValueError(f"{solver} has no option {name!r}" + (f"; its options: {', '.join(mine)}." if mine else "."))
+    return {name: opt.validate(given[name]) if name in given else opt.default for name, opt in mine.items()}
+
+
+# --------------------------------------------------------------- options several solvers share
+CHURN = Option("churn", float, 0.0, "EDM's S_churn: total noise added over the run (0 = deterministic)", "S_churn", low=0.0)
+S_MIN = Option("s_min", float, 0.0, "churn only where σ ≥ S_min", "S_min", low=0.0, allow_inf=True)
+S_MAX = Option("s_max", float, math.inf, "churn only where σ ≤ S_max", "S_max", low=0.0, allow_inf=True)
+S_NOISE = Option("s_noise", float, 1.0, "scale of the fresh noise (EDM's S_noise)", "S_noise", low=0.0)
+ETA = Option("eta", float, 1.0, "η: the share of fresh noise per step (0 = deterministic)", "η", low=0.0)
+EDM_CHURN = (CHURN, S_MIN, S_MAX, S_NOISE)
+
+
+def check_churn_window(options: Mapping[str, Any]) -> None:
+    """EDM's churn window must not be empty the wrong way round."""
+    if options["s_min"] > options["s_max"]:
+        raise ValueError(f"S_min ({options['s_min']:g}) must not exceed S_max ({options['s_max']:g}).")

@@ -1,0 +1,178 @@
+"""Step rules: how a solver lays out its grid and spends evaluations (SPEC §2, §4).
+
+A solver's :class:`SolverInfo` names one rule instead of a family string: the rule says
+how NFE follows from the step count, which order each step has, how an NFE budget becomes
+steps and which time points the plan holds. ``plan_run`` only asks the rule; a solver
+with an unusual layout (Restart's extra NFE, DPM-Solver-fast's budget) brings its own.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+Options = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GridRequest:
+    """What ``plan_run`` hands a rule: the grid maker and the run's end conventions."""
+
+    grid: Callable[[int], list[float]]  # n intervals → n + 1 decreasing times
+    t_max: float  # t of the nominal σ_max
+    t_min: float  # t of the nominal σ_min
+    final: str
+    disc: str
+    lower_order_final: bool
+    options: Options
+
+    @property
+    def to_zero(self) -> bool:
+        return self.final == "zero"
+
+    @property
+    def tail(self) -> list[float]:
+        return [0.0] if self.to_zero else []
+
+
+Layout = tuple[list[float], Optional[list[int]], Optional[int]]  # times, per-step orders, NFE of the whole run
+
+
+@dataclass(frozen=True)
+class PerStep:
+    """A fixed number of evaluations per step; the step to σ = 0 costs one (Euler, Heun, DDIM…)."""
+
+    evals_per_step: int = 1
+    adaptive = False  # chooses its own steps: no NFE in advance, no budget
+    fixed_grid = True  # the plan's grid is the steps the run takes (progress can count them)
+    lower_order_final = False  # whether RunConfig.lower_order_final changes anything
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        k = self.evals_per_step
+        return k * (steps - 1) + 1 if to_zero and k > 1 else k * steps
+
+    def orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
+        return None
+
+    def nfe_rule(self) -> str:
+        if self.evals_per_step == 1:
+            return "N"
+        k = self.evals_per_step
+        return f"{k}N−{k - 1} (final zero), {k}N otherwise"
+
+    def steps_for_budget(self, budget: int, final: str, options: Options) -> Optional[int]:
+        """The largest step count whose NFE fits ``budget`` (None: none fits)."""
+        extra = 1 if final == "denoise" else 0
+        best = None
+        for n in itertools.count(1):
+            if self.nfe(n, final == "zero", options) + extra > budget:
+                return best
+            best = n
+        return best  # pragma: no cover - itertools.count never ends
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        assert steps is not None
+        t = req.grid(steps if req.to_zero else steps + 1) + req.tail
+        nfe = self.nfe(steps, req.to_zero, req.options)
+        extra = 1 if req.final == "denoise" else 0
+        return t, self.orders(steps, req.lower_order_final), None if nfe is None else nfe + extra
+
+
+@dataclass(frozen=True)
+class Singlestep(PerStep):
+    """Every step of one order k with k evaluations (DPM-Solver-k, DPM-Solver++(2S))."""
+
+    order: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "evals_per_step", self.order)
+
+    def orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
+        return [self.order] * steps
+
+
+@dataclass(frozen=True)
+class Multistep(PerStep):
+    """One evaluation per step; the order ramps up 1, 2, … and, with lower-order final
+    steps, ramps down over the last steps when the run has fewer than ``final_below`` steps
+    (10 in the official DPM-Solver and UniPC code, 15 in diffusers)."""
+
+    order: int = 2
+    final_below: int = 10
+    lower_order_final = True
+
+    def orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
+        orders = [min(self.order, i + 1) for i in range(steps)]
+        if lower_order_final and steps < self.final_below:
+            orders = [min(o, steps - i) for i, o in enumerate(orders)]
+        return orders
+
+
+@dataclass(frozen=True)
+class Fast(PerStep):
+    """DPM-Solver-fast: the NFE budget is spent exactly with orders 3,…,3,2,1 (SPEC §4)."""
+
+    order: int = 3
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        return steps
+
+    def nfe_rule(self) -> str:
+        return "NFE as asked (steps = NFE)"
+
+    def steps_for_budget(self, budget: int, final: str, options: Options) -> Optional[int]:
+        return budget
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        assert steps is not None
+        budget = steps - (0 if req.final == "sigma_min" else 1)
+        orders = fast_orders(budget)
+        if not orders:
+            outer = req.grid(1)
+        elif req.disc == "logsnr":
+            outer = req.grid(len(orders) + 1)
+        else:
+            full = req.grid(budget + 1)
+            outer = [full[j] for j in itertools.accumulate([0] + orders)]
+        return outer + req.tail, orders + ([1] if req.to_zero else []), steps  # the budget, spent exactly
+
+
+@dataclass(frozen=True)
+class Adaptive(PerStep):
+    """Chooses its own steps between σ_max and σ_min; NFE is counted during the run."""
+
+    adaptive = True
+    fixed_grid = False
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        return None
+
+    def nfe_rule(self) -> str:
+        return "adaptive (counted during the run)"
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        return [req.t_max, req.t_min] + req.tail, None, None
+
+
+@dataclass(frozen=True)
+class AdaptiveOnGrid(Adaptive):
+    """Integrates adaptively between the points of an ordinary grid (the RK45 reference)."""
+
+    fixed_grid = True
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        t, orders, _ = PerStep.layout(self, steps or 1, req)
+        return t, orders, None
+
+
+def fast_orders(budget: int) -> list[int]:
+    """DPM-Solver-fast's orders for ``budget`` evaluations (SPEC §4)."""
+    if budget <= 0:
+        return []
+    k = budget // 3 + 1
+    rem = budget % 3
+    if rem == 0:
+        return [3] * (k - 2) + [2, 1]
+    if rem == 1:
+        return [3] * (k - 1) + [1]
+    return [3] * (k - 1) + [2]
