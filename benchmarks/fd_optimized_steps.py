@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--candidates", type=int, default=48)
     p.add_argument("--samples", type=int, default=256, help="reference samples for the optimizer")
+    p.add_argument("--reference-rtol", type=float, default=1e-5, help="RK45 tolerance of the optimizer's reference")
     p.add_argument("--no-floor", action="store_true", help="skip the test-vs-train floor (slow on a CPU)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results")
@@ -69,7 +70,7 @@ def main() -> None:
             steps = resolve_steps(cfg, get_solver(solver))
             fixed = cfg.replace(steps=steps, nfe=None)
             start = time.time()
-            opt = optimize_steps(den, fixed, steps, args.candidates, args.samples)
+            opt = optimize_steps(den, fixed, steps, args.candidates, args.samples, args.reference_rtol)
             t_opt = time.time() - start
             save_grid(out / f"grid_{solver}_nfe{nfe}.json", opt.grid)
             for name, run in (("default", fixed), ("optimized", fixed.replace(sigmas=opt.grid.sigmas))):
@@ -83,7 +84,7 @@ def main() -> None:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     (out / f"fd_optimized_{args.model}.json").write_text(json.dumps(
         {"model": args.model, "num": args.num, "floor": floor, "device": device_name, "candidates": args.candidates,
-         "samples": args.samples, "rows": rows}, indent=1))
+         "samples": args.samples, "reference_rtol": args.reference_rtol, "rows": rows}, indent=1))
     nfes = [int(n) for n in args.nfe.split(",")]
     lines = [f"FD ({args.num} samples, {args.model}, {device_name}), default vs optimized grid "
              f"({args.candidates} candidates, {args.samples} reference samples); floor "

@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from explorer.commands.common import add_model_argument, add_run_arguments, config_from_args
+from explorer.commands.common import (
+    add_model_argument,
+    add_run_arguments,
+    config_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -227,7 +227,6 @@ def explicit_plan(config: Any, info: Any, make_process: Any) -> Any:
     model's σ table, no clamping (a preset may start above the denoiser's σ_max, as diffusers'
     Karras grids do)."""
     from explorer.core.solvers.context import Plan
-
     from explorer.core.solvers.rules import Fast
 
     if info.adaptive or isinstance(info.rule, Fast):

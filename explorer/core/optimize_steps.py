@@ -118,6 +118,7 @@ class _Steps:
         self.scale = [float(base.process.s(t)) for t in cand_t]
         self.sigma = [float(base.process.sigma(t)) for t in cand_t]
         self._one: dict[tuple[int, int], float] = {}
+        self._two: dict[tuple[int, int, int], float] = {}
         self._denoised: dict[int, torch.Tensor] = {}
 
     def error(self, x: torch.Tensor, k: int) -> float:
@@ -155,11 +156,15 @@ class _Steps:
 
     def history_step(self, i: int, j: int, k: int) -> float:
         """DPM-Solver-(++)2M's second-order step j → k with the model output at i (teacher forced)."""
+        hit = self._two.get((i, j, k))
+        if hit is not None:
+            return hit
         data_form = self.config.solver == "dpm-solver++2m"
         pts = [self.point(i), self.point(j)]
         ms = [self._model(i, data_form), self._model(j, data_form)]
         x = multistep_step(self.x[j], 2, pts, ms, self.point(k), data_form, 1.0)
-        return self.error(x, k)
+        hit = self._two[(i, j, k)] = self.error(x, k)
+        return hit
 
     def _model(self, j: int, data_form: bool) -> torch.Tensor:
         d = self.denoised(j)

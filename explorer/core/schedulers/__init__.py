@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Union
 
-from explorer.core.schedulers.diffusers import Preset, diffusers_fields, read_scheduler_config
+from explorer.core.schedulers.diffusers import (
+    Preset,
+    diffusers_fields,
+    read_scheduler_config,
+)
 
 
 def _diffusers(source: Union[str, dict, Any], steps: int) -> Preset:

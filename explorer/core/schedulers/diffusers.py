@@ -97,7 +97,9 @@ def _refuse_unsupported(cfg: dict, name: str) -> None:
 
 
 def _alphas_cumprod32(cfg: dict) -> torch.Tensor:
-    from explorer.models.diffusers_import import alphas_cumprod_from_config  # the float32 β table diffusers builds
+    from explorer.models.diffusers_import import (
+        alphas_cumprod_from_config,  # the float32 β table diffusers builds
+    )
 
     return alphas_cumprod_from_config(cfg).to(torch.float32)
 
