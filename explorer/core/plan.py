@@ -69,7 +69,7 @@ def plan_run(
         return shifted_times(_checked_grid(t, config.disc, config.rho), process, config.shift)
 
     request = GridRequest(grid, float(process.sigma_inv(hi)), float(process.sigma_inv(lo)), config.final, config.disc,
-                          config.lower_order_final, config.options)
+                          config.lower_order_final, config.options, lambda t: float(process.sigma(t)))
     steps = None if info.adaptive and not info.rule.fixed_grid else resolve_steps(config, info)
     t, orders, nfe = info.rule.layout(steps, request)
     return Plan(process, (lo, hi), t, orders, config.final, nfe, config.disc)
