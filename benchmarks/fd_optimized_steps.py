@@ -58,27 +58,32 @@ def main() -> None:
         floor = None
     rows = []
     for solver in args.solvers.split(","):
+        get_solver(solver)
         try:
-            get_solver(solver)
             check_solver(solver)
-        except ValueError as err:  # e.g. ipndm before the solver registry of issue #11 has it
-            print(json.dumps({"solver": solver, "skipped": str(err)}), flush=True)
-            rows.append({"solver": solver, "skipped": str(err)})
-            continue
+            can_optimize = True
+        except ValueError as err:  # measured on its default grid only
+            print(json.dumps({"solver": solver, "optimized": f"skipped: {err}"}), flush=True)
+            can_optimize = False
         for nfe in (int(n) for n in args.nfe.split(",")):
             cfg = RunConfig(solver=solver, nfe=nfe, steps=None, batch=args.batch, device=device.type)
             steps = resolve_steps(cfg, get_solver(solver))
             fixed = cfg.replace(steps=steps, nfe=None)
-            start = time.time()
-            opt = optimize_steps(den, fixed, steps, args.candidates, args.samples, args.reference_rtol)
-            t_opt = time.time() - start
-            save_grid(out / f"grid_{solver}_nfe{nfe}.json", opt.grid)
-            for name, run in (("default", fixed), ("optimized", fixed.replace(sigmas=opt.grid.sigmas))):
+            runs = [("default", fixed, None)]
+            if can_optimize:
+                start = time.time()
+                opt = optimize_steps(den, fixed, steps, args.candidates, args.samples, args.reference_rtol)
+                save_grid(out / f"grid_{solver}_nfe{nfe}.json", opt.grid)
+                runs.append(("optimized", fixed.replace(sigmas=opt.grid.sigmas), (opt, time.time() - start)))
+                runs[0] = ("default", fixed, (opt, time.time() - start))
+            for name, run, made in runs:
                 start = time.time()
                 fd = fd_against_fashion(batch_sampler(den, run), num=args.num, batch=args.batch, device=device)
+                opt = made[0] if made else None
                 rows.append({"solver": solver, "nfe": nfe, "steps": steps, "grid": name, "fd": fd,
-                             "sigmas": list(run.sigmas) if run.sigmas else None, "optimize_seconds": round(t_opt, 1),
-                             "step_cost": opt.cost if name == "optimized" else opt.default_cost,
+                             "sigmas": list(run.sigmas) if run.sigmas else None,
+                             "optimize_seconds": round(made[1], 1) if made else None,
+                             "step_cost": None if opt is None else (opt.cost if name == "optimized" else opt.default_cost),
                              "seconds": round(time.time() - start, 1)})
                 print(json.dumps(rows[-1]), flush=True)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

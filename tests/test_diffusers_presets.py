@@ -128,3 +128,14 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
     ours, _ = explorer_run(den, scheduler("EulerDiscreteScheduler", sched, False), latents, 10)
     rel = float((ours - ref).norm() / ref.norm())
     assert 1e-12 < rel < 1e-5
+
+
+@pytest.mark.parametrize("config,match", [
+    ({"_class_name": "UniPCMultistepScheduler"}, "does not reproduce UniPCMultistepScheduler yet"),
+    ({"_class_name": "FooScheduler"}, "does not know 'FooScheduler'"),
+    ({"_class_name": "DDIMScheduler", "clip_sample": True}, "clip_sample"),
+    ({"_class_name": "DDIMScheduler", "clip_sample": False, "timestep_spacing": "linspace"}, "t − 100"),
+])
+def test_unreproducible_configs_say_why(config, match):
+    with pytest.raises(ValueError, match=match):
+        apply_preset("diffusers", config, 10, RunConfig())

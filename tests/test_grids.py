@@ -122,3 +122,14 @@ def test_cli_sweep_rejects_an_unknown_schedule(tmp_path, capsys):
     assert main(["sweep", "--model", "gaussian", "--solvers", "euler", "--nfe", "4", "--schedules", "karras7",
                  "--out", str(tmp_path)]) == 2
     assert "Unknown schedule 'karras7'" in capsys.readouterr().err
+
+
+def test_cli_preset_diffusers_sets_the_grid(tmp_path, capsys):
+    cfg = tmp_path / "scheduler_config.json"
+    cfg.write_text(json.dumps({"_class_name": "EulerDiscreteScheduler", "timestep_spacing": "leading", "steps_offset": 1}))
+    assert main(["schedule", "--model", "gaussian", "--preset", "diffusers", "--scheduler-config", str(cfg),
+                 "--steps", "10"]) == 0
+    out, err = capsys.readouterr()
+    assert "disc custom (diffusers EulerDiscreteScheduler (leading, 10 steps))" in out and "solver euler" in out
+    assert "sqrt(σ_max² + 1)" in err  # the preset says what diffusers does differently
+    assert main(["schedule", "--model", "gaussian", "--preset", "diffusers", "--steps", "10"]) == 2

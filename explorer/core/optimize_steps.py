@@ -76,7 +76,7 @@ def optimize_steps(
         raise ValueError(f"{steps} step(s) leave nothing to optimize with final={config.final}.")
     if candidates < inner + 1:
         raise ValueError(f"{candidates} candidate σ's cannot hold a grid of {inner} steps; use more candidates.")
-    config = config.replace(dtype="float64", batch=batch, churn=0.0, sigmas=None, timesteps=None, init_sigma=None,
+    config = config.replace(dtype="float64", batch=batch, churn=0.0, sigmas=None, timesteps=None, init_sigma=None, fast=False,
                             orders=None, steps=steps, nfe=None)
     base = make_plan(denoiser, config)
     lo, hi = base.sigma_range

@@ -33,12 +33,12 @@ from explorer.core.schedulers import spacing as sp
 
 VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler")
 K_STYLE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler")
-WAITING = {  # need solvers the explorer does not have yet (issue #11)
-    "DPMSolverSinglestepScheduler": "singlestep steps over grid points",
-    "KDPM2DiscreteScheduler": "k-diffusion's DPM2",
-    "UniPCMultistepScheduler": "UniPC with diffusers' options",
-    "DEISMultistepScheduler": "DEIS",
-    "PNDMScheduler": "PNDM/PLMS",
+WAITING = {  # what reproducing them still needs
+    "DPMSolverSinglestepScheduler": "singlestep steps whose nodes are the grid's own points (not λ midpoints)",
+    "KDPM2DiscreteScheduler": "k-diffusion's DPM2 solver",
+    "UniPCMultistepScheduler": "a preset mapping onto the unipc-k solver (orders, corrector, final σ)",
+    "DEISMultistepScheduler": "a preset mapping onto the deis-k solver, and a repeated final σ (Karras)",
+    "PNDMScheduler": "a preset mapping onto the pndm/plms solvers (PRK warm-up timesteps)",
 }
 SUPPORTED = VP_SPACE + K_STYLE
 
@@ -70,7 +70,7 @@ def diffusers_fields(cfg: dict, steps: int) -> Preset:
     """The preset for ``steps`` inference steps of the scheduler described by ``cfg``."""
     name = cfg.get("_class_name", "")
     if name in WAITING:
-        raise ValueError(f"{name} needs {WAITING[name]}, which the explorer's solvers do not provide yet.")
+        raise ValueError(f"The diffusers preset does not reproduce {name} yet: that needs {WAITING[name]}.")
     if name not in SUPPORTED:
         raise ValueError(f"The diffusers preset does not know {name!r}; it reproduces {', '.join(SUPPORTED)}.")
     _refuse_unsupported(cfg, name)
