@@ -30,6 +30,8 @@ SCRIPT = textwrap.dedent(
     import explorer.cli
     import explorer.export.images
     import explorer.models.loader
+    import explorer.session.comparison
+    import explorer.session.status
     from explorer.core.config import RunConfig
     from explorer.core.sampling import sample
     from explorer.models.loader import load_denoiser

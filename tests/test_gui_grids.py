@@ -61,7 +61,10 @@ def test_compare_columns_differ_by_grid(qtbot, tmp_path):
     assert view.add_grid_column(str(path))
     assert not view.add_grid_column(str(tmp_path / "missing.json"))
     assert [c.sigmas for c in view.columns] == [None, (80.0, 9.0, 1.5, 0.2, 0.0)]
-    assert "four steps" in view._labels()[1] and "four steps" not in view._labels()[0]
+    from explorer.core.compare import column_label
+
+    labels = [column_label(c) for c in view.columns]
+    assert "four steps" in labels[1] and "four steps" not in labels[0]
     with qtbot.waitSignal(view.runEnded, timeout=30_000) as blocker:
         assert view.run_all()
     assert blocker.args[0] == "finished"

@@ -15,6 +15,7 @@ from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 
 DTYPES = ("float32", "float64")
+PRECISIONS = ("float32", "bfloat16")  # the network F's arithmetic (the state and coefficients keep ``dtype``)
 DEVICES = ("auto", "cpu", "cuda")
 
 # The solver settings that were flat fields before solvers declared their own options,
@@ -56,6 +57,7 @@ class RunConfig:
     batch: int = 8
     label: Optional[int] = None  # class for class-conditional denoisers (None = unconditional/zeros)
     dtype: str = "float32"
+    precision: str = "float32"  # bfloat16: F under bf16 autocast, preconditioning and state in float32
     device: str = "auto"
     epsilon_s: float = 1e-3
     fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
@@ -124,10 +126,16 @@ class RunConfig:
         _choice("discretization", self.disc, DISCRETIZATIONS)
         _choice("final step", self.final, FINALS)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("network precision", self.precision, PRECISIONS)
+        if self.precision != "float32" and self.dtype != "float32":
+            raise ValueError(f"A {self.precision} network runs inside float32 runs only (dtype is {self.dtype}).")
         _choice("device", self.device, DEVICES)
         from explorer.core.solvers import get_solver  # late import: solvers import this module
 
         info = get_solver(self.solver)
+        if self.precision != "float32" and info.float64:
+            raise ValueError("The reference solver is the float64 ground truth; its network cannot run in "
+                             f"{self.precision}.")
         _positive_finite("ρ", self.rho)
         if not isinstance(self.lower_order_final, bool):
             raise ValueError(f"lower_order_final must be true or false (got {self.lower_order_final!r}).")
