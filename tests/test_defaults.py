@@ -20,9 +20,9 @@ def test_the_default_run_is_cheaper_than_the_old_one_at_the_fd_tables_choice():
     new, old = default_run_config(den, "cpu"), legacy_run_config(den, "cpu")
     assert (new.solver, new.batch, old.solver, old.batch) == ("dpm-solver++2m", 16, "heun", 16)
     assert make_plan(den, new).nfe == 12 and make_plan(den, old).nfe == 35
-    assert C.FD_TABLE[("dpm-solver++2m", 10)] <= 1.10 * C.FD_TABLE[("heun", 35)]
+    assert C.FD_TABLE[("dpm-solver++2m", 12)] <= 1.10 * C.FD_TABLE[("heun", 35)]
     assert new.precision == ("bfloat16" if cpu_has_native_bf16() else "float32")
-    assert default_run_config(toy("ring"), "cpu") == RunConfig(solver="dpm-solver++2m", steps=10, batch=512, device="cpu")
+    assert default_run_config(toy("ring"), "cpu") == RunConfig(solver="dpm-solver++2m", steps=12, batch=512, device="cpu")
     assert default_run_config(den, "cpu") == RunConfig.from_json(default_run_config(den, "cpu").to_json())
 
 

@@ -29,8 +29,9 @@ from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.precond import Preconditioner
 
 # FD of fashion32-edm, 10k samples (checkpoints/fashion32-edm.md, float32, NVIDIA H200).
-FD_TABLE = {("heun", 35): 5.44, ("heun", 20): 6.95, ("dpm-solver++2m", 10): 5.77, ("dpm-solver++2m", 20): 5.45,
-            ("dpm-solver++2m", 5): 15.25, ("euler", 35): 7.23}
+# FD (10k samples) of the shipped fashion32-edm, 4.5 M-image release (benchmarks/results/train-h200-2026-12-01).
+FD_TABLE = {("heun", 35): 1.81, ("heun", 15): 5.63, ("dpm-solver++2m", 10): 2.26, ("dpm-solver++2m", 12): 1.89,
+            ("dpm-solver++2m", 15): 1.84, ("euler", 35): 3.54}
 
 
 def cpu_model() -> str:
