@@ -17,6 +17,7 @@ from explorer.core.compare import ColumnRun
 from explorer.core.config import RunConfig
 from explorer.core.plan import predicted_nfe
 from explorer.core.solvers import SOLVERS
+from explorer.ui.widgets import guard_wheel
 from explorer.ui.compare_model import ComparisonModel
 
 TABLE_HEAD = ["", "solver", "steps", "NFE", "time s", "RMSE vs ref"]
@@ -88,6 +89,7 @@ class ColumnsTable(QTableWidget):
         box.setCurrentText(config.solver)
         box.setFocusPolicy(Qt.StrongFocus)
         box.currentTextChanged.connect(lambda name, k=k: self._edit(k, solver=name))
+        guard_wheel(box)
         return box
 
     def _steps_editor(self, k: int, config: RunConfig, run: Optional[ColumnRun]) -> QSpinBox:
@@ -98,6 +100,7 @@ class ColumnsTable(QTableWidget):
         box.setValue(config.steps or (run.trajectory.num_steps if run else 18))
         box.setToolTip("steps (an NFE budget in the column is replaced by this step count)")
         box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None, **NO_GRID))
+        guard_wheel(box)
         return box
 
 

@@ -88,9 +88,6 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.remember = remember
         settings.read_only = settings.read_only or not remember  # e.g. --screenshot: read, never write
-        app = QApplication.instance()
-        if app is not None:
-            guard_wheel(app)
         self.setWindowTitle(f"Diffusion Explorer {__version__}")
         self.resize(1400, 900)
         self._run_started = 0.0
@@ -143,6 +140,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.banner)
         layout.addWidget(self.splitter, 1)
         self.setCentralWidget(central)
+        guard_wheel(self.panel, self.run_view, self.compare_view)
         self.status_label = QLabel("Ready")
         self.statusBar().addWidget(self.status_label, 1)
         self.denoiser_status = QLabel()

@@ -66,11 +66,15 @@ class DataCombo(QComboBox):
 
 
 class WheelGuard(QObject):
-    """An application-wide event filter: a mouse wheel over a spin box or combo box that
-    does not have the keyboard focus does nothing (scrolling past a panel must not change ρ)."""
+    """An event filter for spin boxes and combo boxes: a mouse wheel over one that does not
+    have the keyboard focus does nothing (scrolling past a panel must not change ρ).
+
+    It is installed on those widgets one by one (:func:`guard_wheel`), never on the
+    application: an application-wide Python filter runs for every event of every thread,
+    worker threads' included, and deadlocked a worker's export against the GUI thread."""
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
-        if event.type() == QEvent.Wheel and isinstance(obj, (QAbstractSpinBox, QComboBox)) and not obj.hasFocus():
+        if event.type() == QEvent.Wheel and not obj.hasFocus():
             event.ignore()
             return True
         return False
@@ -79,10 +83,16 @@ class WheelGuard(QObject):
 _GUARD: Optional[WheelGuard] = None
 
 
-def guard_wheel(app: QObject) -> WheelGuard:
-    """Install the :class:`WheelGuard` on ``app`` once; the guard is returned."""
+def guard_wheel(*widgets: QWidget) -> WheelGuard:
+    """Guard each given spin or combo box, and every one inside the other widgets given."""
     global _GUARD
     if _GUARD is None:
         _GUARD = WheelGuard()
-        app.installEventFilter(_GUARD)
+    for widget in widgets:
+        boxes = [widget] if isinstance(widget, (QAbstractSpinBox, QComboBox)) else []
+        boxes += widget.findChildren(QAbstractSpinBox) + widget.findChildren(QComboBox)
+        for box in boxes:
+            if not box.property("wheel_guarded"):
+                box.installEventFilter(_GUARD)
+                box.setProperty("wheel_guarded", True)
     return _GUARD
