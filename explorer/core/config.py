@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from explorer.core.discretization import DISCRETIZATIONS, FINALS
+from explorer.core.guidance import check_guidance
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 
 DTYPES = ("float32", "float64")
@@ -59,6 +60,11 @@ class RunConfig:
     device: str = "auto"
     epsilon_s: float = 1e-3
     fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
+    # Guidance (explorer.core.guidance): D_w = D_guide + w (D − D_guide), for every solver.
+    # guide None: classifier-free guidance (the guide is the model with the null label);
+    # a model name or file: autoguidance by that weaker model. w = 1 is no guidance.
+    guidance: float = 1.0
+    guide: Optional[str] = None
 
     def __init__(self, **values: Any) -> None:
         legacy = {name: values.pop(name) for name in list(values) if name in LEGACY_OPTIONS}
@@ -145,6 +151,7 @@ class RunConfig:
             raise ValueError(f"ε_s must lie in (0, 1) (got {self.epsilon_s:g}).")
         if not isinstance(self.fast, bool):
             raise ValueError(f"fast must be true or false (got {self.fast!r}).")
+        check_guidance(self.guidance, self.guide)
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> "RunConfig":
