@@ -64,7 +64,7 @@ def test_solver_names_come_from_the_registry(sweep):
 def test_solver_sweep_writes_table_plot_and_resumes(sweep, files, tmp_path, capsys):
     dest = tmp_path / "out"
     args = [*_common(files, dest), "--solvers", "euler,heun,dpm-solver-3,dpm-solver-12,reference", "--nfe", "3,4",
-            "--rtols", "0.1", "--reference-rtol", "1e-2"]
+            "--rtols", "0.5", "--reference-rtol", "0.1"]
     assert sweep.main(["solvers", *args]) == 0
     assert sorted(p.name for p in dest.iterdir()) == ["fd_tiny-cond.json", "fd_tiny-cond.md", "fd_tiny-cond.png"]
     result = json.loads((dest / "fd_tiny-cond.json").read_text())
@@ -72,9 +72,9 @@ def test_solver_sweep_writes_table_plot_and_resumes(sweep, files, tmp_path, caps
     assert rows[("heun", 3)]["fd"] > 0 and rows[("euler", 4)]["nfe_used"] == 4
     assert rows[("dpm-solver-3", 3)]["fd"] is not None  # one third-order step
     assert rows[("reference", None)]["fd"] > 0 and rows[("reference", None)]["nfe_used"] > 4
-    assert rows[("dpm-solver-12", None)]["rtol"] == 0.1
+    assert rows[("dpm-solver-12", None)]["rtol"] == 0.5
     table = (dest / "fd_tiny-cond.md").read_text()
-    assert "| heun |" in table and "NFE 3 | NFE 4" in table and "| reference | 0.01 |" in table
+    assert "| heun |" in table and "NFE 3 | NFE 4" in table and "| reference | 0.1 |" in table
     # resuming measures nothing already measured: the rows come back unchanged
     capsys.readouterr()
     assert sweep.main(["solvers", *args, "--resume", str(dest / "fd_tiny-cond.json"), "--dest", str(tmp_path / "again")]) == 0

@@ -92,8 +92,14 @@ def solver_table(result: Result) -> str:
         (fixed.setdefault(r["solver"], {}).__setitem__(r["nfe"], r) if r["nfe"] is not None else free.append(r))
     lines = [_header(result), "", "| solver | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
              "|---|" + "---:|" * len(nfes)]
+    def cell(row: dict) -> str:
+        fewer = row.get("fd") is not None and row.get("nfe_used") and row["nfe_used"] < row["nfe"]
+        return _fd(row.get("fd")) + (f" ({row['nfe_used']:g})" if fewer else "")
+
     for solver, cells in fixed.items():
-        lines.append(f"| {solver} | " + " | ".join(_fd(cells.get(n, {}).get("fd")) for n in nfes) + " |")
+        lines.append(f"| {solver} | " + " | ".join(cell(cells.get(n, {})) for n in nfes) + " |")
+    if any(r.get("nfe_used") and r["nfe"] and r["nfe_used"] < r["nfe"] and r.get("fd") is not None for r in result["rows"]):
+        lines += ["", "(n): the solver's largest step count within the budget spent only n evaluations."]
     if free:
         lines += ["", "| solver (chooses its own steps) | rtol | NFE spent | FD |", "|---|---:|---:|---:|"]
         for r in free:
