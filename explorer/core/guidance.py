@@ -113,6 +113,17 @@ def guided(main: Denoiser, scale: float, guide: Optional[Denoiser] = None) -> De
     return GuidedDenoiser(main, scale, guide)
 
 
+def check_fits(denoiser: Denoiser, scale: float, guide: Optional[str], label: Optional[int]) -> None:
+    """Before a run (the GUI's check): classifier-free guidance needs a conditional model and a class."""
+    if scale == 1.0 or guide is not None:
+        return
+    if denoiser.label_dim <= 0:
+        raise ValueError(f"Classifier-free guidance needs a class-conditional model; {denoiser.name!r} has no classes. "
+                         "Pick a guide for autoguidance, or set w = 1.")
+    if label is None:
+        raise ValueError("Classifier-free guidance needs a class: choose a class label (or set w = 1).")
+
+
 _GUIDES: dict[tuple[str, str], tuple[float, Denoiser]] = {}
 
 
