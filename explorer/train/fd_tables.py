@@ -175,8 +175,15 @@ def _plot_solvers(ax: Any, result: Result) -> None:
             ax.plot(xs, ys, "o-", ms=3, lw=1.2, color=solver_color(solver), label=solver)
     if result.get("floor") is not None:
         ax.axhline(result["floor"], color="grey", lw=1, ls=":", label="floor (test vs train)")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticks = sorted({r["nfe"] for r in result["rows"] if r["nfe"] is not None})
+    if ticks:
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("NFE (solver evaluations of D)")
     ax.set_ylabel("FD (classifier features)")
     ax.set_title(f"{result['model']}: FD against NFE, {result['samples']:,} samples")

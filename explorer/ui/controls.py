@@ -508,7 +508,8 @@ class ControlPanel(QWidget):
             self.nfe_label.setText("adaptive (counted while running)")
         else:
             steps = model.plan.n_steps + (model.config.final == "denoise") if model.plan else None
-            calls = "; guided: 2 network calls each" if model.config.guidance not in (0.0, 1.0) else ""
+            single = model.config.guidance == 1.0 or (model.config.guide is None and model.config.guidance == 0.0)
+            calls = "" if single else "; guided: 2 network calls each"
             self.nfe_label.setText(f"{model.nfe}   ({steps} steps{calls})")
         if model.plan is not None:
             lo, hi = model.plan.sigma_range
