@@ -132,3 +132,26 @@ def test_guidance_flags_round_trip_through_the_config_json(tmp_path, capsys):
     assert "guided, w = 1.5" in capsys.readouterr().err
     assert main(["sample", "--model", "gaussian", "--steps", "2", "--guidance", "-2", "--out", str(out)]) == 2
     assert "guidance scale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["sample", "--out", "x.safetensors"], ["compare", "--solvers", "heun,euler", "--out", "d"],
+                                     ["sweep", "--solvers", "heun", "--nfe", "5", "--out", "d"]])
+def test_every_run_command_has_the_guidance_flags(command):
+    from explorer.cli import build_parser
+    from explorer.commands.common import config_from_args
+
+    args = build_parser().parse_args([*command, "--guidance", "2.5", "--guide", "fashion32-cond-early", "--label", "4"])
+    overrides = {"steps": None, "nfe": 5, "solver": "heun"} if command[0] == "sweep" else {}
+    config = config_from_args(args, **overrides)
+    assert (config.guidance, config.guide, config.label) == (2.5, "fashion32-cond-early", 4)
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_guided_runs_on_the_cuda_fast_path_agree_with_eager():
+    den, weak = _net(0).cuda(), _net(5).cuda()
+    base = RunConfig(solver="heun", **{**CFG, "device": "cuda"})
+    for cfg, guide in ((base.replace(guidance=2.0), None), (base.replace(guidance=2.0, guide="weak"), weak)):
+        fast = final_samples(den, cfg.replace(fast=True), guide=guide)
+        eager = final_samples(den, cfg, guide=guide)
+        torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
