@@ -205,16 +205,15 @@ def _setup(args: argparse.Namespace, kind: str, extra: dict) -> tuple[Denoiser, 
     return den, scorer, result, device
 
 
-def solver_names(filter_text: Optional[str]) -> list[str]:
-    """Deterministic solvers of the registry (the reference last), or those named."""
+def solver_names(filter_text: Optional[str], exclude: str = "") -> list[str]:
+    """Deterministic solvers of the registry (the reference last), or those named, less those excluded."""
     names = [n for n, info in SOLVERS.items() if not info.stochastic and n != "reference"] + ["reference"]
-    if not filter_text:
-        return names
-    wanted = [n.strip() for n in filter_text.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in SOLVERS]
+    wanted = [n.strip() for n in filter_text.split(",") if n.strip()] if filter_text else names
+    dropped = {n.strip() for n in exclude.split(",") if n.strip()}
+    unknown = [n for n in [*wanted, *dropped] if n not in SOLVERS]
     if unknown:
         raise ValueError(f"Unknown solver(s) {', '.join(unknown)}; the registry has {', '.join(SOLVERS)}.")
-    return wanted
+    return [n for n in wanted if n not in dropped]
 
 
 def run_solvers(args: argparse.Namespace) -> dict:
@@ -232,7 +231,7 @@ def run_solvers(args: argparse.Namespace) -> dict:
             return {"fd": fd, "nfe_used": round(sum(used) / len(used), 1)}
         return run
 
-    names = solver_names(args.solvers)
+    names = solver_names(args.solvers, args.exclude)
     for nfe in nfes:  # NFE-major: a budget that runs out leaves whole columns
         for name in names:
             info = SOLVERS[name]
@@ -353,6 +352,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     s = sub.add_parser("solvers", help="FD against NFE for every deterministic solver")
     _common(s, "fashion32-edm")
     s.add_argument("--solvers", default=None, help="comma-separated subset (default: every deterministic solver)")
+    s.add_argument("--exclude", default="", help="comma-separated solvers to leave out (e.g. reference)")
     s.add_argument("--nfe", default=",".join(map(str, NFES)), help="NFE budgets (default 3,4,5,6,8,10,20,35)")
     s.add_argument("--rtols", default="0.05,0.01", help="tolerances of the adaptive solvers")
     s.add_argument("--reference-rtol", type=float, default=1e-5, help="RK45 tolerance of the reference (atol = rtol·1e-2)")

@@ -57,6 +57,7 @@ def test_solver_names_come_from_the_registry(sweep):
     names = sweep.solver_names(None)
     assert names[-1] == "reference" and set(names) == {n for n, i in SOLVERS.items() if not i.stochastic}
     assert sweep.solver_names("heun, euler") == ["heun", "euler"]
+    assert "reference" not in sweep.solver_names(None, "reference") and sweep.solver_names("heun,euler", "euler") == ["heun"]
     with pytest.raises(ValueError, match="Unknown solver"):
         sweep.solver_names("heun,nope")
 
