@@ -53,7 +53,7 @@ from explorer.core.config import RunConfig  # noqa: E402
 from explorer.core.denoiser import Denoiser  # noqa: E402
 from explorer.core.fast import FastOptions  # noqa: E402
 from explorer.core.sampling import resolve_device, sample_steps  # noqa: E402
-from explorer.core.solvers import SOLVERS  # noqa: E402
+from explorer.core.solvers import SOLVERS, get_solver  # noqa: E402
 from explorer.train import fd_tables  # noqa: E402
 
 NFES = (3, 4, 5, 6, 8, 10, 20, 35)
@@ -205,18 +205,47 @@ def _setup(args: argparse.Namespace, kind: str, extra: dict) -> tuple[Denoiser, 
     return den, scorer, result, device
 
 
+# Named solver lists (a preset sets --solvers and --nfe). low-nfe: issue 11's comparison of the
+# solvers after DPM-Solver++ at very low NFE (from branch solvers).
+PRESETS = {
+    "low-nfe": ("euler,heun,dpm-solver++2m,dpm-solver++3m,unipc-3:variant=bh1,unipc-3:variant=bh2,deis-3,ipndm,ipndm-v",
+                "3,4,5,6,8,10"),
+}
+
+
+def solver_spec(text: str) -> tuple[str, dict]:
+    """'unipc-3:variant=bh1' → ('unipc-3', {'variant': 'bh1'}), values parsed by the solver's declarations."""
+    name, *pairs = text.strip().split(":")
+    info = get_solver(name)
+    options = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            options[key] = info.option(key).parse(value)
+        except KeyError:
+            raise ValueError(f"{name} has no option {key!r} (in {text!r}).") from None
+    return name, options
+
+
 def solver_names(filter_text: Optional[str], exclude: str = "") -> list[str]:
-    """Deterministic solvers of the registry (the reference last), or those named, less those excluded."""
+    """Deterministic solvers of the registry (the reference last), or those named (``name[:option=value…]``),
+    less those excluded."""
     names = [n for n, info in SOLVERS.items() if not info.stochastic and n != "reference"] + ["reference"]
     wanted = [n.strip() for n in filter_text.split(",") if n.strip()] if filter_text else names
     dropped = {n.strip() for n in exclude.split(",") if n.strip()}
-    unknown = [n for n in [*wanted, *dropped] if n not in SOLVERS]
+    unknown = [n for n in [*wanted, *dropped] if n.split(":")[0] not in SOLVERS]
     if unknown:
         raise ValueError(f"Unknown solver(s) {', '.join(unknown)}; the registry has {', '.join(SOLVERS)}.")
+    for spec in wanted:
+        solver_spec(spec)  # options named correctly
     return [n for n in wanted if n not in dropped]
 
 
 def run_solvers(args: argparse.Namespace) -> dict:
+    if args.preset:
+        args.solvers, args.nfe = PRESETS[args.preset]
+    if args.no_reference:
+        args.exclude = ",".join(filter(None, [args.exclude, "reference"]))
     nfes = [int(n) for n in args.nfe.split(",")]
     rtols = [float(r) for r in args.rtols.split(",") if r.strip()]
     den, scorer, result, device = _setup(args, "solvers", {"nfe_list": nfes})
@@ -233,13 +262,15 @@ def run_solvers(args: argparse.Namespace) -> dict:
 
     names = solver_names(args.solvers, args.exclude)
     for nfe in nfes:  # NFE-major: a budget that runs out leaves whole columns
-        for name in names:
-            info = SOLVERS[name]
-            if not info.adaptive:
-                sweep.measure({"solver": name, "nfe": nfe, "rtol": None},
-                              runner(base.replace(solver=name, steps=None, nfe=nfe)), nfe)
+        for spec in names:
+            name, options = solver_spec(spec)
+            if not SOLVERS[name].adaptive:
+                sweep.measure({"solver": spec, "nfe": nfe, "rtol": None},
+                              runner(base.replace(solver=name, steps=None, nfe=nfe, options=options)), nfe)
     for name in names:
-        info = SOLVERS[name]
+        info = SOLVERS.get(name)
+        if info is None:  # a spec with options: adaptive solvers are measured at their defaults
+            continue
         if name == "reference":
             rtol = args.reference_rtol
             cfg = base.replace(solver=name, steps=2, nfe=None, options={"rtol": rtol, "atol": rtol * 1e-2})
@@ -351,7 +382,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("solvers", help="FD against NFE for every deterministic solver")
     _common(s, "fashion32-edm")
-    s.add_argument("--solvers", default=None, help="comma-separated subset (default: every deterministic solver)")
+    s.add_argument("--solvers", default=None,
+                   help="name[:option=value…],… (default: every deterministic solver of the registry)")
+    s.add_argument("--preset", choices=sorted(PRESETS), help="a named solver list and NFE budgets (sets both)")
+    s.add_argument("--no-reference", action="store_true", help="leave out the reference (RK45 on 10k samples takes minutes)")
     s.add_argument("--exclude", default="", help="comma-separated solvers to leave out (e.g. reference)")
     s.add_argument("--nfe", default=",".join(map(str, NFES)), help="NFE budgets (default 3,4,5,6,8,10,20,35)")
     s.add_argument("--rtols", default="0.05,0.01", help="tolerances of the adaptive solvers")

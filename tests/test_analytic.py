@@ -61,9 +61,11 @@ def test_gmm_json(tmp_path):
         ({**spec, "kind": "x"}, "kind"),
         ({k: v for k, v in spec.items() if k != "stds"}, "lacks stds"),
         ({**spec, "stds": [0.1, -1]}, "positive"),
-        ({**spec, "weights": [1]}, "needs 2 stds and 2 weights"),
-        ({**spec, "means": [[0, 0, 0], [1, 1, 1]]}, "means of 2 numbers"),
-        ({**spec, "means": [[0], [1, 1]]}, "equal-length"),
+        ({**spec, "weights": [1]}, "'weights' must be a list of 2 numbers"),
+        ({**spec, "means": [[0, 0, 0], [1, 1, 1]]}, r"'means\[0\]' must be a list of 2 numbers"),
+        ({**spec, "means": [[0], [1, 1]]}, r"'means\[0\]' must be a list of 2 numbers"),
+        ({**spec, "shape": "22"}, "'shape' must be a list"),
+        ({**spec, "stds": ["0.1", 1]}, "'stds' must be a list of 2 numbers"),
     ]
     for content, message in bad:
         path.write_text(json.dumps(content))

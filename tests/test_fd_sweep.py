@@ -60,22 +60,25 @@ def test_solver_names_come_from_the_registry(sweep):
     assert "reference" not in sweep.solver_names(None, "reference") and sweep.solver_names("heun,euler", "euler") == ["heun"]
     with pytest.raises(ValueError, match="Unknown solver"):
         sweep.solver_names("heun,nope")
+    assert sweep.solver_spec("heun:alpha=0.5") == ("heun", {"alpha": 0.5})
+    with pytest.raises(ValueError, match="no option"):
+        sweep.solver_names("heun:beta=2")
 
 
 def test_solver_sweep_writes_table_plot_and_resumes(sweep, files, tmp_path, capsys):
     dest = tmp_path / "out"
-    args = [*_common(files, dest), "--solvers", "euler,heun,dpm-solver-3,dpm-solver-12,reference", "--nfe", "3,4",
+    args = [*_common(files, dest), "--solvers", "euler,heun:alpha=0.5,dpm-solver-3,dpm-solver-12,reference", "--nfe", "3,4",
             "--rtols", "0.5", "--reference-rtol", "0.1"]
     assert sweep.main(["solvers", *args]) == 0
     assert sorted(p.name for p in dest.iterdir()) == ["fd_tiny-cond.json", "fd_tiny-cond.md", "fd_tiny-cond.png"]
     result = json.loads((dest / "fd_tiny-cond.json").read_text())
     rows = {(r["solver"], r["nfe"]): r for r in result["rows"]}
-    assert rows[("heun", 3)]["fd"] > 0 and rows[("euler", 4)]["nfe_used"] == 4
+    assert rows[("heun:alpha=0.5", 3)]["fd"] > 0 and rows[("euler", 4)]["nfe_used"] == 4
     assert rows[("dpm-solver-3", 3)]["fd"] is not None  # one third-order step
     assert rows[("reference", None)]["fd"] > 0 and rows[("reference", None)]["nfe_used"] > 4
     assert rows[("dpm-solver-12", None)]["rtol"] == 0.5
     table = (dest / "fd_tiny-cond.md").read_text()
-    assert "| heun |" in table and "NFE 3 | NFE 4" in table and "| reference | 0.1 |" in table
+    assert "| heun:alpha=0.5 |" in table and "NFE 3 | NFE 4" in table and "| reference | 0.1 |" in table
     # resuming measures nothing already measured: the rows come back unchanged
     capsys.readouterr()
     assert sweep.main(["solvers", *args, "--resume", str(dest / "fd_tiny-cond.json"), "--dest", str(tmp_path / "again")]) == 0

@@ -132,3 +132,14 @@ def test_every_solver_declares_consistent_metadata():
         assert isinstance(info.rule, PerStep), name
         for opt in info.options:
             assert opt.help and (opt.optional or opt.validate(opt.default) == opt.default), (name, opt.name)
+
+
+def test_readme_solver_table_is_the_registry():
+    """README's solver table is `diffusion-explorer solvers --markdown`, row for row."""
+    from pathlib import Path
+
+    from explorer.commands.solvers import markdown_rows
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [row for row in markdown_rows() if row not in readme]
+    assert not missing, "README.md is out of date; paste `diffusion-explorer solvers --markdown`:\n" + "\n".join(missing)

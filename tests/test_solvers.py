@@ -1,5 +1,4 @@
 """Solvers: convergence orders on exact ground truth, and equalities between them (SPEC §4–5)."""
-import math
 
 import numpy as np
 import pytest
@@ -24,9 +23,10 @@ DETERMINISTIC = [
 ]
 
 
-def gaussian_error(solver, process, disc, steps):
+def gaussian_error(solver, process, disc, steps, options=None, lower_order_final=True, sigma_range=(0.05, 80)):
     cfg = RunConfig(solver=solver, process=process, disc=disc, steps=steps, final="sigma_min", dtype="float64",
-                    sigma_min=0.05, sigma_max=80)
+                    sigma_min=sigma_range[0], sigma_max=sigma_range[1], options=options or {},
+                    lower_order_final=lower_order_final)
     traj = sample(GAUSS, cfg, noise=NOISE)
     y0 = traj.x[0] / traj.scale[0]
     exact = GAUSS.exact(y0, float(traj.sigma[0]), float(traj.sigma[-1]))
@@ -46,12 +46,90 @@ def test_gaussian_convergence_order(solver, order, disc, process):
     assert errs[-1] < errs[0]
 
 
-def test_mixture_orders_of_3m_and_taylor():
-    """On a mixture against the reference, library 3M shows order ≈ 2 and the -taylor form ≈ 3."""
+# Every other deterministic solver is tested from its declaration alone: its expected order on
+# its own order_grid. Lower-order final steps are off (UniPC lowers them always, which caps the
+# global order at the last step's); a few converge to their order slowly and get longer runs.
+DECLARED = [name for name, info in SOLVERS.items()
+            if name not in {s[0] for s in DETERMINISTIC} and not info.stochastic and not info.adaptive
+            and name != "dpm-solver-fast"]
+SLOW = {"ipndm-v": [64, 128, 256], "deis-2": [64, 128, 256], "deis-3": [64, 128, 256], "dpm-solver++3s": [32, 64, 128],
+        "unipc-3": [32, 64, 128]}
+# Options that change the method, each against the order its solver declares (+1 with UniC).
+VARIANTS = [
+    ("unipc-3", {"variant": "bh1"}, 4), ("unipc-3", {"prediction": "noise"}, 4), ("unipc-2", {"variant": "bh1"}, 3),
+    ("unipc-2", {"corrector": False}, 2), ("unipc-1", {"corrector": False}, 1),
+    ("deis-3", {"basis": "rho"}, 3), ("deis-3", {"basis": "logrho"}, 3),
+    ("dpm-solver++3s", {"node2": "diffusers"}, 3),
+    ("dpm-solver++2m", {"solver_type": "heun"}, 2), ("dpm-solver-2m", {"solver_type": "heun"}, 2),
+    ("dpm-solver++2m", {"corrector": True}, 3), ("dpm-solver-2m", {"corrector": True}, 3),
+]
+
+
+@pytest.mark.parametrize("process", ["vp", "ve", "edm"])
+@pytest.mark.parametrize("solver", DECLARED)
+def test_declared_order_on_the_gaussian(solver, process):
+    info = SOLVERS[solver]
+    ns = SLOW.get(solver, [16, 32, 64])
+    errs = [gaussian_error(solver, process, info.order_grid, n, lower_order_final=False) for n in ns]
+    assert slope(ns, errs) >= info.order - 0.3, (errs, slope(ns, errs))
+
+
+@pytest.mark.parametrize("solver,options,order", VARIANTS, ids=[f"{s}-{'-'.join(map(str, o.values()))}" for s, o, _ in VARIANTS])
+def test_option_variants_keep_their_order(solver, options, order):
+    ns = SLOW.get(solver, [16, 32, 64])
+    errs = [gaussian_error(solver, "vp", SOLVERS[solver].order_grid, n, options, lower_order_final=False) for n in ns]
+    assert slope(ns, errs) >= order - 0.3, (errs, slope(ns, errs))
+
+
+def test_ipndm_fixed_weights_order_4_on_uniform_steps_about_2_on_rho_7():
+    """The contrast iPNDM shows: its weights assume equal steps; ρ = 7 steps are not."""
+    uniform = dict(sigma_range=(0.2, 2.0), lower_order_final=False)
+    ns = [8, 16, 32]
+    for solver in ("ipndm", "ipndm-v", "plms", "pndm"):
+        assert slope(ns, [gaussian_error(solver, "edm", "time-uniform", n, **uniform) for n in ns]) >= 3.7, solver
+    ns = [32, 64, 128]
+    rho7 = {s: slope(ns, [gaussian_error(s, "edm", "edm", n, sigma_range=(0.002, 80)) for n in ns]) for s in ("ipndm", "ipndm-v")}
+    assert 1.7 <= rho7["ipndm"] <= 2.5 and rho7["ipndm-v"] >= 3.3, rho7
+
+
+def mixture_and_reference():
+    """A 3-component mixture, latents, the run settings and the RK45 reference (float64)."""
     gmm = GMMDenoiser(torch.tensor([[-1.0, 0.5], [1.0, -0.3], [0.2, 1.2]]), [0.3, 0.4, 0.25], [0.3, 0.5, 0.2], (2,))
     noise = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
     base = dict(disc="logsnr", final="sigma_min", dtype="float64", sigma_min=0.05, sigma_max=80)
     ref = sample(gmm, RunConfig(solver="reference", steps=1, rtol=1e-11, atol=1e-12, **base), noise=noise).samples
+    return gmm, noise, base, ref
+
+
+def test_unic_raises_the_order_of_dpm_solver_pp_2m_on_a_mixture():
+    """UniC after DPM-Solver++(2M): about one order more, at the same NFE."""
+    gmm, noise, base, ref = mixture_and_reference()
+    ns = [20, 40, 80]
+    fitted = {}
+    for corrector in (False, True):
+        runs = [sample(gmm, RunConfig(solver="dpm-solver++2m", steps=n, options={"corrector": corrector}, **base), noise=noise)
+                for n in ns]
+        fitted[corrector] = slope(ns, [float((r.samples - ref).abs().max()) for r in runs])
+        assert [r.nfe for r in runs] == ns
+    assert fitted[True] - fitted[False] >= 0.8 and fitted[False] >= 1.8, fitted
+
+
+def test_restart_jumps_are_recorded_and_nfe_is_predicted():
+    cfg = RunConfig(solver="restart", steps=10, dtype="float64", options={"restart_k": 2, "restart_steps": 3,
+                                                                          "restart_min": 0.3, "restart_max": 2.0})
+    traj = sample(GAUSS, cfg, noise=NOISE)
+    sig = traj.sigma.tolist()
+    rises = [k for k in range(1, len(sig)) if sig[k] > sig[k - 1]]
+    assert len(rises) == 2 and all(sig[k] == pytest.approx(2.0) for k in rises)
+    assert traj.nfe == plan_run(cfg).nfe == 2 * 10 - 1 + 2 * 2 * 3
+    assert len(sig) == 1 + 10 + 2 * (1 + 3)
+    plain = sample(GAUSS, cfg.with_options(restart_k=0), noise=NOISE)
+    assert torch.allclose(plain.samples, run("heun", steps=10).samples, rtol=1e-12, atol=1e-12)
+
+
+def test_mixture_orders_of_3m_and_taylor():
+    """On a mixture against the reference, library 3M shows order ≈ 2 and the -taylor form ≈ 3."""
+    gmm, noise, base, ref = mixture_and_reference()
     ns = [20, 40, 80]
     fitted = {}
     for solver in ("dpm-solver++3m", "dpm-solver++3m-taylor", "dpm-solver-3m", "dpm-solver-3m-taylor"):
@@ -160,6 +238,9 @@ def test_lower_order_final_rule():
     assert info.step_orders(6, True) == [1, 2, 3, 3, 2, 1]
     assert info.step_orders(6, False) == [1, 2, 3, 3, 3, 3]
     assert info.step_orders(12, True) == [1, 2] + [3] * 10
+    assert info.step_orders(12, True, {"final_rule": "diffusers-15"}) == [1, 2] + [3] * 8 + [2, 1]
+    assert SOLVERS["unipc-3"].step_orders(40, True)[-2:] == [2, 1]  # UniPC: always
+    assert SOLVERS["plms"].step_orders(6, True) == [2, 2, 3, 4, 4, 4]
 
 
 def test_reference_matches_exact_solution():

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="grids, film strips, animations and plots from a saved run or comparison", description=__doc__)
     p.add_argument("file", metavar="FILE", help="a trajectory file (.safetensors/.npz) or a saved comparison.safetensors")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the exports (created if needed)")
-    p.add_argument("--range", metavar="LO,HI", help="data range for image levels, e.g. --range=-1,1 (default: the model's, else -1,1)")
+    p.add_argument("--range", metavar="LO,HI", help="data range for image levels, e.g. --range=-1,1 (default: the one the file records, else -1,1)")
     add_export_arguments(p)
     p.set_defaults(func=run)
 
@@ -74,15 +74,16 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def model_range(spec: str) -> tuple[float, float]:
-    """The data range of the model a file names, or [−1, 1] when it cannot be opened here."""
-    from explorer.models.loader import load_denoiser
+def stored_range(stored: Optional[tuple[float, float]], path: Path) -> tuple[float, float]:
+    """The data range the file records; [−1, 1] with a note for files written before it was recorded.
 
-    try:
-        return tuple(float(v) for v in load_denoiser(spec).data_range)  # type: ignore[return-value]
-    except ValueError:
-        print(f"note: model {spec!r} is not available here; image levels assume data in [-1, 1] (see --range)", file=sys.stderr)
-        return (-1.0, 1.0)
+    Never opens the model a file names: a file from a stranger must not make us open another file.
+    """
+    if stored is not None:
+        return stored
+    print(f"note: {path.name} does not record its data range (an older file); image levels assume data in "
+          "[-1, 1] (see --range)", file=sys.stderr)
+    return (-1.0, 1.0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,14 +95,15 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ValueError(f"{str(path)!r} does not exist.")
     options = options_from_args(args)
+    given = parse_range(args.range) if args.range else None
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if _format(path) == BUNDLE_FORMAT:
         result = load_bundle(path)
-        data_range = parse_range(args.range) if args.range else model_range(result.comparison.model)
+        data_range = given or stored_range(result.finished()[0].trajectory.data_range, path)
         report = export_comparison(result, args.out, data_range, options, log)
     else:
         traj = Trajectory.load(path)
-        data_range = parse_range(args.range) if args.range else model_range(traj.denoiser_id)
+        data_range = given or stored_range(traj.data_range, path)
         report = export_run(traj, args.out, data_range, options, path.stem, log=log)
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if noise is not None:
         config = config.replace(batch=noise.shape[0])
     plan = make_plan(denoiser, config)
-    recorder = TrajectoryRecorder(config, args.model, record_evals=not args.no_evals)
+    recorder = TrajectoryRecorder(config, args.model, record_evals=not args.no_evals, data_range=denoiser.data_range)
     progress = Progress(plan.n_steps + (config.final == "denoise") if plan.nfe is not None else None, config.solver)
     try:
         for event in sample_steps(denoiser, config, noise, record_evals=not args.no_evals, plan=plan):

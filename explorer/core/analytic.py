@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional, Sequence
@@ -116,32 +115,62 @@ class GMMDenoiser(Denoiser):
         }
 
 
-def gmm_from_spec(spec: dict, name: str = "gmm") -> GMMDenoiser:
-    """Build a mixture from ``{"kind": "gmm", "shape", "means", "stds", "weights"}``."""
+MAX_COMPONENTS = 100_000
+MAX_MIXTURE_NUMBERS = 10_000_000  # K × dim of the means
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(value: object, field: str, length: Optional[int] = None) -> list:
+    if not isinstance(value, list) or not all(_is_number(v) for v in value) or (length is not None and len(value) != length):
+        count = f"{length} " if length is not None else ""
+        raise ValueError(f"The mixture's {field!r} must be a list of {count}numbers.")
+    return value
+
+
+def _check_spec(spec: object) -> tuple[tuple[int, ...], int]:
+    """Types and sizes of a mixture spec before any tensor is made: (shape, K)."""
     if not isinstance(spec, dict) or spec.get("kind") != "gmm":
         raise ValueError('A mixture file must be a JSON object with "kind": "gmm".')
     missing = [k for k in ("shape", "means", "stds", "weights") if k not in spec]
     if missing:
         raise ValueError(f"The mixture file lacks {', '.join(missing)}.")
-    try:
-        means = torch.tensor(spec["means"], dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise ValueError("The mixture's means must be a list of equal-length lists of numbers.") from None
-    try:
-        return GMMDenoiser(means, spec["stds"], spec["weights"], spec["shape"], name=name)
-    except (TypeError, RuntimeError) as err:
-        raise ValueError(f"The mixture file is malformed: {err}") from None
+    shape = spec["shape"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_MIXTURE_NUMBERS for s in shape):
+        raise ValueError(f"The mixture's 'shape' must be a list of 1 to 4 positive integers, not {str(shape)[:40]}.")
+    dim, means = math.prod(shape), spec["means"]
+    if not isinstance(means, list) or not 1 <= len(means) <= MAX_COMPONENTS:
+        raise ValueError(f"The mixture's 'means' must be a list of 1 to {MAX_COMPONENTS:,} components.")
+    if len(means) * dim > MAX_MIXTURE_NUMBERS:
+        raise ValueError(f"The mixture has {len(means) * dim:,} numbers in its means, more than the limit of "
+                         f"{MAX_MIXTURE_NUMBERS:,}.")
+    for k, mean in enumerate(means):
+        _numbers(mean, f"means[{k}]", dim)
+    _numbers(spec["stds"], "stds", len(means))
+    _numbers(spec["weights"], "weights", len(means))
+    return tuple(shape), len(means)
+
+
+def gmm_from_spec(spec: dict, name: str = "gmm") -> GMMDenoiser:
+    """Build a mixture from ``{"kind": "gmm", "shape", "means", "stds", "weights"}`` (checked first)."""
+    shape, _ = _check_spec(spec)
+    means = torch.tensor(spec["means"], dtype=torch.float64)
+    return GMMDenoiser(means, spec["stds"], spec["weights"], shape, name=name)
 
 
 def load_gmm_json(path: str | Path) -> GMMDenoiser:
+    """A mixture from a JSON file; size, nesting, types and shapes are checked before anything is built."""
+    from explorer.core.files import read_json_file
+
     path = Path(path)
+    spec = read_json_file(path, "mixture file")
     try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name} is not valid JSON: {err}.") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path.name} is not a text (JSON) file.") from None
-    return gmm_from_spec(spec, name=path.stem)
+        return gmm_from_spec(spec, name=path.stem)
+    except ValueError as err:
+        raise ValueError(f"{path.name}: {err}") from None
 
 
 class IdealDenoiser(Denoiser):

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import time
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
@@ -108,26 +109,63 @@ class Comparison:
         if not isinstance(data["columns"], list):
             raise ValueError("A comparison's 'columns' must be a list of run configurations.")
         fields = dict(data)
-        fields["columns"] = tuple(RunConfig.from_dict(c) if isinstance(c, dict) else c for c in data["columns"])
+        for k, column in enumerate(data["columns"]):
+            check_fields(RunConfig, column, f"Column {k + 1} of the comparison", "run-configuration field")
+        fields["columns"] = tuple(RunConfig.from_dict(c) for c in data["columns"])
         if isinstance(fields.get("reference_rtol"), int):
             fields["reference_rtol"] = float(fields["reference_rtol"])
         return cls(**fields)
 
     @classmethod
     def from_json(cls, text: str) -> "Comparison":
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"The comparison is not valid JSON: {err}.") from None
+        from explorer.core.files import parse_json
+
+        return cls.from_dict(parse_json(text, "The comparison"))
 
 
 def check_fields(cls: type, data: Any, what: str, field_name: str) -> None:
-    """A JSON object whose keys are all fields of the dataclass ``cls``, or a ValueError naming the strays."""
+    """A JSON object whose keys are fields of the dataclass ``cls`` and whose values have the fields' types.
+
+    A ValueError names the stray keys, or the first field whose value is of the wrong JSON type
+    (a string where a number belongs, a list where a name belongs), before anything is built.
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object.")
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ValueError(f"Unknown {field_name}(s): {', '.join(sorted(unknown))}.")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _json_type_ok(value, hints.get(key, Any)):
+            shown = repr(value) if isinstance(value, (str, int, float, bool)) else f"a {type(value).__name__}"
+            raise ValueError(f"{what}: {field_name} {key!r} must be {_type_name(hints[key])}, not {shown[:40]}.")
+
+
+def _json_type_ok(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a dataclass annotation (floats may be "inf"/"-inf" strings)."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:
+        return any(_json_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or value in ("inf", "-inf")
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, "a list" if typing.get_origin(hint) in (tuple, list) else str(hint))
 
 
 def shared_noise(denoiser: Denoiser, seed: int, batch: int) -> torch.Tensor:
@@ -342,7 +380,7 @@ def _timed_run(
     denoiser: Denoiser, config: RunConfig, noise: torch.Tensor, column: int, total: int,
     denoiser_id: str, record_evals: bool, plan: Optional[Plan] = None,
 ) -> Iterator[CompareProgress]:
-    recorder = TrajectoryRecorder(config, denoiser_id, record_evals)
+    recorder = TrajectoryRecorder(config, denoiser_id, record_evals, data_range=getattr(denoiser, "data_range", None))
     start = time.perf_counter()
     for event in sample_steps(denoiser, config, noise, record_evals=record_evals, plan=plan):
         recorder.add(event)

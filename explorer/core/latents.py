@@ -45,29 +45,32 @@ def seeds_for(seed: int, batch: int) -> list[int]:
 
 
 def load_noise(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
-    """Latents from ``.npy`` or ``.safetensors`` (key ``noise``), checked against the model's sample shape."""
+    """Latents from ``.npy``, ``.npz`` (first array, or ``noise``) or ``.safetensors`` (key ``noise``).
+
+    Checked against the model's sample shape; sizes are checked before anything is read
+    (:mod:`explorer.core.files`), so a forged header or a zip bomb is refused, not allocated.
+    """
+    from explorer.core.files import read_arrays, read_safetensors
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Noise file {str(path)!r} does not exist.")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".npy":
-            arr = torch.from_numpy(np.load(path, allow_pickle=False))
-        elif suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            tensors = load_file(str(path))
-            if "noise" not in tensors:
-                raise ValueError(f"Noise file {path.name} has no tensor named 'noise' (it has: {', '.join(tensors) or 'none'}).")
-            arr = tensors["noise"]
-        else:
-            raise ValueError(f"Noise file {path.name} must be .npy or .safetensors.")
-    except ValueError as err:
-        if str(err).startswith("Noise file"):
-            raise
-        raise ValueError(f"Could not read noise file {path.name}: {err}") from None
-    except Exception as err:  # numpy / safetensors raise many types for corrupt files
-        raise ValueError(f"Could not read noise file {path.name}: {err}") from None
+    if suffix in (".npy", ".npz"):
+        arrays = read_arrays(path)
+        if not arrays:
+            raise ValueError(f"Noise file {path.name} holds no arrays.")
+        arr = arrays.get("noise", next(iter(arrays.values())))
+        if arr.dtype.kind != "f":
+            raise ValueError(f"Noise in {path.name} must be floating-point numbers, not {arr.dtype}.")
+        arr = torch.from_numpy(np.array(arr))
+    elif suffix == ".safetensors":
+        tensors, _ = read_safetensors(path, names={"noise"})
+        if "noise" not in tensors:
+            raise ValueError(f"Noise file {path.name} has no tensor named 'noise'.")
+        arr = tensors["noise"]
+    else:
+        raise ValueError(f"Noise file {path.name} must be .npy, .npz or .safetensors.")
     if arr.ndim == len(shape):
         arr = arr.unsqueeze(0)
     if tuple(arr.shape[1:]) != tuple(shape) or arr.shape[0] < 1:

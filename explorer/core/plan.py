@@ -66,7 +66,7 @@ def plan_run(
         return _checked_grid(t, config.disc, config.rho)
 
     request = GridRequest(grid, float(process.sigma_inv(hi)), float(process.sigma_inv(lo)), config.final, config.disc,
-                          config.lower_order_final, config.options)
+                          config.lower_order_final, config.options, lambda t: float(process.sigma(t)))
     steps = None if info.adaptive and not info.rule.fixed_grid else resolve_steps(config, info)
     t, orders, nfe = info.rule.layout(steps, request)
     return Plan(process, (lo, hi), t, orders, config.final, nfe, config.disc)

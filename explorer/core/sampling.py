@@ -248,7 +248,8 @@ def sample(
     denoiser_id: Optional[str] = None,
 ) -> Trajectory:
     """Run to completion and return the whole :class:`Trajectory`."""
-    recorder = TrajectoryRecorder(config, denoiser_id or getattr(denoiser, "name", "denoiser"), record_evals)
+    recorder = TrajectoryRecorder(config, denoiser_id or getattr(denoiser, "name", "denoiser"), record_evals,
+                                  data_range=getattr(denoiser, "data_range", None))
     for event in sample_steps(denoiser, config, noise, record_evals):
         recorder.add(event)
         if callback is not None:

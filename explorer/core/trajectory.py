@@ -42,6 +42,7 @@ class Trajectory:
     eval_x: Optional[torch.Tensor] = None
     eval_step: Optional[torch.Tensor] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    data_range: Optional[tuple[float, float]] = None  # the model's data range, stored so exports need no model
 
     @property
     def samples(self) -> torch.Tensor:
@@ -63,6 +64,7 @@ class Trajectory:
             "version": __version__,
             "nfe": str(self.nfe),
             "extra": json.dumps(self.extra),
+            **({"data_range": json.dumps([float(v) for v in self.data_range])} if self.data_range else {}),
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -90,25 +92,119 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Trajectory":
+        """Read a trajectory file; every field's type and every tensor's shape is checked (ValueError)."""
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"Trajectory file {str(path)!r} does not exist.")
-        try:
-            tensors, meta = _read(path)
-            config = RunConfig.from_json(meta["config"])
-            return cls(
-                config=config, denoiser_id=meta.get("denoiser", ""), nfe=int(meta.get("nfe", 0)),
-                t=tensors["t"], sigma=tensors["sigma"], scale=tensors["scale"], x=tensors["x"],
-                denoised=tensors["denoised"], noise=tensors["noise"],
-                eval_sigma=tensors.get("eval_sigma"), eval_x=tensors.get("eval_x"), eval_step=tensors.get("eval_step"),
-                extra=json.loads(meta.get("extra", "{}")),
-            )
-        except (KeyError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path.name} is not a trajectory file (missing {err}).") from None
-        except ValueError:
-            raise
-        except Exception as err:
-            raise ValueError(f"Could not read trajectory {path.name}: {err}") from None
+        tensors, meta = _read(path)
+        if meta.get("format", FORMAT) != FORMAT:
+            raise ValueError(f"{path.name} is not an explorer trajectory file.")
+        return from_parts(tensors, meta, path.name)
+
+
+MAX_TRAJECTORY_BYTES = 64 * 1024**3  # what one trajectory file may hold; the file itself must hold it too
+
+
+def config_from_json(text: Any, label: str) -> RunConfig:
+    """A run configuration stored in a file's metadata, its JSON and field types checked first."""
+    from explorer.core.compare import check_fields
+    from explorer.core.files import parse_json
+
+    if not isinstance(text, str):
+        raise ValueError(f"{label}: the run configuration must be JSON text.")
+    data = parse_json(text, f"{label}: the run configuration")
+    check_fields(RunConfig, data, f"{label}: the run configuration", "field")
+    return RunConfig.from_dict(data)
+
+
+def _meta_json(meta: dict, key: str, default: Any, label: str) -> Any:
+    from explorer.core.files import parse_json
+
+    text = meta.get(key)
+    return default if text is None else parse_json(text, f"{label}: metadata {key!r}")
+
+
+def _data_range(value: Any, label: str) -> Optional[tuple[float, float]]:
+    if value is None:
+        return None
+    ok = (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                               and math.isfinite(v) for v in value) and value[0] < value[1])
+    if not ok:
+        raise ValueError(f"{label}: metadata 'data_range' must be two finite numbers LO < HI.")
+    return float(value[0]), float(value[1])
+
+
+def from_parts(tensors: dict[str, torch.Tensor], meta: dict, label: str,
+               noise: Optional[torch.Tensor] = None) -> Trajectory:
+    """A :class:`Trajectory` from a file's tensors and string metadata, after checking all of them."""
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"{label}: the metadata must map names to strings.")
+    if "config" not in meta:
+        raise ValueError(f"{label} is not a trajectory file (its metadata has no 'config').")
+    config = config_from_json(meta["config"], label)
+    nfe = meta.get("nfe", "0")
+    if not nfe.isdigit() or len(nfe) > 12:
+        raise ValueError(f"{label}: metadata 'nfe' must be a non-negative integer, not {nfe[:20]!r}.")
+    extra = _meta_json(meta, "extra", {}, label)
+    if not isinstance(extra, dict):
+        raise ValueError(f"{label}: metadata 'extra' must be a JSON object.")
+    parts = dict(tensors)
+    if noise is not None:
+        parts["noise"] = noise
+    check_tensors(parts, label)
+    x = parts["x"]
+    return Trajectory(
+        config=config, denoiser_id=meta.get("denoiser", ""), nfe=int(nfe),
+        t=parts["t"], sigma=parts["sigma"], scale=parts["scale"], x=x, denoised=parts["denoised"],
+        noise=parts["noise"].to(x.dtype), eval_sigma=parts.get("eval_sigma"), eval_x=parts.get("eval_x"),
+        eval_step=parts.get("eval_step"), extra=extra,
+        data_range=_data_range(_meta_json(meta, "data_range", None, label), label),
+    )
+
+
+def check_tensors(parts: dict[str, torch.Tensor], label: str) -> None:
+    """Shapes and dtypes of a trajectory's tensors agree with each other (SPEC §6), or ValueError."""
+    missing = [k for k in ("t", "sigma", "scale", "x", "denoised", "noise") if k not in parts]
+    if missing:
+        raise ValueError(f"{label} is not a trajectory file: it lacks the tensor(s) {', '.join(missing)}.")
+    for name, tensor in parts.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{label}: {name!r} is not a tensor.")
+        if name != "eval_step" and not tensor.is_floating_point():
+            raise ValueError(f"{label}: tensor {name!r} holds {tensor.dtype}, expected floating-point numbers.")
+    x = parts["x"]
+    if x.ndim < 3 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"{label}: tensor 'x' has shape {list(x.shape)}, expected [states, batch, *sample shape].")
+    states, sample = x.shape[0], list(x.shape[1:])
+    for name in ("t", "sigma", "scale"):
+        if list(parts[name].shape) != [states]:
+            raise ValueError(f"{label}: tensor {name!r} has shape {list(parts[name].shape)}; 'x' has {states} states, "
+                             f"so it needs [{states}].")
+        if not bool(torch.isfinite(parts[name]).all()) or bool((parts[name] < 0).any()):
+            raise ValueError(f"{label}: tensor {name!r} must hold finite non-negative numbers.")
+    if not bool((parts["scale"] > 0).all()):
+        raise ValueError(f"{label}: tensor 'scale' must be positive.")
+    if list(parts["denoised"].shape[1:]) != sample or parts["denoised"].shape[0] not in (0, states - 1):
+        raise ValueError(f"{label}: tensor 'denoised' has shape {list(parts['denoised'].shape)}, expected "
+                         f"[{states - 1}, {', '.join(map(str, sample))}].")
+    if list(parts["noise"].shape) != sample:
+        raise ValueError(f"{label}: tensor 'noise' has shape {list(parts['noise'].shape)}, expected {sample}.")
+    _check_evals(parts, states, sample, label)
+
+
+def _check_evals(parts: dict[str, torch.Tensor], states: int, sample: list[int], label: str) -> None:
+    sigma, step, ex = parts.get("eval_sigma"), parts.get("eval_step"), parts.get("eval_x")
+    count = None if sigma is None else sigma.shape[0] if sigma.ndim == 1 else -1
+    if count == -1:
+        raise ValueError(f"{label}: tensor 'eval_sigma' must be one-dimensional.")
+    if step is not None:
+        if step.is_floating_point() or list(step.shape) != [count if count is not None else step.shape[0]]:
+            raise ValueError(f"{label}: tensor 'eval_step' must be integers, one per evaluation.")
+        if step.numel() and int(step.min()) < 0:
+            raise ValueError(f"{label}: tensor 'eval_step' names a negative step.")
+    if ex is not None and (list(ex.shape[1:]) != sample or (count is not None and ex.shape[0] != count)):
+        raise ValueError(f"{label}: tensor 'eval_x' has shape {list(ex.shape)}, expected [{count}, "
+                         f"{', '.join(map(str, sample))}].")
 
 
 def _write(tmp: str, suffix: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
@@ -125,16 +221,18 @@ def _write(tmp: str, suffix: str, tensors: dict[str, torch.Tensor], meta: dict[s
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__metadata__"]))
-            tensors = {k: torch.from_numpy(data[k]) for k in data.files if k != "__metadata__"}
-        return tensors, meta
-    from safetensors import safe_open
+    from explorer.core.files import parse_json, read_arrays, read_safetensors
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if path.suffix.lower() == ".npz":
+        arrays = read_arrays(path, max_bytes=MAX_TRAJECTORY_BYTES, max_ratio=1000.0)
+        if "__metadata__" not in arrays or arrays["__metadata__"].dtype.kind != "U":
+            raise ValueError(f"{path.name} is not a trajectory file (no metadata).")
+        meta = parse_json(str(arrays.pop("__metadata__")), f"{path.name}: the metadata")
+        bad = [k for k, a in arrays.items() if a.dtype.kind not in "biuf"]
+        if bad:
+            raise ValueError(f"{path.name}: array {bad[0]!r} does not hold numbers.")
+        return {k: torch.from_numpy(a.copy()) for k, a in arrays.items()}, meta
+    tensors, meta = read_safetensors(path, max_bytes=MAX_TRAJECTORY_BYTES)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path.name} is not an explorer trajectory file.")
     return tensors, meta
@@ -194,8 +292,9 @@ class TrajectoryRecorder:
 
     def __init__(self, config: RunConfig, denoiser_id: str, record_evals: bool = True,
                  storage_dtype: Optional[torch.dtype] = None, samples: Optional[Sequence[int]] = None,
-                 steps: Optional[Sequence[int]] = None) -> None:
+                 steps: Optional[Sequence[int]] = None, data_range: Optional[Sequence[float]] = None) -> None:
         self.config, self.denoiser_id, self.record_evals = config, denoiser_id, record_evals
+        self.data_range = None if data_range is None else (float(data_range[0]), float(data_range[1]))
         self.storage_dtype = storage_dtype
         self.samples = _index_list(samples, "sample", config.batch)
         self.steps = None if steps is None else set(_index_list(steps, "step", None)) | {0}
@@ -302,7 +401,7 @@ class TrajectoryRecorder:
             eval_sigma=torch.tensor(self.eval_sigma, dtype=meta),
             eval_step=torch.tensor(self.eval_step, dtype=torch.int64),
             eval_x=eval_x if eval_x is not None and len(eval_x) else None,
-            extra=extra,
+            extra=extra, data_range=self.data_range,
         )
 
 

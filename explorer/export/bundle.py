@@ -13,11 +13,9 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import torch
-
 from explorer.core.compare import ColumnRun, Comparison, ComparisonResult
-from explorer.core.config import RunConfig
-from explorer.core.trajectory import Trajectory
+from explorer.core.files import parse_json, read_safetensors
+from explorer.core.trajectory import MAX_TRAJECTORY_BYTES, from_parts
 from explorer.export.files import save_safetensors
 
 BUNDLE_FORMAT = "explorer-comparison-bundle/1"
@@ -27,7 +25,9 @@ def _prefix(column: Optional[int]) -> str:
     return "reference." if column is None else f"column{column}."
 
 
-def save_bundle(result: ComparisonResult, path: str | Path) -> Path:
+def save_bundle(result: ComparisonResult, path: str | Path,
+                data_range: Optional[tuple[float, float]] = None) -> Path:
+    """Write the comparison, with the model's data range so its exports never need the model again."""
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"A comparison file ends in .safetensors, not {path.name!r}.")
@@ -44,30 +44,47 @@ def save_bundle(result: ComparisonResult, path: str | Path) -> Path:
                 tensors[_prefix(k) + name] = value.clone()
         meta_runs["reference" if k is None else str(k)] = run.trajectory.metadata()
     meta = {"format": BUNDLE_FORMAT, "comparison": result.comparison.to_json(indent=None), "runs": json.dumps(meta_runs, sort_keys=True)}
+    if data_range is not None:
+        meta["data_range"] = json.dumps([float(v) for v in data_range])
     return save_safetensors(tensors, meta, path)
 
 
 def load_bundle(path: str | Path) -> ComparisonResult:
+    """Read a saved comparison; every field and tensor is checked (ValueError naming the file and field).
+
+    The data range, when the file records it, is on every run's trajectory (``data_range``).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Comparison file {str(path)!r} does not exist.")
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises several types for foreign files
-        raise ValueError(f"Could not read {path.name}: {err}") from None
+    tensors, meta = read_safetensors(path, max_bytes=MAX_TRAJECTORY_BYTES)
+    label = path.name
     if meta.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"{path.name} is not a saved comparison (a run's trajectory file is read by `export` directly).")
-    comparison = Comparison.from_json(meta["comparison"])
-    runs_meta = json.loads(meta["runs"])
+        raise ValueError(f"{label} is not a saved comparison (a run's trajectory file is read by `export` directly).")
+    for key in ("comparison", "runs"):
+        if key not in meta:
+            raise ValueError(f"{label}: the metadata lacks {key!r}.")
+    try:
+        comparison = Comparison.from_json(meta["comparison"])
+    except ValueError as err:
+        raise ValueError(f"{label}: metadata 'comparison': {err}") from None
+    runs_meta = parse_json(meta["runs"], f"{label}: metadata 'runs'")
+    if not isinstance(runs_meta, dict):
+        raise ValueError(f"{label}: metadata 'runs' must be a JSON object.")
+    if "noise" not in tensors:
+        raise ValueError(f"{label}: the comparison lacks its shared 'noise' tensor.")
     noise = tensors["noise"]
     result = ComparisonResult(comparison, noise)
+    data_range = meta.get("data_range")
     for key, run_meta in runs_meta.items():
-        column = None if key == "reference" else int(key)
-        run = ColumnRun(RunConfig.from_json(run_meta["config"]), _trajectory(tensors, _prefix(column), run_meta, noise), math.nan)
+        column = _column(key, len(comparison.columns), label)
+        if not isinstance(run_meta, dict):
+            raise ValueError(f"{label}: run {key!r} must be a JSON object of strings.")
+        if data_range is not None:
+            run_meta = dict(run_meta, data_range=data_range)
+        part = {k[len(_prefix(column)):]: v for k, v in tensors.items() if k.startswith(_prefix(column))}
+        trajectory = from_parts(part, run_meta, f"{label}: run {key!r}", noise=noise)
+        run = ColumnRun(trajectory.config, trajectory, math.nan)
         if column is None:
             result.reference = run
         else:
@@ -75,11 +92,9 @@ def load_bundle(path: str | Path) -> ComparisonResult:
     return result
 
 
-def _trajectory(tensors: dict[str, torch.Tensor], prefix: str, meta: dict[str, str], noise: torch.Tensor) -> Trajectory:
-    part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return Trajectory(
-        config=RunConfig.from_json(meta["config"]), denoiser_id=meta.get("denoiser", ""), nfe=int(meta.get("nfe", 0)),
-        t=part["t"], sigma=part["sigma"], scale=part["scale"], x=part["x"], denoised=part["denoised"],
-        noise=noise.to(part["x"].dtype), eval_sigma=part.get("eval_sigma"), eval_x=part.get("eval_x"),
-        eval_step=part.get("eval_step"), extra=json.loads(meta.get("extra", "{}")),
-    )
+def _column(key: str, columns: int, label: str) -> Optional[int]:
+    if key == "reference":
+        return None
+    if not (key.isdigit() and int(key) < columns):
+        raise ValueError(f"{label}: run {key[:20]!r} is neither 'reference' nor a column 0..{columns - 1}.")
+    return int(key)

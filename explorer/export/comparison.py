@@ -7,6 +7,7 @@ so a rerun from ``comparison.json`` rewrites identical files.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,7 +16,7 @@ from explorer.core.compare import ColumnRun, ComparisonResult, difference
 from explorer.core.trajectory import Trajectory
 from explorer.export import figures, steps
 from explorer.export.bundle import save_bundle
-from explorer.export.files import output_dir, save_image, save_safetensors
+from explorer.export.files import new_output_dir, save_image, save_safetensors, undo_on_error
 from explorer.export.grids import comparison_grid, difference_grid, sample_grid
 from explorer.export.options import ExportOptions, write_document
 from explorer.export.tables import save_error_table
@@ -52,11 +53,17 @@ def export_run(
     trajectory: Trajectory, out: str | Path, data_range: tuple[float, float], options: ExportOptions = ExportOptions(),
     stem: str = "run", color: str = "#1F3C8C", log: Log = None,
 ) -> ExportReport:
-    """Sample grid, film strip, animation and σ/trajectory plots of one run."""
-    folder = output_dir(out)
+    """Sample grid, film strip, animation and σ/trajectory plots of one run (all or nothing)."""
+    folder, created = new_output_dir(out)
     report = ExportReport()
+    with undo_on_error(report.paths, created):
+        _export_run(trajectory, folder, data_range, options, stem, color, log, report)
+    return report
+
+
+def _export_run(trajectory: Trajectory, folder: Path, data_range: tuple[float, float], o: ExportOptions, stem: str,
+                color: str, log: Log, report: ExportReport) -> None:
     say = log or (lambda _m: None)
-    o = options
 
     def add(path: Path) -> None:
         report.paths.append(path)
@@ -74,12 +81,11 @@ def export_run(
                                   o.downscale, o.max_pixels)
         _animations(frames, folder / f"animation_{stem}", o, report, add)
     if o.trajectories:
-        add(save_trajectory(trajectory, folder / f"{stem}.safetensors"))
+        add(save_trajectory(dataclasses.replace(trajectory, data_range=tuple(data_range)), folder / f"{stem}.safetensors"))
     if o.plots:
         run = ColumnRun(trajectory.config, trajectory, 0.0)
         _plots(folder, o, add, {"sigma": lambda: figures.sigma_figure([run], [stem]),
                                 "trajectories": lambda: figures.trajectory_figure([run], [stem])})
-    return report
 
 
 def _animations(frames, base: Path, o: ExportOptions, report: ExportReport, add: Callable[[Path], None]) -> None:
@@ -104,12 +110,19 @@ def export_comparison(
     result: ComparisonResult, out: str | Path, data_range: tuple[float, float],
     options: ExportOptions = ExportOptions(), log: Log = None,
 ) -> ExportReport:
-    """Write the comparison file, grids, film strips, animations, trajectories, error table and plots."""
+    """Write the comparison file, grids, film strips, animations, trajectories, error table and plots (all or nothing)."""
     if not result.complete:
         raise ValueError("Run every column before exporting the comparison.")
-    folder = output_dir(out)
-    o, cmp = options, result.comparison
+    folder, created = new_output_dir(out)
     report = ExportReport()
+    with undo_on_error(report.paths, created):
+        _export_comparison(result, folder, data_range, options, log, report)
+    return report
+
+
+def _export_comparison(result: ComparisonResult, folder: Path, data_range: tuple[float, float], o: ExportOptions,
+                       log: Log, report: ExportReport) -> None:
+    cmp = result.comparison
     say = log or (lambda _m: None)
 
     def add(path: Path) -> None:
@@ -144,10 +157,12 @@ def export_comparison(
         _animations(frames, folder / "comparison", o, report, add)
     if o.trajectories:
         for k, run in enumerate(runs):
-            add(save_trajectory(run.trajectory, folder / f"{slug(k, run)}.safetensors"))
+            add(save_trajectory(dataclasses.replace(run.trajectory, data_range=tuple(data_range)),
+                                folder / f"{slug(k, run)}.safetensors"))
         if ref is not None:
-            add(save_trajectory(ref.trajectory, folder / "reference.safetensors"))
-        add(save_bundle(result, folder / "comparison.safetensors"))
+            add(save_trajectory(dataclasses.replace(ref.trajectory, data_range=tuple(data_range)),
+                                folder / "reference.safetensors"))
+        add(save_bundle(result, folder / "comparison.safetensors", data_range))
     add(save_error_table(result.table(), folder / "errors.csv"))
     if o.plots:
         names = [t.replace("\n", " · ") for t in titles]
@@ -158,5 +173,4 @@ def export_comparison(
         if ref is not None:
             makers["errors"] = lambda: figures.error_figure(runs, names, result.errors())
         _plots(folder, o, add, makers)
-    return report
 

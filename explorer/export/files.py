@@ -2,8 +2,10 @@
 (temporary file, then rename; a failed write is a ``ValueError`` naming the file)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator, Optional
 
 from PIL import Image
 
@@ -34,3 +36,26 @@ def output_dir(path: str | os.PathLike) -> Path:
     except OSError as err:
         raise ValueError(f"Could not create the folder {str(path)!r}: {err.strerror or err}.") from None
     return path
+
+
+@contextlib.contextmanager
+def undo_on_error(written: list[Path], created: Optional[Path] = None) -> Iterator[None]:
+    """On any error, remove the files listed in ``written`` (this call's outputs) and ``created``
+    (a folder this call made) if it is left empty, then re-raise: a failed export leaves nothing."""
+    try:
+        yield
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+        if created is not None:
+            with contextlib.suppress(OSError):
+                created.rmdir()  # only succeeds when empty
+        raise
+
+
+def new_output_dir(path: str | os.PathLike) -> tuple[Path, Optional[Path]]:
+    """:func:`output_dir`, and the folder itself again when this call created it (else None)."""
+    existed = Path(path).exists()
+    folder = output_dir(path)
+    return folder, None if existed else folder

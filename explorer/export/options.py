@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from explorer.core.compare import Comparison, check_fields
+from explorer.core.files import read_json_file
 from explorer.export.files import save_text
 from explorer.export.images import MAX_PIXELS
 from explorer.export.steps import SPACES, SYNCS
@@ -106,12 +107,14 @@ def read_document(path: str | Path) -> tuple[Comparison, ExportOptions]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Comparison file {str(path)!r} does not exist.")
+    data = read_json_file(path, "comparison file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name} is not valid JSON: {err}.") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path.name} is not a text (JSON) file.") from None
+        return _document_parts(data, path)
+    except ValueError as err:
+        raise ValueError(f"{path.name}: {err}") from None
+
+
+def _document_parts(data: Any, path: Path) -> tuple[Comparison, ExportOptions]:
     if isinstance(data, dict) and "comparison" in data:
         if data.get("format", DOCUMENT_FORMAT) != DOCUMENT_FORMAT:
             raise ValueError(f"{path.name} has format {data.get('format')!r}; this version reads {DOCUMENT_FORMAT}.")

@@ -29,8 +29,9 @@ from typing import Any, Optional, Union
 import torch
 from safetensors.torch import load_file
 
-from explorer.core.files import save_safetensors
+from explorer.core.files import parse_json, save_safetensors
 from explorer.core.precond import PRECONDITIONERS, Preconditioner
+from explorer.models.limits import MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_LABELS, check_int, check_precond_kwargs
 from explorer.models.networks import build_denoiser, build_network, network_arch
 
 FORMAT = "explorer-denoiser/1"
@@ -62,12 +63,14 @@ def _encode_metadata(meta: dict) -> dict[str, str]:
         raise ValueError(f"Checkpoint metadata must be plain JSON values: {exc}.") from None
 
 
-def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
+def _decode_metadata(raw: dict[str, str], path: PathLike = "the checkpoint") -> dict[str, Any]:
     meta = {}
     for key, text in raw.items():
         try:
-            meta[key] = json.loads(text)
-        except (TypeError, json.JSONDecodeError):
+            meta[key] = parse_json(text, f"{path}: checkpoint metadata {key!r}")
+        except ValueError as err:
+            if "nesting deeper" in str(err) or "more than the limit" in str(err):
+                raise
             meta[key] = text  # a plain string written by another tool
     return meta
 
@@ -128,17 +131,28 @@ def _read_header(path: PathLike) -> tuple[dict[str, dict], dict[str, str]]:
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file (unreadable header).")
     raw_meta = header.pop("__metadata__", None) or {}
+    if not isinstance(raw_meta, dict) or not all(isinstance(v, str) for v in raw_meta.values()):
+        raise ValueError(f"{path}: the safetensors metadata must map names to strings, "
+                         f"not be a {type(raw_meta).__name__}.")
     data_end = 0
     for name, entry in header.items():
-        try:
-            start, end = entry["data_offsets"]
-            data_end = max(data_end, int(end))
-            entry["shape"] = [int(s) for s in entry["shape"]]
-        except (TypeError, KeyError, ValueError):
-            raise ValueError(f"{path} is not a safetensors file (bad entry for {name!r}).") from None
+        if not _valid_entry(entry):
+            raise ValueError(f"{path} is not a safetensors file (bad entry for {name!r}: expected dtype, "
+                             "shape and data_offsets).")
+        data_end = max(data_end, entry["data_offsets"][1])
     if 8 + n + data_end > size:
         raise ValueError(f"{path} is truncated: it should hold {8 + n + data_end} bytes but has {size}.")
     return header, raw_meta
+
+
+def _valid_entry(entry: Any) -> bool:
+    """A tensor entry of a safetensors header: string dtype, int shape, two int offsets."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("dtype"), str):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    ints = lambda v, n=None: (isinstance(v, list) and (n is None or len(v) == n)  # noqa: E731
+                              and all(type(i) is int and i >= 0 for i in v))
+    return ints(shape) and len(shape) <= 8 and ints(offsets, 2) and offsets[0] <= offsets[1]
 
 
 def _field(meta: dict, key: str, kind: type, path: PathLike) -> Any:
@@ -163,25 +177,47 @@ def _check_metadata(meta: dict, path: PathLike) -> None:
         raise ValueError(f"{path}: unknown preconditioning {kind!r}; expected one of {', '.join(PRECONDITIONERS)}.")
     arch = _field(meta, "arch", dict, path)
     shape = _field(meta, "shape", list, path)
-    label_dim = _field(meta, "label_dim", int, path)
+    label_dim = check_int(meta.get("label_dim"), 0, MAX_LABELS, f"{path}: checkpoint metadata 'label_dim'")
     _field(meta, "sigma_min", float, path)
     _field(meta, "sigma_max", float, path)
     if kind == "edm":
         _field(meta, "sigma_data", float, path)
-    if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise ValueError(f"{path}: checkpoint shape must be [C, H, W] with positive integers, got {shape}.")
+    if len(shape) != 3:
+        raise ValueError(f"{path}: checkpoint metadata 'shape' must be [C, H, W], got {len(shape)} numbers.")
+    for i, (size, high) in enumerate(zip(shape, (MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))):
+        check_int(size, 1, high, f"{path}: checkpoint metadata 'shape'[{i}]")
+    _check_precond_fields(meta, kind, path)
     c, h, w = shape
     out = c * (2 if kind == "iddpm" else 1)
     described = (arch.get("in_channels"), arch.get("img_resolution"), arch.get("img_resolution"))
     if described != (c, h, w) or arch.get("out_channels") != out or arch.get("label_dim", 0) != label_dim:
         raise ValueError(f"{path}: the network description does not fit shape {shape} and label_dim {label_dim}.")
-    build_network(arch, device="meta")  # unknown class or settings -> ValueError
+    build_network(arch, device="meta", label=f"{path}: checkpoint metadata 'arch'")  # bad settings -> ValueError
+
+
+def _check_precond_fields(meta: dict, kind: str, path: PathLike) -> None:
+    """σ range, σ_data and the stored constants belong to the preconditioning the file names."""
+    label = f"{path}: checkpoint metadata"
+    top = {k: meta[k] for k in ("sigma_data", "sigma_min", "sigma_max") if meta.get(k) is not None}
+    if kind in ("edm", "ve"):
+        check_precond_kwargs(kind, {k: float(v) for k, v in top.items() if k != "sigma_data" or kind == "edm"},
+                             label)
+    stored = meta.get("precond_kwargs")
+    if stored is not None:
+        stored = {k: (float(v) if isinstance(v, str) and v in ("inf", "-inf", "nan") else v)
+                  for k, v in stored.items()} if isinstance(stored, dict) else stored
+        check_precond_kwargs(kind, stored, f"{label} 'precond_kwargs'", allow_derived=True)
+    train = meta.get("train")
+    loss = train.get("loss") if isinstance(train, dict) else None
+    if isinstance(loss, str) and loss in PRECONDITIONERS and loss != kind:
+        raise ValueError(f"{label}: the weights were trained with the {loss} loss but 'precond' says {kind}; "
+                         "a network only works with the preconditioning it was trained for.")
 
 
 def read_checkpoint_metadata(path: PathLike) -> dict[str, Any]:
     """The decoded and checked metadata of a checkpoint (reads only the header)."""
     _, raw = _read_header(path)
-    meta = _decode_metadata(raw)
+    meta = _decode_metadata(raw, path)
     _check_metadata(meta, path)
     for key in ("sigma_data", "sigma_min", "sigma_max"):
         if meta.get(key) is not None:
@@ -233,10 +269,11 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu",
     Everything that can be checked from the header is checked before any tensor is read.
     """
     header, raw = _read_header(path)
-    meta = _decode_metadata(raw)
+    meta = _decode_metadata(raw, path)
     _check_metadata(meta, path)
     name = meta.get("name") if isinstance(meta.get("name"), str) and meta.get("name") else Path(path).stem
-    net = build_denoiser(meta["precond"], meta["arch"], _precond_kwargs(meta), device="meta", name=name)
+    net = build_denoiser(meta["precond"], meta["arch"], _precond_kwargs(meta), device="meta", name=name,
+                         label=f"{path}: checkpoint metadata")
     _check_weights(net.state_dict(), header, path)
     if meta["precond"] == "vp":
         _check_sigma_range(net, meta, path)

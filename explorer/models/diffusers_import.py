@@ -19,11 +19,15 @@ from typing import Any, Optional, Union
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from explorer.core.denoiser import Denoiser
+from explorer.core.files import parse_json, save_safetensors
 from explorer.core.precond import EpsilonDenoiser, VDenoiser, X0Denoiser
 from explorer.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from explorer.models.limits import (MAX_CHANNELS, MAX_IMAGE_SIDE, MAX_LABELS, MAX_PARAMETERS, MAX_TABLE, check_float,
+                                    check_int,
+                                    check_int_list, check_parameter_count, is_number)
 from explorer.models.provenance import DIFFUSERS_LICENCE_NOTE, file_sha256, json_safe, write_model_card
 from explorer.models.strict_load import load_strict
 
@@ -58,12 +62,14 @@ def alphas_cumprod_from_config(config: dict) -> torch.Tensor:
     if config.get("rescale_betas_zero_snr"):
         raise ValueError("This scheduler rescales β to zero terminal SNR (σ_max = ∞), which the explorer "
                          "does not support.")
-    steps = int(config.get("num_train_timesteps", 1000))
-    if steps < 2:
-        raise ValueError(f"The scheduler has {steps} training timesteps; at least 2 are needed.")
+    steps = check_int(config.get("num_train_timesteps", 1000), 2, MAX_TABLE, "The scheduler's num_train_timesteps")
     trained = config.get("trained_betas")
+    if trained is not None:
+        if not isinstance(trained, list) or not 2 <= len(trained) <= MAX_TABLE or not all(map(is_number, trained)):
+            raise ValueError(f"The scheduler's trained_betas must be a list of 2 to {MAX_TABLE:,} numbers.")
     schedule = config.get("beta_schedule", "linear")
-    start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
+    start = check_float(config.get("beta_start", 0.0001), "The scheduler's beta_start", low=0.0, high=1.0)
+    end = check_float(config.get("beta_end", 0.02), "The scheduler's beta_end", low=0.0, high=1.0)
     if trained is not None:
         betas = torch.tensor(trained, dtype=torch.float32)
     elif schedule == "linear":
@@ -73,7 +79,7 @@ def alphas_cumprod_from_config(config: dict) -> torch.Tensor:
     elif schedule == "squaredcos_cap_v2":
         betas = _cosine_betas(steps)
     else:
-        raise ValueError(f"Unsupported beta_schedule {schedule!r}; the explorer reads "
+        raise ValueError(f"Unsupported beta_schedule {str(schedule)[:40]!r}; the explorer reads "
                          f"{', '.join(BETA_SCHEDULES)} or an explicit trained_betas list.")
     if betas.ndim != 1 or len(betas) < 2 or not bool(((betas > 0) & (betas < 1)).all()):
         raise ValueError("The scheduler's β values must be a list of numbers strictly between 0 and 1.")
@@ -189,10 +195,9 @@ class DiffusersVPDenoiser(Denoiser):
 # --- reading a folder -------------------------------------------------------------------------
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"Cannot read the {what} {path}: {err}") from None
+    from explorer.core.files import read_json_file
+
+    data = read_json_file(path, what)
     if not isinstance(data, dict):
         raise ValueError(f"The {what} {path} does not hold a JSON object.")
     return data
@@ -259,10 +264,44 @@ def _build_unet(config: dict, unet_dir: Path) -> torch.nn.Module:
     if config.get("class_embed_type") is not None:
         raise ValueError(f"class_embed_type {config['class_embed_type']!r} is not supported; only plain "
                          "num_class_embeds class conditioning is.")
+    _check_unet_config(config, unet_dir)
     try:
+        with torch.device("meta"):  # count the weights before allocating any
+            check_parameter_count(UNet2DModel.from_config(config).parameters(), f"The UNet config in {unet_dir}")
         return UNet2DModel.from_config(config)
-    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+    except (TypeError, ValueError, KeyError, RuntimeError, ArithmeticError, IndexError) as err:
+        if str(err).startswith("The UNet config"):
+            raise
         raise ValueError(f"The UNet config in {unet_dir} does not describe a valid UNet2DModel: {err}") from None
+
+
+_UNET_INTS = {"in_channels": (1, MAX_CHANNELS), "out_channels": (1, 2 * MAX_CHANNELS), "layers_per_block": (1, 32),
+              "norm_num_groups": (1, 1024), "num_class_embeds": (0, MAX_LABELS), "attention_head_dim": (1, 8192)}
+
+
+def _check_unet_config(config: dict, where: Path) -> None:
+    """Sizes in a UNet2DModel config, checked before diffusers builds anything from them."""
+    label = f"The UNet config in {where}"
+    size = config.get("sample_size", 64)
+    sizes = size if isinstance(size, list) else [size]
+    if not 1 <= len(sizes) <= 2:
+        raise ValueError(f"{label}: sample_size must be an integer or two, not {len(sizes)} numbers.")
+    for value in sizes:
+        check_int(value, 1, MAX_IMAGE_SIDE, f"{label}: sample_size")
+    for key, (low, high) in _UNET_INTS.items():
+        if config.get(key) is not None:
+            check_int(config[key], low, high, f"{label}: {key}")
+    channels = config.get("block_out_channels", [64])
+    check_int_list(channels, f"{label}: block_out_channels", (1, 8), (1, 8192))
+    layers = config.get("layers_per_block", 2)
+    estimate = 18 * (2 * layers + 1) * sum(c * c for c in channels)  # two 3×3 convs per ResNet, down and up
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(f"{label}: the described network has at least {estimate:,} parameters, more than the limit "
+                         f"of {MAX_PARAMETERS:,}.")
+    for key in ("down_block_types", "up_block_types"):
+        types = config.get(key, [])
+        if not isinstance(types, list) or len(types) > 8 or not all(isinstance(t, str) for t in types):
+            raise ValueError(f"{label}: {key} must be a list of at most 8 block names.")
 
 
 def _check_scheduler(sched: dict, where: Any) -> str:
@@ -277,11 +316,18 @@ def _check_scheduler(sched: dict, where: Any) -> str:
     return prediction
 
 
+def _scheduler_table(sched: dict, where: Any) -> torch.Tensor:
+    try:
+        return alphas_cumprod_from_config(sched)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
 def _assemble(config: dict, sched: dict, weights: dict[str, torch.Tensor], where: Path, *, name: str,
               info: dict, timesteps: str) -> DiffusersVPDenoiser:
     """Build the UNet from its config, load the weights strictly and wrap it as a denoiser."""
     prediction = _check_scheduler(sched, where)
-    alphas_cumprod = alphas_cumprod_from_config(sched)
+    alphas_cumprod = _scheduler_table(sched, where)
     sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
     unet = _build_unet(config, where)
     load_strict(unet, weights, f"The weights in {where} do not match the UNet config")
@@ -312,6 +358,8 @@ def load_diffusers_folder(path: PathLike, scheduler_config: Optional[PathLike] =
     sched_path = _scheduler_file(unet_dir, scheduler_config)
     sched = _read_json(sched_path, "scheduler config")
     _check_scheduler(sched, sched_path)
+    _scheduler_table(sched, sched_path)  # sizes and values checked before the weights are read
+    _check_unet_config(config, unet_dir)
     weights_path, weights = _weights(unet_dir)
     info: dict[str, Any] = {
         "source_format": "diffusers", "source_file": str(weights_path), "sha256": file_sha256(weights_path),
@@ -350,9 +398,9 @@ def convert_diffusers_folder(path: PathLike, out_safetensors: PathLike,
         "name": denoiser.name, "source": info, "licence_note": DIFFUSERS_LICENCE_NOTE,
     }
     tensors = {k: v.detach().contiguous() for k, v in denoiser.net.unet.state_dict().items()}
-    save_file(tensors, str(out), metadata={k: json.dumps(json_safe(v)) for k, v in meta.items()})
+    save_safetensors(tensors, {k: json.dumps(json_safe(v)) for k, v in meta.items()}, out)  # atomic
     write_model_card(out.with_suffix(".md"), f"{denoiser.name} (converted diffusers UNet2DModel)", info,
-                     DIFFUSERS_LICENCE_NOTE)
+                     DIFFUSERS_LICENCE_NOTE, checkpoint=out)
     return out
 
 
@@ -373,7 +421,7 @@ def load_diffusers_checkpoint(path: PathLike, *, timesteps: Optional[str] = None
     if not is_diffusers_checkpoint(path):
         raise ValueError(f"{path} is not a converted diffusers checkpoint (precond {DIFFUSERS_PRECOND!r}).")
     with safe_open(str(path), framework="pt") as handle:
-        meta = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+        meta = {k: parse_json(v, f"{path.name}: metadata {k!r}") for k, v in (handle.metadata() or {}).items()}
     arch, sched = meta.get("arch"), meta.get("scheduler")
     if not isinstance(arch, dict) or not isinstance(sched, dict):
         raise ValueError(f"{path}: the metadata lacks the UNet or scheduler config.")

@@ -47,8 +47,9 @@ def _build(ema: ObjectRecord, label: str) -> Preconditioner:
     if missing:
         raise ValueError(f"{label}: the {ema.class_name} kwargs lack {', '.join(missing)}.")
     try:
-        net = denoiser_from_edm_kwargs(ema.class_name, kwargs, device="meta")
-    except (TypeError, KeyError) as err:
+        net = denoiser_from_edm_kwargs(ema.class_name, kwargs, device="meta",
+                                       label=f"{label}: {ema.class_name} kwargs")
+    except (TypeError, KeyError, ArithmeticError) as err:
         raise ValueError(f"{label}: cannot build {ema.class_name} from its recorded kwargs ({err}).") from None
     inner = ema.children().get("model")
     if not isinstance(inner, ObjectRecord) or inner.class_name != type(net.model).__name__:
@@ -64,9 +65,18 @@ def _check_constants(ema: ObjectRecord, net: Preconditioner, label: str) -> None
         if key not in ema.state:
             continue
         theirs, ours = ema.state[key], getattr(net, key)
-        if not isinstance(theirs, (int, float)) or not (theirs == ours or math.isclose(theirs, ours, rel_tol=1e-9)):
+        if not _same_number(theirs, ours):
             raise ValueError(f"{label}: {ema.class_name}.{key} is {theirs!r} in the pickle but {ours!r} in the "
                              "rebuilt network; the file was made by modified code.")
+
+
+def _same_number(theirs: object, ours: float) -> bool:
+    if not isinstance(theirs, (int, float)) or isinstance(theirs, bool):
+        return False
+    try:
+        return theirs == ours or math.isclose(theirs, ours, rel_tol=1e-9)
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def _source_info(path: Path, data: dict, ema: ObjectRecord) -> dict[str, Any]:
@@ -126,5 +136,5 @@ def convert_edm_pickle(pkl: PathLike, out_safetensors: PathLike) -> Path:
     info = net.source_info
     save_checkpoint(out, net, dataset=net.dataset,
                     extra={"source": info, "licence": EDM_LICENCE, "licence_note": EDM_LICENCE_NOTE})
-    write_model_card(out.with_suffix(".md"), f"{net.name} (converted NVlabs EDM network)", info, EDM_LICENCE_NOTE)
+    write_model_card(out.with_suffix(".md"), f"{net.name} (converted NVlabs EDM network)", info, EDM_LICENCE_NOTE, checkpoint=out)
     return out

@@ -19,6 +19,7 @@ from explorer.core.denoiser import Denoiser
 
 DEFAULT_CHECKPOINT = "fashion32-edm"
 DEFAULT_TOY = "ring"
+MAX_DATASET_BYTES = 1024**3  # an ideal denoiser's data set, read as float64 and compared with every sample
 
 
 def checkpoint_dir() -> Path:
@@ -96,22 +97,16 @@ def _load_checkpoint(path: Path, device: str) -> Denoiser:
 
 
 def _read_array(path: Path) -> torch.Tensor:
-    try:
-        data = np.load(path, allow_pickle=False)
-        if isinstance(data, np.lib.npyio.NpzFile):
-            with data:
-                if not data.files:
-                    raise ValueError(f"{path.name} holds no arrays.")
-                arr = data[data.files[0]]
-        else:
-            arr = data
-    except ValueError:
-        raise
-    except Exception as err:
-        raise ValueError(f"Could not read {path.name}: {err}") from None
-    if not np.issubdtype(arr.dtype, np.number):
+    """The first array of a ``.npy``/``.npz`` data set (sizes checked before reading, never unpickled)."""
+    from explorer.core.files import read_arrays
+
+    arrays = read_arrays(path, max_bytes=MAX_DATASET_BYTES)
+    if not arrays:
+        raise ValueError(f"{path.name} holds no arrays.")
+    arr = next(iter(arrays.values()))
+    if arr.dtype.kind not in "biuf":
         raise ValueError(f"{path.name} does not hold numbers.")
-    return torch.from_numpy(np.asarray(arr, dtype=np.float64))
+    return torch.from_numpy(np.array(arr, dtype=np.float64))  # a writable copy
 
 
 def describe(denoiser: Denoiser) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 import torch
 
 from explorer.core.precond import Preconditioner, make_precond
+from explorer.models.limits import check_arch, check_parameter_count, check_precond_kwargs
 from explorer.models.dhariwal import DhariwalUNet
 from explorer.models.layers import Conv2d, FourierEmbedding, GroupNorm, Linear, PositionalEmbedding, UNetBlock
 from explorer.models.songunet import SongUNet
@@ -55,20 +56,29 @@ def _network_class(cls_name: Any) -> type[torch.nn.Module]:
         raise ValueError(f"Unknown network class {cls_name!r}; choose one of {', '.join(NETWORKS)}.") from None
 
 
-def build_network(arch: dict, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
-    """Construct the network an arch dict describes (on ``device``; "meta" allocates nothing)."""
+def build_network(arch: dict, device: Union[str, torch.device, None] = None,
+                  label: str = "The network description") -> torch.nn.Module:
+    """Construct the network an arch dict describes (on ``device``; "meta" allocates nothing).
+
+    The description is checked against :mod:`explorer.models.limits` first; on the meta device
+    the parameter count is checked too, so a reader can refuse a forged file before allocating.
+    """
     if not isinstance(arch, dict):
-        raise ValueError("A network description must be a dict with a 'class' key.")
+        raise ValueError(f"{label} must be a dict with a 'class' key.")
     kwargs = dict(arch)
     cls = _network_class(kwargs.pop("class", None))
     unknown = sorted(set(kwargs) - set(arch_parameters(cls.__name__)))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no setting(s) {', '.join(unknown)}.")
+        raise ValueError(f"{label}: {cls.__name__} has no setting(s) {', '.join(unknown)}.")
+    check_arch(arch, label)
     try:
         with _device_scope(device):
-            return cls(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"Cannot build {cls.__name__} from {kwargs}: {exc}.") from None
+            model = cls(**kwargs)
+    except (TypeError, ArithmeticError, RuntimeError, IndexError) as exc:
+        raise ValueError(f"{label}: cannot build {cls.__name__} from these settings ({exc}).") from None
+    if str(device) == "meta":
+        check_parameter_count(model.parameters(), label)
+    return model
 
 
 def network_arch(model: torch.nn.Module) -> dict:
@@ -80,15 +90,19 @@ def network_arch(model: torch.nn.Module) -> dict:
 
 
 def build_denoiser(precond: str, arch: dict, precond_kwargs: Optional[dict] = None,
-                   device: Union[str, torch.device, None] = None, name: Optional[str] = None) -> Preconditioner:
+                   device: Union[str, torch.device, None] = None, name: Optional[str] = None,
+                   label: str = "The network description") -> Preconditioner:
     """A preconditioned network: ``make_precond(precond, build_network(arch), **precond_kwargs)``."""
-    model = build_network(arch, device)
+    if precond in EDM_PRECOND_CLASSES.values():
+        check_precond_kwargs(precond, precond_kwargs or {}, label)
+    model = build_network(arch, device, label)
     with _device_scope(device):
         return make_precond(precond, model, name=name, **(precond_kwargs or {}))
 
 
 def denoiser_from_edm_kwargs(precond_class: str, init_kwargs: dict,
-                             device: Union[str, torch.device, None] = None) -> Preconditioner:
+                             device: Union[str, torch.device, None] = None,
+                             label: str = "The EDM kwargs") -> Preconditioner:
     """Build the equivalent of ``training.networks.<precond_class>(**init_kwargs)`` of NVlabs edm.
 
     ``precond_class`` may be qualified (``training.networks.EDMPrecond``). ``use_fp16`` is
@@ -99,10 +113,13 @@ def denoiser_from_edm_kwargs(precond_class: str, init_kwargs: dict,
     if short not in EDM_PRECOND_CLASSES:
         raise ValueError(f"Unknown EDM preconditioner {precond_class!r}.")
     kind = EDM_PRECOND_CLASSES[short]
-    kwargs = {k: (float(v) if v == "inf" else v) for k, v in init_kwargs.items()}
-    kwargs.pop("use_fp16", None)
+    kwargs = {k: (float(v) if isinstance(v, str) and v == "inf" else v) for k, v in init_kwargs.items()}
+    if not isinstance(kwargs.pop("use_fp16", False), bool):
+        raise ValueError(f"{label}: use_fp16 must be true or false.")
     precond_kwargs = {k: kwargs.pop(k) for k in _EDM_PRECOND_KWARGS[kind] if k in kwargs}
     channels = kwargs.pop("img_channels")
+    if not isinstance(channels, int) or isinstance(channels, bool):
+        raise ValueError(f"{label}: img_channels must be an integer, not {type(channels).__name__}.")
     arch = {
         "class": kwargs.pop("model_type", _EDM_DEFAULT_MODEL[kind]),
         "img_resolution": kwargs.pop("img_resolution"),
@@ -111,4 +128,4 @@ def denoiser_from_edm_kwargs(precond_class: str, init_kwargs: dict,
         "label_dim": kwargs.pop("label_dim", 0),
         **kwargs,
     }
-    return build_denoiser(kind, arch, precond_kwargs, device=device)
+    return build_denoiser(kind, arch, precond_kwargs, device=device, label=label)

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any, Union
 
+from explorer.core.files import write_text
+
 PathLike = Union[str, Path]
 
 EDM_LICENCE = "CC BY-NC-SA 4.0"
@@ -47,7 +49,8 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def write_model_card(path: PathLike, title: str, info: dict, licence_note: str) -> Path:
+def write_model_card(path: PathLike, title: str, info: dict, licence_note: str,
+                     checkpoint: Union[PathLike, None] = None) -> Path:
     """A short Markdown card next to a converted checkpoint: what it is, where it came from, licence."""
     lines = [f"# {title}", "", "Converted by `diffusion-explorer convert`.", "", "## Source", ""]
     for key in ("source_file", "source_format", "sha256", "precond_class", "model_class"):
@@ -56,6 +59,9 @@ def write_model_card(path: PathLike, title: str, info: dict, licence_note: str) 
     lines += ["", "## Constructor arguments", "", "```json",
               json.dumps(json_safe(info.get("init_kwargs", {})), indent=2), "```", "",
               "## Licence", "", licence_note, ""]
-    card = Path(path)
-    card.write_text("\n".join(lines), encoding="utf-8")
-    return card
+    try:
+        return write_text("\n".join(lines), path)  # atomic: a full disk leaves no 0-byte card
+    except ValueError:
+        if checkpoint is not None:  # the checkpoint this call wrote goes too: no half-done conversion
+            Path(checkpoint).unlink(missing_ok=True)
+        raise

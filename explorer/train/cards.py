@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from explorer.core.config import RunConfig
+from explorer.core.files import write_text
 from explorer.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from explorer.core.sampling import final_samples
 from explorer.train import fd_tables
@@ -131,9 +132,7 @@ def write_card(path: Path, fd: Optional[float] = None, count: int = 64, grid: bo
         config = RunConfig(process="edm", disc="edm", solver="heun", steps=18, seed=0, batch=count, device="cpu")
         save_grid(final_samples(denoiser, config), path.with_suffix(".png"), columns=8)
     params = sum(p.numel() for p in denoiser.parameters())
-    card = path.with_suffix(".md")
-    card.write_text(card_text(path, meta, params, fd), encoding="utf-8")
-    return card
+    return write_text(card_text(path, meta, params, fd), path.with_suffix(".md"))  # atomic
 
 
 def main(argv=None) -> int:

@@ -172,7 +172,8 @@ def _plot_solvers(ax: Any, result: Result) -> None:
         if solver == "reference":
             ax.axhline(ys[-1], color="black", lw=1.2, ls="--", label=f"reference (RK45, NFE {xs[-1]:.0f})")
         else:
-            ax.plot(xs, ys, "o-", ms=3, lw=1.2, color=solver_color(solver), label=solver)
+            ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=solver_color(solver.split(":")[0]), label=solver,
+                    ls="-" if ":" not in solver else "--")
     if result.get("floor") is not None:
         ax.axhline(result["floor"], color="grey", lw=1, ls=":", label="floor (test vs train)")
     from matplotlib.ticker import NullFormatter, ScalarFormatter

@@ -158,7 +158,7 @@ class RunRecord:
         self.is_points = self.shape == (2,)
         self.data_range = tuple(float(v) for v in denoiser.data_range)
         self.config = config
-        self.recorder = TrajectoryRecorder(config, denoiser_id, record_evals)
+        self.recorder = TrajectoryRecorder(config, denoiser_id, record_evals, data_range=self.data_range)
         self.pixels: tuple[tuple[int, int], ...] = tuple(pixels) if pixels else default_pixels(self.shape)
         self.shown = min(config.batch, MAX_TILES if self.is_image else MAX_PARTICLES)
         self.base_rect = data_rect(denoiser) if self.is_points else (0.0, 0.0, 1.0, 1.0)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 from explorer.core.events import StepEvent
-from explorer.core.solvers import adaptive, ancestral, dpm, edm, lms, multistep, reference
+from explorer.core.solvers import adaptive, ancestral, deis, dpm, edm, lms, multistep, pndm, reference, restart, unipc
 from explorer.core.solvers.context import SolverContext
 from explorer.core.solvers.options import EDM_CHURN, ETA, S_NOISE, Option, check_churn_window, resolve
-from explorer.core.solvers.rules import Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, Singlestep
+from explorer.core.solvers.rules import Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, Singlestep, final_rule_option
 
 SolverFn = Callable[[SolverContext], Iterator[StepEvent]]
 OptionsCheck = Callable[[Mapping[str, Any]], None]
@@ -73,6 +73,23 @@ class SolverInfo:
         return self.rule.evals_per_step
 
     @property
+    def family(self) -> str:
+        """The former family string, for code written before step rules (read only; new code
+        asks the rule)."""
+        rule = self.rule
+        if isinstance(rule, AdaptiveOnGrid):
+            return "reference"
+        for kind, name in ((Adaptive, "adaptive"), (Fast, "fast"), (Multistep, "multistep"), (Singlestep, "singlestep")):
+            if isinstance(rule, kind):
+                return name
+        return "edm" if type(rule) is PerStep else "other"
+
+    @property
+    def churn(self) -> bool:
+        """Whether the solver takes EDM's S_churn (the former flag)."""
+        return "churn" in self.option_names
+
+    @property
     def option_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.options)
 
@@ -91,9 +108,9 @@ class SolverInfo:
         """Evaluations of a run of ``steps`` steps (without final=denoise's extra one)."""
         return self.rule.nfe(steps, to_zero, self.resolve_options(options or {}))
 
-    def step_orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
+    def step_orders(self, steps: int, lower_order_final: bool, options: Optional[Mapping[str, Any]] = None) -> Optional[list[int]]:
         """Per-step orders for singlestep and multistep solvers (SPEC §4)."""
-        return self.rule.orders(steps, lower_order_final)
+        return self.rule.orders(steps, lower_order_final, self.resolve_options(options or {}))
 
     def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every option of this solver, validated, defaults filled in (ValueError otherwise)."""
@@ -167,29 +184,57 @@ ATOL_12_23 = Option("atol", float, adaptive.DEFAULT_ATOL, "absolute tolerance of
 RTOL_REF = Option("rtol", float, reference.DEFAULT_RTOL, "relative tolerance of RK45", "rtol", low=0.0, low_open=True)
 ATOL_REF = Option("atol", float, None, "absolute tolerance of RK45 (default rtol · 1e-2)", "atol", low=0.0, low_open=True, optional=True)
 ANCESTRAL = (ETA, S_NOISE)
+DDIM_ETA = Option("eta", float, 0.0, "η of DDIM: 0 deterministic, 1 DDPM's posterior variance", "η", low=0.0, high=1.0)
+NODE2 = Option("node2", str, "official", "state at the second node of order 3: official (φ₂ term, official DPM-Solver) "
+               "or diffusers (midpoint term, DPMSolverSinglestepScheduler)", "node 2", choices=("official", "diffusers"))
+DPM_MULTI = (final_rule_option("dpm-solver-10"), unipc.CORRECTOR_OFF)
+DPM_2M = (multistep.SOLVER_TYPE,) + DPM_MULTI
 
 CHURNED = dict(options=EDM_CHURN, check=check_churn_window, order_grid="edm")
 register(SolverInfo("euler", edm.euler, 1, **CHURNED, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
 register(SolverInfo("heun", edm.heun, 2, PerStep(2), options=(ALPHA,) + EDM_CHURN, check=check_churn_window, order_grid="edm",
                     summary="Heun in t, α option (EDM Alg. 1; with churn, Alg. 2)"))
-register(SolverInfo("ddim", dpm.ddim, 1, order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1)"))
+register(SolverInfo("ddim", dpm.ddim, 1, options=(DDIM_ETA,), order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1; η > 0 stochastic)"))
 register(SolverInfo("dpm-solver-1", dpm.dpm_solver, 1, Singlestep(order=1), summary="DPM-Solver-1 (noise prediction)"))
 register(SolverInfo("dpm-solver-2", dpm.dpm_solver, 2, Singlestep(order=2), summary="DPM-Solver-2, singlestep, node r₁=½"))
 register(SolverInfo("dpm-solver-3", dpm.dpm_solver, 3, Singlestep(order=3), summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔"))
 register(SolverInfo("dpm-solver-fast", dpm.dpm_solver, 3, Fast(), summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
 register(SolverInfo("dpm-solver-12", adaptive.dpm_solver_12, 2, Adaptive(2), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-12 (rtol/atol)"))
 register(SolverInfo("dpm-solver-23", adaptive.dpm_solver_23, 3, Adaptive(3), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-23 (rtol/atol)"))
-register(SolverInfo("dpm-solver-2m", multistep.dpm_solver_multistep, 2, Multistep(order=2), summary="DPM-Solver-2M, multistep, noise prediction"))
-register(SolverInfo("dpm-solver-3m", multistep.dpm_solver_multistep, 2, Multistep(order=3), summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
-register(SolverInfo("dpm-solver-3m-taylor", multistep.dpm_solver_multistep_taylor, 3, Multistep(order=3), summary="DPM-Solver-3M with 2·D2 (3rd order)"))
+register(SolverInfo("dpm-solver-2m", multistep.dpm_solver_multistep, 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver-2M, multistep, noise prediction"))
+register(SolverInfo("dpm-solver-3m", multistep.dpm_solver_multistep, 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver-3m-taylor", multistep.dpm_solver_multistep_taylor, 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M with 2·D2 (3rd order)"))
 register(SolverInfo("dpm-solver++2s", dpm.dpm_solver_pp_singlestep, 2, Singlestep(order=2), summary="DPM-Solver++(2S), data prediction"))
-register(SolverInfo("dpm-solver++2m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=2), summary="DPM-Solver++(2M), data prediction"))
-register(SolverInfo("dpm-solver++3m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=3), summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
-register(SolverInfo("dpm-solver++3m-taylor", multistep.dpm_solver_pp_multistep_taylor, 3, Multistep(order=3), summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
+register(SolverInfo("dpm-solver++2m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver++(2M), data prediction"))
+register(SolverInfo("dpm-solver++3m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver++3m-taylor", multistep.dpm_solver_pp_multistep_taylor, 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
 register(SolverInfo("lms", lms.lms, 4, order_grid="edm", summary="linear multistep, order 4, in t (k-diffusion's lms for EDM)"))
 register(SolverInfo("euler-ancestral", ancestral.euler_ancestral, 1, options=ANCESTRAL, stochastic=True, summary="Euler ancestral (η)"))
 register(SolverInfo("dpm-solver++2m-sde", multistep.dpm_solver_pp_2m_sde, 1, Multistep(order=2), options=ANCESTRAL, stochastic=True,
                     summary="DPM-Solver++(2M) SDE (η; η=0 is ++2M)"))
+UNIPC = unipc.UNIPC_OPTIONS + (final_rule_option("always"),)
+for _k in (1, 2, 3):
+    register(SolverInfo(f"unipc-{_k}", unipc.unipc, _k + 1, Multistep(order=_k, final_rule="always"), options=UNIPC,
+                        summary=f"UniPC-{_k}: UniP-{_k} + UniC (order {_k + 1}); bh1/bh2, data/noise prediction"))
+for _k in (1, 2, 3):
+    register(SolverInfo(f"deis-{_k}", deis.deis, _k, Multistep(order=_k, final_rule="diffusers-15"),
+                        options=(deis.BASIS, final_rule_option("diffusers-15")),
+                        summary=f"DEIS-{_k} multistep (tAB; ρAB, logρ = diffusers' as options)"))
+IPNDM_RULE = Multistep(order=4, final_rule="never", order_option="max_order")
+register(SolverInfo("ipndm", pndm.ipndm, 2, IPNDM_RULE, options=(pndm.MAX_ORDER,), order_grid="edm",
+                    summary="iPNDM: fixed-step Adams–Bashforth 4 in σ (order 4 on uniform grids, ≈2 on ρ=7)"))
+register(SolverInfo("ipndm-v", pndm.ipndm_v, 4, IPNDM_RULE, options=(pndm.MAX_ORDER,), order_grid="edm",
+                    summary="iPNDM_v: variable-step Adams–Bashforth 4 in σ"))
+register(SolverInfo("plms", pndm.plms, 2, pndm.PLMSRule(), order_grid="edm",
+                    summary="PLMS (diffusers' PNDM with skip_prk_steps): Heun first step, then AB2–4 in σ"))
+register(SolverInfo("pndm", pndm.pndm, 2, pndm.PNDMRule(), order_grid="edm",
+                    summary="PNDM (diffusers' PNDMScheduler): 3 pseudo Runge–Kutta steps, then AB4 in σ"))
+register(SolverInfo("ddpm", ancestral.ddpm, 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
+register(SolverInfo("dpm-solver++3s", dpm.dpm_solver_pp_singlestep, 3, Singlestep(order=3), options=(NODE2,),
+                    summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔"))
+register(SolverInfo("restart", restart.restart, 2, restart.RestartRule(), options=restart.RESTART_OPTIONS,
+                    check=restart.check_interval, stochastic=True, order_grid="edm",
+                    summary="Restart: Heun, K forward jumps over [σ_min, σ_max] each followed by Heun back down"))
 register(SolverInfo("reference", reference.reference, 5, AdaptiveOnGrid(), options=(RTOL_REF, ATOL_REF), color="#000000", float64=True,
                     summary="RK45 (Dormand–Prince) in float64, rtol 1e-8: ground truth"))
 

@@ -62,6 +62,9 @@ def _adaptive(ctx: SolverContext, order: int) -> Iterator[StepEvent]:
         t = point_at_lambda(ctx, s.lam + h)
         x_low, x_high = _pair(ctx, order, x, s, t)
         err = _error(x_low, x_high, x_prev, atol, rtol)
+        if not math.isfinite(err):  # NaN compares false with everything: it would be retried forever
+            raise ValueError(f"{cfg.solver}: the error estimate of step {index + 1} (from σ = {ctx.sigma(s.t):.6g} "
+                             f"to σ = {ctx.sigma(t.t):.6g}) is {err}; the denoiser returned NaN or infinity there.")
         if err <= 1.0:
             x, x_prev, s = x_high, x_low, t
             index += 1

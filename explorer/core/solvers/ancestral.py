@@ -35,3 +35,21 @@ def euler_ancestral(ctx: SolverContext) -> Iterator[StepEvent]:
             y = y + (up * s_noise) * ctx.randn_like(y)
         x = ctx.s(t_next) * y
         yield ctx.event(i + 1, t_next, x, 1)
+
+
+def ddpm(ctx: SolverContext) -> Iterator[StepEvent]:
+    """DDPM ancestral sampling (Ho et al. 2020) on any grid: the posterior q(x_t | x_s, x̂₀)
+    with its own variance (diffusers' ``variance_type="fixed_small"``). In the unscaled
+    state, with r = σ_t/σ_s: y_t = r² y_s + (1 − r²) D + σ_t √(1 − r²) z — DDIM with η = 1
+    written in DDPM's posterior form."""
+    x = ctx.x0
+    for i, t_cur, t_next in steps_of(ctx.plan.t):
+        d = ctx.denoise(x, t_cur)
+        if t_next == 0:
+            x = ctx.s(0.0) * d
+        else:
+            r2 = (ctx.sigma(t_next) / ctx.sigma(t_cur)) ** 2
+            y = r2 * (x / ctx.s(t_cur)) + (1.0 - r2) * d
+            y = y + (ctx.sigma(t_next) * math.sqrt(1.0 - r2)) * ctx.randn_like(y)
+            x = ctx.s(t_next) * y
+        yield ctx.event(i + 1, t_next, x, 1)

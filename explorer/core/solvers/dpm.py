@@ -98,6 +98,30 @@ def dpmpp2s_update(ctx: SolverContext, x: torch.Tensor, s: Point, t: Point, r1: 
     return (t.sigma_bar / s.sigma_bar) * x - (t.alpha * phi_1) * x0_s - (0.5 / r1) * (t.alpha * phi_1) * (x0_s1 - x0_s)
 
 
+def dpmpp3s_update(ctx: SolverContext, x: torch.Tensor, s: Point, t: Point, r1: float, r2: float, x0_s: torch.Tensor,
+                   node2: str = "official") -> torch.Tensor:
+    """DPM-Solver++(3S) with nodes at λ_s + r₁h, λ_s + r₂h (the official "dpmsolver" form).
+
+    ``node2`` picks the second node's state: "official" uses the φ₂ term of the official
+    DPM-Solver, (r₂/r₁) α φ₂₂ (m₁ − m₀); "diffusers" the midpoint term −½ (r₂/r₁) α φ₁₂ (m₁ − m₀)
+    of diffusers' DPMSolverSinglestepScheduler, whose second sub-step is its 2S midpoint update.
+    """
+    h = t.lam - s.lam
+    s1 = point_at_lambda(ctx, s.lam + r1 * h)
+    s2 = point_at_lambda(ctx, s.lam + r2 * h)
+    phi_11, phi_12, phi_1 = math.expm1(-r1 * h), math.expm1(-r2 * h), math.expm1(-h)
+    u1 = (s1.sigma_bar / s.sigma_bar) * x - (s1.alpha * phi_11) * x0_s
+    m1 = x0_hat(ctx, u1, s1)
+    if node2 == "diffusers":
+        second = -0.5 * (r2 / r1) * (s2.alpha * phi_12)
+    else:
+        second = (r2 / r1) * (s2.alpha * (phi_12 / (r2 * h) + 1.0))
+    u2 = (s2.sigma_bar / s.sigma_bar) * x - (s2.alpha * phi_12) * x0_s + second * (m1 - x0_s)
+    m2 = x0_hat(ctx, u2, s2)
+    phi_2 = phi_1 / h + 1.0
+    return (t.sigma_bar / s.sigma_bar) * x - (t.alpha * phi_1) * x0_s + (1.0 / r2) * (t.alpha * phi_2) * (m2 - x0_s)
+
+
 # --------------------------------------------------------------------- the loops
 def _singlestep(ctx: SolverContext, data_form: bool) -> Iterator[StepEvent]:
     """Steps of per-step order ``ctx.plan.orders`` (1, 2 or 3) along the plan's grid."""
@@ -113,7 +137,12 @@ def _singlestep(ctx: SolverContext, data_form: bool) -> Iterator[StepEvent]:
         r = interval_nodes(ctx.plan.disc, t_cur, t_next, k, ctx.process)
         if data_form:
             x0_s = x0_hat(ctx, x, s)
-            x = dpmpp2s_update(ctx, x, s, t, r[0], x0_s) if k == 2 else _ddim_data(x, s, t, x0_s)
+            if k == 3:
+                x = dpmpp3s_update(ctx, x, s, t, r[0], r[1], x0_s, ctx.option("node2", "official"))
+            elif k == 2:
+                x = dpmpp2s_update(ctx, x, s, t, r[0], x0_s)
+            else:
+                x = _ddim_data(x, s, t, x0_s)
         else:
             e = eps_hat(ctx, x, s)
             if k == 1:
@@ -136,7 +165,7 @@ def dpm_solver(ctx: SolverContext) -> Iterator[StepEvent]:
 
 
 def dpm_solver_pp_singlestep(ctx: SolverContext) -> Iterator[StepEvent]:
-    """DPM-Solver++(2S): singlestep, data prediction."""
+    """DPM-Solver++(2S) and (3S): singlestep, data prediction."""
     return _singlestep(ctx, data_form=True)
 
 
@@ -144,7 +173,11 @@ def ddim(ctx: SolverContext) -> Iterator[StepEvent]:
     """DDIM written in its own form: x_t = α_t x̂₀ + σ̄_t ε̂ with ε̂ recovered from x̂₀.
 
     Algebraically DPM-Solver-1; computed differently, so the two agree to rounding only.
+    With η > 0 (Song et al.'s σ_t(η), in σ terms σ_up = η σ_t √(σ_s² − σ_t²)/σ_s) part of
+    the noise is fresh: x_t = α_t (x̂₀ + √(σ_t² − σ_up²) ε̂ + σ_up z); η = 1 is DDPM's
+    posterior variance ("fixed_small").
     """
+    eta = ctx.option("eta", 0.0)
     x = ctx.x0
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         s = point(ctx, t_cur)
@@ -154,5 +187,11 @@ def ddim(ctx: SolverContext) -> Iterator[StepEvent]:
         else:
             t = point(ctx, t_next)
             eps = (x - s.alpha * x0) / s.sigma_bar
-            x = t.alpha * x0 + t.sigma_bar * eps
+            if eta > 0:
+                sig, sig_next = ctx.sigma(t_cur), ctx.sigma(t_next)
+                up = eta * sig_next * math.sqrt(max(sig * sig - sig_next * sig_next, 0.0)) / sig
+                down = math.sqrt(max(sig_next * sig_next - up * up, 0.0))
+                x = t.alpha * x0 + (t.alpha * down) * eps + (t.alpha * up) * ctx.randn_like(x)
+            else:
+                x = t.alpha * x0 + t.sigma_bar * eps
         yield ctx.event(i + 1, t_next, x, 1)

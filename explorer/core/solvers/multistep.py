@@ -15,20 +15,20 @@ import torch
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
-from explorer.core.solvers.dpm import Point, point
+from explorer.core.solvers.dpm import Point
+from explorer.core.solvers.options import Option
+from explorer.core.solvers.unipc import corrected_multistep
 
-
-def _model(ctx: SolverContext, x: torch.Tensor, p: Point, data_form: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(m, D): the model output in the solver's form, and D itself."""
-    d = ctx.denoise(x, p.t)
-    m = d if data_form else (x - p.alpha * d) / p.sigma_bar
-    return m, d
+SOLVER_TYPE = Option("solver_type", str, "midpoint", "second-order term of 2M: midpoint (official, diffusers' default) "
+                     "or heun (diffusers' solver_type='heun')", "2M type", choices=("midpoint", "heun"))
 
 
 def _step(
-    x: torch.Tensor, k: int, pts: list[Point], ms: list[torch.Tensor], t: Point, data_form: bool, d2_factor: float
+    x: torch.Tensor, k: int, pts: list[Point], ms: list[torch.Tensor], t: Point, data_form: bool, d2_factor: float,
+    heun: bool = False,
 ) -> torch.Tensor:
-    """One multistep update of order k from the last point of ``pts`` to t."""
+    """One multistep update of order k from the last point of ``pts`` to t (``heun``: the
+    second-order term with φ₂ instead of φ₁/2, diffusers' ``solver_type="heun"``)."""
     p0, m0 = pts[-1], ms[-1]
     h = t.lam - p0.lam
     if data_form:
@@ -39,6 +39,10 @@ def _step(
         return lin * x - (coef * phi_1) * m0
     r0 = (p0.lam - pts[-2].lam) / h
     d1_0 = (1.0 / r0) * (m0 - ms[-2])
+    if k == 2 and heun:
+        if data_form:
+            return lin * x - (coef * phi_1) * m0 + (coef * (phi_1 / h + 1.0)) * d1_0
+        return lin * x - (coef * phi_1) * m0 - (coef * (phi_1 / h - 1.0)) * d1_0
     if k == 2:
         return lin * x - (coef * phi_1) * m0 - 0.5 * (coef * phi_1) * d1_0
     r1 = (pts[-2].lam - pts[-3].lam) / h
@@ -55,21 +59,14 @@ def _step(
 
 
 def _multistep(ctx: SolverContext, data_form: bool, d2_factor: float = 1.0) -> Iterator[StepEvent]:
-    x = ctx.x0
-    orders = ctx.plan.orders or []
-    pts: list[Point] = []
-    ms: list[torch.Tensor] = []
-    for i, t_cur, t_next in steps_of(ctx.plan.t):
-        p = point(ctx, t_cur)
-        m, d = _model(ctx, x, p, data_form)
-        pts, ms = (pts + [p])[-3:], (ms + [m])[-3:]
-        if t_next == 0:
-            x = ctx.s(0.0) * d
-            k = 1
-        else:
-            k = orders[i]
-            x = _step(x, k, pts, ms, point(ctx, t_next), data_form, d2_factor)
-        yield ctx.event(i + 1, t_next, x, k)
+    """The multistep loop (:func:`corrected_multistep`); with the ``corrector`` option, UniC
+    (bh2) corrects each state with the evaluation the next step makes there."""
+    heun = ctx.option("solver_type", "midpoint") == "heun"
+
+    def predict(x, pts, ms, t, k):
+        return _step(x, k, list(pts), list(ms), t, data_form, d2_factor, heun)
+
+    return corrected_multistep(ctx, data_form, predict, "bh2" if ctx.option("corrector", False) else None)
 
 
 def dpm_solver_multistep(ctx: SolverContext) -> Iterator[StepEvent]:

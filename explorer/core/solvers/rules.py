@@ -8,8 +8,11 @@ with an unusual layout (Restart's extra NFE, DPM-Solver-fast's budget) brings it
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
+
+from explorer.core.solvers.options import Option
 
 Options = Mapping[str, Any]
 
@@ -25,6 +28,7 @@ class GridRequest:
     disc: str
     lower_order_final: bool
     options: Options
+    sigma: Callable[[float], float] = float  # σ(t) of the run's process (rules that place extra points use it)
 
     @property
     def to_zero(self) -> bool:
@@ -51,7 +55,7 @@ class PerStep:
         k = self.evals_per_step
         return k * (steps - 1) + 1 if to_zero and k > 1 else k * steps
 
-    def orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
+    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006 - read only
         return None
 
     def nfe_rule(self) -> str:
@@ -75,7 +79,7 @@ class PerStep:
         t = req.grid(steps if req.to_zero else steps + 1) + req.tail
         nfe = self.nfe(steps, req.to_zero, req.options)
         extra = 1 if req.final == "denoise" else 0
-        return t, self.orders(steps, req.lower_order_final), None if nfe is None else nfe + extra
+        return t, self.orders(steps, req.lower_order_final, req.options), None if nfe is None else nfe + extra
 
 
 @dataclass(frozen=True)
@@ -87,23 +91,40 @@ class Singlestep(PerStep):
     def __post_init__(self) -> None:
         object.__setattr__(self, "evals_per_step", self.order)
 
-    def orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
+    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
         return [self.order] * steps
+
+
+# When multistep solvers lower their order over the last steps (RunConfig.lower_order_final):
+# the official DPM-Solver does it for runs of fewer than 10 steps, diffusers'
+# DPMSolverMultistep and DEISMultistep schedulers for fewer than 15, UniPC always.
+FINAL_RULES = {"dpm-solver-10": 10, "diffusers-15": 15, "always": math.inf, "never": 0}
+
+
+def final_rule_option(default: str) -> Option:
+    """The ``final_rule`` option of a multistep solver, with that solver's default."""
+    return Option("final_rule", str, default, "which runs get lower-order final steps (with lower_order_final): "
+                  "dpm-solver-10 = fewer than 10 steps (official DPM-Solver), diffusers-15 = fewer than 15 "
+                  "(diffusers' DPMSolverMultistep, DEISMultistep), always (UniPC)", "lower-order final",
+                  choices=("dpm-solver-10", "diffusers-15", "always"))
 
 
 @dataclass(frozen=True)
 class Multistep(PerStep):
     """One evaluation per step; the order ramps up 1, 2, … and, with lower-order final
-    steps, ramps down over the last steps when the run has fewer than ``final_below`` steps
-    (10 in the official DPM-Solver and UniPC code, 15 in diffusers)."""
+    steps, ramps down over the last steps of short runs (``final_rule``: a key of
+    :data:`FINAL_RULES`, overridden by the solver's option of that name). A solver whose
+    order is an option names it in ``order_option``."""
 
     order: int = 2
-    final_below: int = 10
+    final_rule: str = "dpm-solver-10"
+    order_option: str = ""
     lower_order_final = True
 
-    def orders(self, steps: int, lower_order_final: bool) -> Optional[list[int]]:
-        orders = [min(self.order, i + 1) for i in range(steps)]
-        if lower_order_final and steps < self.final_below:
+    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
+        top = int(options.get(self.order_option, self.order)) if self.order_option else self.order
+        orders = [min(top, i + 1) for i in range(steps)]
+        if lower_order_final and steps < FINAL_RULES[options.get("final_rule", self.final_rule)]:
             orders = [min(o, steps - i) for i, o in enumerate(orders)]
         return orders
 

@@ -1,0 +1,117 @@
+"""Restart sampling (Xu et al. 2023): EDM's Heun on the main path, and K times over a
+restart interval [σ_min, σ_max], a forward jump with fresh noise followed by Heun back down.
+
+The jump adds √(σ_max² − σ_min²)·z (z from the run's own noise streams, so runs are
+reproducible per sample), which undoes the contraction the ODE applies to accumulated
+errors; the Heun steps inside the interval follow EDM's ρ = 7 spacing in σ. σ_min is
+snapped to the nearest interior point of the main grid, where the restarts happen. Jumps
+are recorded as steps of their own (order 0, σ rising), so the trajectory shows them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+
+from explorer.core.events import StepEvent
+from explorer.core.solvers.context import SolverContext, steps_of
+from explorer.core.solvers.options import Option
+from explorer.core.solvers.rules import GridRequest, Layout, Options, PerStep
+
+RESTART_OPTIONS = (
+    Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)", "restart σ_min",
+           low=0.0, low_open=True),
+    Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True),
+    Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100),
+    Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000),
+)
+
+
+def restart_index(t: Sequence[float], sigma: Callable[[float], float], options: Options) -> Optional[int]:
+    """The main-grid point where the restarts happen, or None when there is none to use."""
+    candidates = [j for j in range(1, len(t)) if t[j] > 0]
+    if not candidates or options["restart_k"] == 0:
+        return None
+    j = min(candidates, key=lambda k: abs(math.log(sigma(t[k])) - math.log(options["restart_min"])))
+    return j if options["restart_max"] > sigma(t[j]) else None
+
+
+def check_interval(options: Options) -> None:
+    if options["restart_min"] >= options["restart_max"]:
+        raise ValueError(f"The restart interval needs σ_min < σ_max (got {options['restart_min']:g} ≥ {options['restart_max']:g}).")
+
+
+@dataclass(frozen=True)
+class RestartRule(PerStep):
+    """Heun's 2N − 1 evaluations plus 2 · restart_steps for each of the K restarts."""
+
+    evals_per_step: int = 2
+    fixed_grid = False  # the jumps and restart steps add states beyond the plan's grid
+
+    def nfe_rule(self) -> str:
+        return "2N−1 + 2·K·restart_steps (final zero)"
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        base = PerStep.nfe(self, steps, to_zero, options) or 0
+        has_interior = steps >= (2 if to_zero else 1)
+        return base + (2 * options["restart_k"] * options["restart_steps"] if has_interior else 0)
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        t, orders, _ = PerStep.layout(self, steps, req)
+        nfe = PerStep.nfe(self, steps or 1, req.to_zero, req.options) or 0
+        if restart_index(t, req.sigma, req.options) is not None:
+            nfe += 2 * req.options["restart_k"] * req.options["restart_steps"]
+        return t, orders, nfe + (1 if req.final == "denoise" else 0)
+
+
+def _heun(ctx: SolverContext, x: torch.Tensor, t_cur: float, t_next: float) -> tuple[torch.Tensor, int]:
+    """One Heun step in t (Euler on the step to σ = 0)."""
+    h = t_next - t_cur
+    d_cur = ctx.ode_derivative(x, t_cur, ctx.denoise(x, t_cur))
+    x_next = x + h * d_cur
+    if t_next == 0:
+        return x_next, 1
+    d_next = ctx.ode_derivative(x_next, t_next, ctx.denoise(x_next, t_next))
+    return x + (0.5 * h) * (d_cur + d_next), 2
+
+
+def _interval(ctx: SolverContext, sigma_hi: float, sigma_lo: float, n: int, rho: float = 7.0) -> list[float]:
+    """t of n Heun steps from σ_hi down to σ_lo, EDM-spaced in σ (ends exactly at the grid point)."""
+    a, b = sigma_hi ** (1 / rho), sigma_lo ** (1 / rho)
+    return [ctx.sigma_inv((a + i / n * (b - a)) ** rho) for i in range(n + 1)]
+
+
+def restart(ctx: SolverContext) -> Iterator[StepEvent]:
+    """Heun on the grid; at the restart point, K × (jump up to σ_max, Heun back down)."""
+    opts = ctx.config.options
+    t = ctx.plan.t
+    j = restart_index(t, ctx.sigma, opts)
+    x, index = ctx.x0, 0
+    last_denoised = None
+
+    def heun_event(a: float, b: float) -> StepEvent:
+        nonlocal x, index, last_denoised
+        x, order = _heun(ctx, x, a, b)
+        index += 1
+        ev = ctx.event(index, b, x, order)
+        last_denoised = ev.denoised
+        return ev
+
+    for i, t_cur, t_next in steps_of(t):
+        yield heun_event(t_cur, t_next)
+        if i + 1 != j:
+            continue
+        sigma_lo, sigma_hi = ctx.sigma(t_next), opts["restart_max"]
+        inner = _interval(ctx, sigma_hi, sigma_lo, opts["restart_steps"])
+        inner[-1] = t_next
+        for _ in range(opts["restart_k"]):
+            y = x / ctx.s(t_next) + math.sqrt(sigma_hi**2 - sigma_lo**2) * ctx.randn_like(x)
+            x = ctx.s(inner[0]) * y
+            index += 1
+            jump = ctx.event(index, inner[0], x, 0)
+            jump.denoised = last_denoised  # no evaluation at a jump: the last x̂₀ stands
+            yield jump
+            for _, a, b in steps_of(inner):
+                yield heun_event(a, b)
