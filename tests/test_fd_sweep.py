@@ -90,7 +90,7 @@ def test_solver_sweep_writes_table_plot_and_resumes(sweep, files, tmp_path, caps
 
 def test_time_budget_skips_what_does_not_fit(sweep, files, tmp_path):
     dest = tmp_path / "out"
-    assert sweep.main(["solvers", *_common(files, dest), "--solvers", "heun", "--nfe", "3,35", "--time-budget", "0.5"]) == 0
+    assert sweep.main(["solvers", *_common(files, dest), "--solvers", "heun", "--nfe", "3,35", "--time-budget", "1e-6"]) == 0
     rows = json.loads((dest / "fd_tiny-cond.json").read_text())["rows"]
     assert rows and all(r["fd"] is None and "time budget" in r["error"] for r in rows)
     assert "—" in (dest / "fd_tiny-cond.md").read_text()
