@@ -60,7 +60,7 @@ BENCH = {
     "compile": (1024, True, True),
     "compile2048": (2048, True, True),
 }
-MAX_FILES, MAX_BYTES = 8, 16 * 2**20
+MAX_FILES, MAX_BYTES, MAX_TOTAL = 8, 16 * 2**20, 64 * 2**20  # what one device call brings back
 STATE_ROLES = ("net", "ema", "adam-m", "adam-v", "misc")
 
 
@@ -290,7 +290,7 @@ def selected_files(out: Path, what: str, runs: list[str]) -> list[Path]:
 
 
 def collect(args: argparse.Namespace) -> int:
-    """Copy the selected files into ``--dest``, never more than 8 files of 16 MB."""
+    """Copy the selected files into ``--dest``: at most 8 files of 16 MB, 64 MB together (the device's return limits)."""
     out, dest = Path(args.out), Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     files = selected_files(out, args.what, args.runs.split(","))
@@ -302,6 +302,8 @@ def collect(args: argparse.Namespace) -> int:
             print(f"too big to come back ({path.stat().st_size / 2**20:.1f} MB): {path}")
         elif len(copied) >= MAX_FILES - ("logs" in args.what.split(",")):
             print(f"left out (8 files per call): {path}")
+        elif sum(f.stat().st_size for f in copied) + path.stat().st_size > MAX_TOTAL - 2**20 * ("logs" in args.what.split(",")):
+            print(f"left out (64 MB per call; collect it with another --what): {path}")
         else:
             target = dest / (f"{path.parent.parent.name}-{path.name}" if path.parent.name == "state" else path.name)
             shutil.copy(path, target)

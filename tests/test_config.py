@@ -24,7 +24,7 @@ def test_json_round_trip():
         (dict(rho=0.0), "ρ"), (dict(rho=-2.0), "ρ"), (dict(sigma_min=2.0, sigma_max=1.0), "smaller"),
         (dict(churn=-1.0), "S_churn must satisfy 0 ≤ S_churn"), (dict(solver="nope"), "Unknown solver"), (dict(process="xx"), "Unknown process"),
         (dict(disc="xx"), "Unknown discretization"), (dict(steps=0), "steps"), (dict(churn=1.0, solver="ddim"), "churn applies to euler and heun only, not to ddim"),
-        (dict(batch=0), "batch"), (dict(alpha=0.0), "α must satisfy 0 < α ≤ 1"), (dict(final="never"), "final"), (dict(rtol=-1.0), "rtol"),
+        (dict(batch=0), "batch"), (dict(alpha=0.0), "α must satisfy 0.0001 ≤ α ≤ 1"), (dict(final="never"), "final"), (dict(rtol=-1.0), "rtol"),
         (dict(steps=None, nfe=None), "steps or an NFE"),
     ],
 )
@@ -38,6 +38,12 @@ def test_unknown_json_field():
         RunConfig.from_json('{"colour": 3}')
     with pytest.raises(ValueError, match="not valid JSON"):
         RunConfig.from_json("{")
+    with pytest.raises(ValueError, match="nests its JSON too deeply"):
+        RunConfig.from_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match="process must be a name"):
+        RunConfig.from_json('{"process": ["vp"]}')  # was TypeError: unhashable type: 'list'
+    with pytest.raises(ValueError, match="mapping of fields"):
+        RunConfig.from_dict([("process", "vp")])
 
 
 def mostly(valid, invalid):

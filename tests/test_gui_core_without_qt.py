@@ -30,6 +30,8 @@ SCRIPT = textwrap.dedent(
     import explorer.cli
     import explorer.export.images
     import explorer.models.loader
+    import explorer.session.comparison
+    import explorer.session.status
     from explorer.core.config import RunConfig
     from explorer.core.sampling import sample
     from explorer.models.loader import load_denoiser
@@ -48,6 +50,6 @@ SCRIPT = textwrap.dedent(
 
 
 def test_core_runs_with_qt_blocked():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "core ok without Qt" in result.stdout

@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import math  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -28,7 +29,7 @@ from explorer.export.images import grid_shape, tile, to_uint8  # noqa: E402
 from explorer.ui.main_window import MainWindow  # noqa: E402
 from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
 
-RUN_TIMEOUT_MS = 30_000
+RUN_TIMEOUT_MS = 300_000  # a guard against hangs, not a speed limit (runs take 10–30 s under heavy load)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,6 +57,32 @@ class Slow(Denoiser):
             if self.error is not None:
                 raise self.error
             return torch.full_like(x, math.nan)
+        return self.inner(x, sigma, labels)
+
+
+class Gate(Denoiser):
+    """Wraps a denoiser and holds its ``hold_at``-th call until :meth:`release`.
+
+    A run then provably lasts until the test lets it go, however fast or loaded the machine
+    is, so the test can look at the window mid-run without relying on timing.
+    """
+
+    def __init__(self, inner: Denoiser, hold_at: int) -> None:
+        super().__init__()
+        self.inner, self.hold_at = inner, hold_at
+        self.shape, self.data_range, self.name = inner.shape, inner.data_range, f"gated-{inner.name}"
+        self.calls = 0
+        self.opened = threading.Event()
+        self.held = threading.Event()  # the held call has begun
+
+    def release(self) -> None:
+        self.opened.set()
+
+    def forward(self, x, sigma, labels=None):
+        self.calls += 1
+        if self.calls == self.hold_at:
+            self.held.set()
+            self.opened.wait(timeout=RUN_TIMEOUT_MS / 1000)
         return self.inner(x, sigma, labels)
 
 
@@ -102,14 +129,19 @@ def test_gui_run_equals_core_on_images(window, qtbot):
 
 
 def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
-    den = Slow(image_gmm(1), 0.02)
+    den = Gate(image_gmm(1), hold_at=5)  # euler: one call per step, held in the fifth
     window.use_denoiser(den, "slow")
     window.model.load(RunConfig(solver="euler", steps=12, batch=6))
     frames = []
     window.worker.frameReady.connect(lambda f: frames.append((f.index, window.worker.is_running())))
-    assert run(window, qtbot) == "finished"
-    live = [i for i, running in frames if running and i < 12]
-    assert len(live) >= 2, frames  # drawn while the run was still going
+    with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
+        assert window.start_run()
+        # The run cannot end before release(), and its first frame is always posted (later ones only
+        # as the drawing budget allows): a frame drawn now was drawn while the run was going.
+        qtbot.waitUntil(lambda: den.held.is_set() and len(frames) >= 1, timeout=RUN_TIMEOUT_MS)
+        assert window.worker.is_running() and window.run_view.noisy_grid.image.image is not None
+        den.release()
+    assert blocker.args[0] == "finished"
     assert window.run_view.denoised_grid.image.image is not None
     traj: Trajectory = window.session.trajectory
     slider = window.run_view.slider
@@ -117,7 +149,10 @@ def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
     slider.setValue(3)
     assert window.run_view.frame.index == 3
     cols = grid_shape(6)[1]
-    expected_noisy = tile(to_uint8(traj.x[3] / traj.scale[3], den.data_range), cols, pad=1)[..., 0]
+    from explorer.ui.frames import normalised  # xₜ shrunk per step, so early steps are not saturated noise
+
+    noisy = normalised(traj.x[3] / traj.scale[3], window.run_view.frame.sigma, den.data_range)
+    expected_noisy = tile(to_uint8(noisy, den.data_range), cols, pad=1)[..., 0]
     expected_x0 = tile(to_uint8(traj.denoised[2], den.data_range), cols, pad=1)[..., 0]
     assert np.array_equal(window.run_view.noisy_grid.image.image, expected_noisy)
     assert np.array_equal(window.run_view.denoised_grid.image.image, expected_x0)
@@ -128,14 +163,16 @@ def test_views_update_during_run_and_slider_shows_stored_step(window, qtbot):
 
 
 def test_cancel_stops_within_one_step_and_a_new_run_starts(window, qtbot):
-    window.use_denoiser(Slow(toy("ring"), 0.03), "slow")
+    gate = Gate(toy("ring"), hold_at=4)
+    window.use_denoiser(gate, "slow")
     window.model.load(RunConfig(solver="euler", steps=400, batch=8))
     assert window.start_run()
     record = window._live_record
     qtbot.waitUntil(lambda: record.num_states >= 3, timeout=RUN_TIMEOUT_MS)
     with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS) as blocker:
-        window.cancel_run()
+        window.cancel_run()  # while the 4th evaluation is held: the run is provably mid-way
         states_at_cancel = record.num_states
+        gate.release()
     assert blocker.args == ["cancelled"]
     assert record.num_states <= states_at_cancel + 1  # at most the step in progress completes
     assert record.num_states < 50
@@ -172,6 +209,9 @@ def test_clicking_a_tile_zooms_and_adds_a_pixel_trace(window, qtbot):
     assert np.allclose(traces[:, 3, -1], (traj.x[:, 3, 0, 5, 6] / traj.scale).numpy(), atol=1e-6)
     curve = view.image_paths.trace_curves[len(view.pixels) - 1]
     assert curve.isVisible() and len(curve.getData()[0]) == 5 * 4
+    others = view.image_paths.trace_curves[0]
+    assert curve.opts["pen"].widthF() > others.opts["pen"].widthF() and curve.zValue() > others.zValue()  # stands out
+    assert "pixel (5, 6)" in view.image_paths.highlight_label.toPlainText()
 
 
 def test_nan_run_reports_and_keeps_previous_run(window, qtbot):
@@ -220,7 +260,9 @@ def test_open_a_gmm_json_and_exports(window, qtbot, tmp_path):
     assert window.export_grid(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert window.export_config(tmp_path / "run.json")
-    assert RunConfig.from_json((tmp_path / "run.json").read_text()) == window.session.trajectory.config
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved.pop("denoiser") == str(path.resolve())  # the file names its denoiser
+    assert RunConfig.from_dict(saved) == window.session.trajectory.config
     assert not window.export_trajectory(tmp_path / "missing-folder" / "x.safetensors")
     assert "does not exist" in window.banner.text()
 
@@ -306,3 +348,59 @@ def test_sigma_view_redraws_before_any_run(window):
     x, y = view.series.getData()
     assert len(x) == 8 and (y > 0).all()  # steps in λ between the 9 positive σ's
     assert window.session.trajectory is None
+
+
+def test_cancel_keeps_the_partial_run_scrubbable_and_marked(window, qtbot):
+    window.use_denoiser(Slow(toy("ring"), 0.02), "slow")
+    window.model.load(RunConfig(solver="euler", steps=400, batch=8))
+    assert window.start_run()
+    record = window._live_record
+    qtbot.waitUntil(lambda: record.num_states >= 4, timeout=RUN_TIMEOUT_MS)
+    with qtbot.waitSignal(window.runEnded, timeout=RUN_TIMEOUT_MS):
+        window.cancel_run()
+    assert window.record is record and record.trajectory is not None and record.num_states >= 4
+    assert window.session.status.state == "cancelled" and "kept" in window.status_label.text()
+    slider = window.run_view.slider
+    assert slider.isEnabled() and slider.maximum() == record.num_states - 1
+    slider.setValue(1)
+    assert window.run_view.step_label.text().startswith("step 1")
+
+
+def test_run_status_drives_progress_nfe_and_slider(window, qtbot):
+    from explorer.session.status import RunStatus, starting
+
+    assert run(window, qtbot) == "finished"
+    slider = window.run_view.slider
+    assert slider.isEnabled() and slider.value() == slider.maximum() > 0
+    window.session.set_status(starting(10, 19))  # only the status changes: the views follow it
+    assert window.panel.progress.maximum() == 10 and window.panel.nfe_counter.text() == "NFE 0 / 19"
+    assert not slider.isEnabled() and slider.value() == 0  # the handle waits at the start
+    assert window.panel.cancel_button.isEnabled()
+    window.session.set_status(window.session.status.advance(4, 7))
+    assert window.panel.progress.value() == 4 and window.panel.nfe_counter.text() == "NFE 7 / 19"
+    window.session.set_status(RunStatus("finished", 6, 6, 11))
+    assert window.panel.progress.value() == 6 and window.panel.nfe_counter.text() == "NFE 11"
+    assert not window.panel.cancel_button.isEnabled()
+
+
+def test_invalid_settings_fade_the_sigma_plots_and_a_denoiser_switch_resets_the_status(window, qtbot):
+    assert run(window, qtbot) == "finished"
+    view = window.run_view.sigma_view
+    window.run_view.set_plan(None)
+    assert view.top.opacity() < 0.5 and "invalid" in view.top.titleLabel.text
+    window.run_view.set_plan(window.model.plan)
+    assert view.top.opacity() == 1.0 and "invalid" not in view.top.titleLabel.text
+    window.use_denoiser(toy("moons"), "moons")
+    assert window.session.status.state == "idle" and window.panel.nfe_counter.text() == "NFE 0"
+
+
+def test_a_saved_configuration_opens_its_denoiser(window, tmp_path):
+    window.model.load(RunConfig(solver="euler", steps=7, batch=512))
+    assert window.export_config(tmp_path / "ring.json")
+    window.use_denoiser(image_gmm(1), "img")
+    window.model.load(RunConfig(steps=5, batch=4))
+    assert window.import_config(tmp_path / "ring.json")
+    assert window.session.denoiser_spec == "ring" and window.model.config.batch == 512
+    (tmp_path / "bad.json").write_text('{"denoiser": "no-such-model", "steps": 3}')
+    assert not window.import_config(tmp_path / "bad.json")
+    assert window.session.denoiser_spec == "ring" and window.model.config.steps == 7  # nothing changed

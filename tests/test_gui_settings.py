@@ -11,6 +11,7 @@ pytest.importorskip("pytestqt")
 
 from explorer.core.config import RunConfig  # noqa: E402
 from explorer.models.loader import default_model_name  # noqa: E402
+from explorer.core.defaults import default_run_config  # noqa: E402
 from explorer.ui.main_window import MainWindow, default_batch  # noqa: E402
 from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
 
@@ -43,7 +44,7 @@ def test_geometry_config_denoiser_and_recent_files_persist(qtbot, tmp_path):
     assert second.run_view.sigma_view.mode == "h"
 
     second.reset_settings()
-    assert second.model.config == RunConfig(batch=default_batch(second.session.denoiser))
+    assert second.model.config == default_run_config(second.session.denoiser)
     assert second.recent == []
     assert second.size().width() == 1400
     assert AppSettings(open_settings(str(path))).config() is None
@@ -59,7 +60,7 @@ def test_a_missing_remembered_file_falls_back_to_the_default(qtbot, tmp_path):
     win = make(qtbot, path)
     assert win.session.denoiser_spec == default_model_name()
     assert "gone.safetensors" in win.banner.text()
-    assert win.model.config == RunConfig(batch=default_batch(win.session.denoiser))
+    assert win.model.config == default_run_config(win.session.denoiser)
 
 
 def test_screenshot_windows_do_not_write_settings(qtbot, tmp_path):
@@ -87,10 +88,57 @@ def test_an_untouched_batch_follows_the_kind_of_data(qtbot, tmp_path):
     from explorer.core.analytic import GMMDenoiser, toy
 
     win = make(qtbot, tmp_path / "s.ini", denoiser_spec="ring")
-    win.model.load(RunConfig(batch=default_batch(win.session.denoiser)))
+    win.model.load(default_run_config(win.session.denoiser))
     images = GMMDenoiser(torch.zeros(2, 16), [0.1, 0.1], [1, 1], (1, 4, 4))
     win.use_denoiser(images, "img")
     assert win.model.config.batch == default_batch(images) == win.panel.batch_box.value()
     win.panel.batch_box.setValue(5)
     win.use_denoiser(toy("ring"), "ring")
     assert win.model.config.batch == 5  # the user's own choice stays
+
+
+def test_lower_plot_choice_and_compare_columns_are_restored(qtbot, tmp_path):
+    path = tmp_path / "settings.ini"
+    first = make(qtbot, path, denoiser_spec="ring")
+    first.run_view.sigma_view.mode_box.select("h")  # chosen in the box itself, not the menu
+    first.compare_view.add_column(RunConfig(solver="euler", steps=7, batch=5))
+    first.compare_view.add_column(RunConfig(solver="heun", steps=3, batch=5))
+    first.close()
+    second = make(qtbot, path, denoiser_spec="ring")
+    assert second.run_view.sigma_view.mode_box.value() == "h"
+    assert [(c.solver, c.steps) for c in second.compare_view.columns] == [("euler", 7), ("heun", 3)]
+    assert second.compare_view.batch == 5
+
+
+def test_a_window_that_does_not_remember_writes_no_settings(qtbot, tmp_path):
+    path = tmp_path / "settings.ini"
+    win = make(qtbot, path, denoiser_spec="ring", remember=False)
+    win._set_sigma_mode("h")
+    win.settings.set_last_folder(str(tmp_path))
+    win.close()
+    assert not path.exists() or "view" not in path.read_text() and "folder" not in path.read_text()
+
+
+def test_wheel_over_an_unfocused_spin_box_changes_nothing(qtbot, tmp_path):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication, QSpinBox
+
+    win = make(qtbot, tmp_path / "s.ini", denoiser_spec="ring")
+    box = win.compare_view.seed_box
+    assert isinstance(box, QSpinBox) and not box.hasFocus()
+    before = box.value()
+    event = QWheelEvent(QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, 120), Qt.NoButton, Qt.NoModifier,
+                        Qt.NoScrollPhase, False)
+    QApplication.sendEvent(box, event)
+    assert box.value() == before
+
+
+def test_closing_stops_the_compare_tabs_thread(qtbot, tmp_path):
+    win = make(qtbot, tmp_path / "s.ini", denoiser_spec="ring")
+    win.compare_view.add_current()
+    with qtbot.waitSignal(win.compare_view.runEnded, timeout=30_000):
+        win.compare_view.run_all()
+    assert win.compare_view.worker._thread is not None
+    win.close()
+    assert win.compare_view.worker._thread is None  # nothing left for the exit hook to wait on

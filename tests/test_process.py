@@ -65,6 +65,40 @@ def test_iddpm_grid_reproduces_j0():
     assert sig[0] == kept[0] and sig[-1] == kept[-1]
 
 
+def _edm_iddpm_table_float64(M=1000, C_1=0.001, C_2=0.008):
+    """EDM's ablation_sampler iddpm table, its formula run with a float64 j (the oracle)."""
+    u = torch.zeros(M + 1, dtype=torch.float64)
+    alpha_bar = lambda j: (0.5 * math.pi * j / M / (C_2 + 1)).sin() ** 2  # noqa: E731
+    for j in torch.arange(M, 0, -1, dtype=torch.float64):
+        i = int(j)
+        u[i - 1] = ((u[i] ** 2 + 1) / (alpha_bar(j - 1) / alpha_bar(j)).clip(min=C_1) - 1).sqrt()
+    return u
+
+
+def test_iddpm_table_is_edms_formula_in_float64():
+    u, oracle = iddpm_sigmas(), _edm_iddpm_table_float64()
+    assert u.dtype == torch.float64
+    rel = ((u[:-1] - oracle[:-1]) / oracle[:-1]).abs().max().item()
+    assert rel < 1e-13, rel  # measured 1.9e-15 (libm sin vs torch sin, last bits)
+    # A float32 ᾱ, as EDM's integer-j code computes, is far off near j = M: float64 matters.
+    j32 = torch.arange(1001, dtype=torch.float32)
+    ab32 = ((0.5 * math.pi * j32) / 1000 / 1.008).sin().double() ** 2
+    assert abs(ab32[999] / ab32[1000] - (oracle[998] ** 2 + 1) / (oracle[999] ** 2 + 1)) > 1e-9
+
+
+def test_iddpm_grid_on_edm_steps_matches_the_oracle():
+    oracle = _edm_iddpm_table_float64()
+    kept = oracle[(oracle >= 0.002) & (oracle <= 81)]
+    idx = ((len(kept) - 1) / 17 * torch.arange(18, dtype=torch.float64)).round().to(torch.int64)
+    torch.testing.assert_close(sigma_grid("iddpm", 18, 0.002, 81, 7), kept[idx], rtol=1e-13, atol=0)
+
+
+def test_iddpm_table_refuses_impossible_constants():
+    for M in (0, -5, 10**7, 1.5, True):
+        with pytest.raises(ValueError, match="M must be an integer"):
+            iddpm_sigmas(M)
+
+
 def test_ve_and_logsnr_are_geometric():
     for disc in ("ve", "logsnr"):
         sig = sigma_grid(disc, 12, 0.02, 100, 7)

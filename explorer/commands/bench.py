@@ -20,6 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from dataclasses import replace
 from typing import Any, Callable, Optional
 
 import torch
@@ -32,7 +33,7 @@ from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.trajectory import TrajectoryRecorder
 
 DEFAULT_MODEL = "emoji32-edm"
-TARGETS = {"speedup_b16": 5.0, "speedup_b256": 2.0, "floor_b256": 1.03, "floor_b1": 1.10, "streaming": 0.03,
+TARGETS = {"floor_whole": 1.05, "speedup_b16": 5.0, "speedup_b256": 2.0, "floor_b256": 1.03, "floor_b1": 1.10, "streaming": 0.03,
            "fp32_agreement": 1e-5}
 
 
@@ -58,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile-precision", default="bfloat16", help="precision of the torch.compile trial")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds; no new torch.compile is started past it")
+    p.add_argument("--no-whole-steps", action="store_true", help="skip the rows with whole steps captured as graphs")
+    p.add_argument("--cpu-table", action="store_true",
+                   help="only the CPU table: each lever of the default run (explorer.core.cpubench), on the CPU")
+    p.add_argument("--cpu-repeats", type=int, default=3, help="timed runs per CPU-table row (median reported)")
+    p.add_argument("--cpu-compile-budget", type=float, default=0.0,
+                   help="seconds torch.compile may take in the CPU table (0: not tried)")
     p.set_defaults(func=run)
 
 
@@ -117,6 +124,7 @@ class Bench:
             FastOptions(precision=p)  # ValueError for unknown names
         self.den, model_info = load_network(args.model, self.device)
         self.graphs = graphs_available(self.device)
+        self.whole_steps = (False, True) if self.graphs and not args.no_whole_steps else (False,)
         self.results: dict[str, Any] = {
             "environment": B.environment(self.device), "network": model_info, "fast_path": self.graphs,
             "targets": TARGETS, "errors": [],
@@ -292,7 +300,10 @@ class Bench:
                     eager_variant = self.variant(self.uncompiled(batch, precision))
                     same = self.run_ours(cfg.replace(fast=False), noise, None, False, denoiser=eager_variant)
                     row[f"{precision}_fast_vs_{precision}_eager"] = B.relative_error(fast, same)
-            if self.kd is not None:
+            if self.graphs:  # the third run at a grid replays its captured whole steps (first eager, second captures)
+                whole = [self.run_ours(cfg, noise, self.options(batch, "float32"), True) for _ in range(3)][-1]
+                row["float32_whole_steps_vs_fp32_eager"] = B.relative_error(whole, eager)
+            if self.kd is not None and solver in B.K_DIFFUSION_SAMPLERS:
                 sampler = B.k_diffusion_sampler(self.kd, solver)
                 kd = B.run_k_diffusion(sampler, self.den, noise, self.sigmas(cfg, True))
                 row["k_diffusion_fp32_vs_ours_fp32_eager"] = B.relative_error(kd, eager)
@@ -315,9 +326,10 @@ class Bench:
                     opts = self.options(batch, precision)
                     kd = self.guarded(f"k-diffusion b={batch} {solver} {precision}",
                                       lambda: self._k_diffusion_ms(solver, cfg, batch, precision, noise)) or {}
-                    for stream in (False, True):
-                        row = self.guarded(f"row b={batch} {solver} {precision} stream={stream}",
-                                           lambda: self._row(cfg, nfe, precision, opts, stream, noise, kd))
+                    for whole, stream in [(w, s) for w in self.whole_steps for s in (False, True)]:
+                        row = self.guarded(f"row b={batch} {solver} {precision} stream={stream} whole={whole}",
+                                           lambda: self._row(cfg, nfe, precision, replace(opts, whole_steps=whole),
+                                                             stream, noise, kd))
                         if row is not None:
                             table.append(row)
                         self.save()
@@ -327,12 +339,14 @@ class Bench:
         batch = cfg.batch
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        times = B.wall_ms(lambda: self.run_ours(cfg, noise, opts, stream), self.device, self.repeats(batch))
+        # two warm-up runs: the first at a grid is eager, the second captures its whole steps
+        times = B.wall_ms(lambda: self.run_ours(cfg, noise, opts, stream), self.device, self.repeats(batch), warmup=2)
         ms = sorted(times)[len(times) // 2]
         floor = nfe * self.floor.get((batch, precision), float("nan"))
         row = {
             "batch": batch, "solver": cfg.solver, "steps": cfg.steps, "nfe": nfe, "precision": precision,
-            "channels_last": opts.channels_last, "compile": opts.compile, "streaming": stream, "ms": round(ms, 3),
+            "channels_last": opts.channels_last, "compile": opts.compile, "whole_steps": opts.whole_steps,
+            "streaming": stream, "ms": round(ms, 3),
             "ms_min": round(min(times), 3), "images_per_s": round(batch / ms * 1e3, 1),
             "floor_ms": round(floor, 3), "vs_floor": round(ms / floor, 4) if floor == floor else None,
             **kd,
@@ -341,7 +355,7 @@ class Bench:
             row["speedup_vs_k_diffusion"] = round(kd["k_diffusion_ms"] / ms, 3)
         if self.device.type == "cuda":
             row["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        print(f"[bench] b={batch} {cfg.solver} {precision} stream={stream}: {ms:.2f} ms "
+        print(f"[bench] b={batch} {cfg.solver} {precision} stream={stream} whole={opts.whole_steps}: {ms:.2f} ms "
               f"(floor ×{row['vs_floor']}, k-diffusion ×{row.get('speedup_vs_k_diffusion')})", file=sys.stderr, flush=True)
         return row
 
@@ -464,17 +478,27 @@ def check_targets(results: dict[str, Any]) -> dict[str, Any]:
     checks["speedup_b256"] = row_checks(256, None, "speedup_vs_k_diffusion", lambda v: v >= TARGETS["speedup_b256"])
     checks["floor_b256"] = row_checks(256, None, "vs_floor", lambda v: v <= TARGETS["floor_b256"])
     checks["floor_b1"] = row_checks(1, None, "vs_floor", lambda v: v <= TARGETS["floor_b1"])
+    checks["floor_whole_steps_b1_b16"] = [
+        {"batch": r["batch"], "solver": r["solver"], "precision": r["precision"], "streaming": r["streaming"],
+         "vs_floor": r.get("vs_floor"), "ok": None if r.get("vs_floor") is None else r["vs_floor"] <= TARGETS["floor_whole"]}
+        for r in rows if r.get("whole_steps") and r["batch"] in (1, 16)]
     streaming = []
     for on in (r for r in rows if r["streaming"]):
-        off = next((r for r in rows if not r["streaming"] and all(r[k] == on[k] for k in ("batch", "solver", "precision"))), None)
+        same = ("batch", "solver", "precision", "whole_steps")
+        off = next((r for r in rows if not r["streaming"] and all(r.get(k) == on.get(k) for k in same)), None)
         if off:
             cost = on["ms"] / off["ms"] - 1
             streaming.append({"batch": on["batch"], "solver": on["solver"], "precision": on["precision"],
+                              "whole_steps": on.get("whole_steps"),
                               "cost": round(cost, 4), "ok": cost <= TARGETS["streaming"]})
     checks["streaming_cost"] = streaming
     checks["fp32_agreement"] = [{"solver": a["solver"], "rel": a.get("float32_fast_vs_fp32_eager"),
                                  "ok": a.get("float32_fast_vs_fp32_eager", 1) <= TARGETS["fp32_agreement"]}
                                 for a in results.get("agreement", [])]
+    checks["fp32_whole_steps_agreement"] = [
+        {"solver": a["solver"], "rel": a["float32_whole_steps_vs_fp32_eager"],
+         "ok": a["float32_whole_steps_vs_fp32_eager"] <= TARGETS["fp32_agreement"]}
+        for a in results.get("agreement", []) if "float32_whole_steps_vs_fp32_eager" in a]
     return checks
 
 
@@ -501,7 +525,8 @@ def markdown(results: dict[str, Any]) -> str:
               "| k-diffusion ms | ÷ floor | floor ms | GPU peak MiB |",
               "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results.get("rows", []):
-        prec = r["precision"] + (" cl" if r.get("channels_last") else "") + (" compiled" if r.get("compile") else "")
+        prec = (r["precision"] + (" cl" if r.get("channels_last") else "") + (" compiled" if r.get("compile") else "")
+                + (" whole-step graphs" if r.get("whole_steps") else ""))
         lines.append(f"| {r['batch']} | {r['solver']} ({r['steps']}, {r['nfe']}) | {prec} | {_fmt(r['streaming'])} "
                      f"| {_fmt(r['ms'])} | {_fmt(r['images_per_s'], 0)} | {_fmt(r.get('speedup_vs_k_diffusion'))} "
                      f"| {_fmt(r.get('k_diffusion_ms'))} | {_fmt(r.get('vs_floor'), 3)} | {_fmt(r['floor_ms'])} "
@@ -542,7 +567,65 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cpu_table(args: argparse.Namespace) -> int:
+    """The CPU table: levers of the default run, one row each, saved as ``<stem>-cpu.json``/``.md``."""
+    import os
+
+    from explorer.core import cpubench as C
+    from explorer.core.defaults import cpu_has_native_bf16, default_run_config, legacy_run_config
+    from explorer.core.fast import FastOptions
+
+    device = torch.device("cpu")
+    den, info = load_network(args.model or "fashion32-edm", device)
+    env = {**B.environment(device), "cpu_count": os.cpu_count(), "device": C.cpu_model()}
+    results: dict[str, Any] = {"environment": env, "network": info, "cpu_bf16": cpu_has_native_bf16(), "rows": []}
+    stem = args.stem or "bench-cpu-" + re.sub(r"[^A-Za-z0-9]+", "-", env["device"]).strip("-").lower()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / f"{stem}.md").write_text(C.markdown(results))
+
+    threads = torch.get_num_threads()
+    def keep(rows: list[dict[str, Any]]) -> None:
+        results["rows"] = rows
+        save()
+
+    results["rows"] = C.measure_all(den, C.levers(den, results["cpu_bf16"]), args.cpu_repeats, after_round=keep)
+    save()
+    torch.set_num_threads(threads)
+    default, legacy = default_run_config(den, "cpu"), legacy_run_config(den, "cpu")
+    if results["cpu_bf16"]:
+        results["bf16_rel_error"] = {f"{c.solver} {c.steps} steps": C.final_agreement(den, c, FastOptions(precision="bfloat16"))
+                                     for c in (legacy, default)}
+    noise = NoiseStreams(seeds_for(0, default.batch)).randn(den.shape)
+    pairs = [(C.time_run(den, legacy, noise), C.time_run(den, default, noise)) for _ in range(args.cpu_repeats)]
+    ratios = sorted(new[0] / old[0] for old, new in pairs)  # each pair ran back to back, under the same load
+    results["default"] = {"config": f"{default.solver}, {default.steps} steps, batch {default.batch}, {default.precision}",
+                          "run_s": round(sorted(n[0] for _, n in pairs)[len(pairs) // 2], 3),
+                          "first_x0_s": round(sorted(n[1] for _, n in pairs)[len(pairs) // 2], 3),
+                          "legacy_run_s": round(sorted(o[0] for o, _ in pairs)[len(pairs) // 2], 3),
+                          "vs_legacy": round(ratios[len(ratios) // 2], 3), "load": C.load_average(),
+                          "pairs_s": [[round(o[0], 3), round(n[0], 3)] for o, n in pairs]}
+    if args.cpu_compile_budget > 0:
+        results["compile"] = _guard(lambda: C.compile_trial(den, FastOptions(), 16, args.cpu_compile_budget))
+    save()
+    print(C.markdown(results))
+    return 0
+
+
+def _guard(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - one lever failing (a missing compiler) must not lose the table
+        print(f"[bench] failed: {err!r}", file=sys.stderr, flush=True)
+        return {"error": repr(err)}
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cpu_table:
+        return cpu_table(args)
     bench = Bench(args)
     bench.phase("memory", bench.memory)
     bench.phase("denoiser", bench.denoiser_times)

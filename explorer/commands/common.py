@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, Optional
 
-from explorer.core.config import RunConfig
-from explorer.core.discretization import DISCRETIZATIONS, FINALS
-from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
+from explorer.core.choices import DISCRETIZATIONS, FINALS, PROCESSES, SCALINGS, SCHEDULES
+from explorer.core.config import MAX_SEED, RunConfig
 from explorer.core.solvers import all_options, declared_by, get_solver
 
-_DEFAULTS = RunConfig()
+# The field defaults, read without building (and validating) a RunConfig at import time.
+_DEFAULTS = SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(RunConfig)})
 
 
 def add_model_argument(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -60,7 +62,7 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
                    help="guidance scale w: D_guide + w (D - D_guide); 1 = none (default), 0 = the unconditional "
                    "model under classifier-free guidance")
     g.add_argument("--guide", metavar="MODEL", default=None,
-                   help="autoguidance: the weaker model as guide (e.g. fashion32-cond-early or a file); "
+                   help="autoguidance: the weaker model as guide (e.g. fashion32-edm-guide or a file); "
                    "without it, w != 1 is classifier-free guidance (needs --label and a conditional model)")
 
 
@@ -146,20 +148,31 @@ class Progress:
             self.stream.flush()
 
 
+MAX_SEEDS = 10_000_000  # samples one generate call may ask for (ten million images is a week of GPU time)
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'0-49', '1,5,9' or '3' → a list of seeds."""
-    seeds: list[int] = []
+    """'0-49', '1,5,9' or '3' → a list of seeds; its size is checked before it is built."""
+    ranges: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
                 a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
+                ranges.append((int(a), int(b)))
             elif part.strip():
-                seeds.append(int(part))
+                ranges.append((int(part), int(part)))
     except ValueError:
         raise ValueError(f"Seeds must look like 0-49 or 1,5,9 (got {text!r}).") from None
-    if not seeds or min(seeds) < 0:
+    if not ranges or min(a for a, _ in ranges) < 0:
         raise ValueError(f"Seeds must be non-negative integers (got {text!r}).")
+    if max(b for _, b in ranges) > MAX_SEED:
+        raise ValueError(f"Seeds must be at most 2⁶³ − 1 (got {text!r}).")
+    count = sum(max(0, b - a + 1) for a, b in ranges)
+    if count > MAX_SEEDS:
+        raise ValueError(f"{count} seeds is more than the {MAX_SEEDS} one call may draw; split the range.")
+    seeds = [s for a, b in ranges for s in range(a, b + 1)]
+    if not seeds:
+        raise ValueError(f"The seed range {text!r} is empty.")
     return seeds
 
 

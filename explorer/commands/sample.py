@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from explorer.commands.common import Progress, add_model_argument, add_run_arguments, config_from_args
-from explorer.core.latents import load_noise
-from explorer.core.sampling import make_plan, sample_steps
-from explorer.core.trajectory import TrajectoryRecorder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explorer.core.latents import load_noise  # torch: imported only when a run is asked for
+    from explorer.core.sampling import make_plan, sample_steps
+    from explorer.core.trajectory import TrajectoryRecorder
     from explorer.models.loader import load_denoiser
 
     out = Path(args.out)
@@ -50,7 +51,20 @@ def run(args: argparse.Namespace) -> int:
         from explorer.export.files import save_image
         from explorer.export.grids import sample_grid
 
-        save_image(sample_grid(traj.samples, denoiser.data_range), args.grid)
+        save_image(sample_grid(traj.samples, denoiser.data_range, scale=grid_scale(traj.samples)), args.grid)
     guided = f" (guided, w = {config.guidance:g}: up to 2 network calls per evaluation)" if config.guidance != 1.0 else ""
     print(f"{config.solver}: {traj.num_steps} steps, NFE {traj.nfe}{guided}, saved {out}", file=sys.stderr)
     return 0
+
+
+GRID_MIN_WIDTH = 512  # px: 16 samples of 32² are otherwise a 138-px thumbnail
+
+
+def grid_scale(samples, min_width: int = GRID_MIN_WIDTH) -> int:
+    """The integer upscale that makes a square-ish grid of image samples at least ``min_width`` wide."""
+    if samples.dim() < 3:  # 2-D points: one square panel of PANEL × scale pixels
+        from explorer.export.grids import PANEL
+
+        return max(1, math.ceil(min_width / PANEL))
+    cols = max(1, math.ceil(math.sqrt(samples.shape[0])))
+    return max(1, math.ceil(min_width / (cols * samples.shape[-1])))

@@ -5,7 +5,6 @@ import argparse
 import math
 
 from explorer.commands.common import add_model_argument, add_run_arguments, config_from_args
-from explorer.core.sampling import make_plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from explorer.core.sampling import make_plan  # torch: imported only when a schedule is asked for
     from explorer.models.loader import load_denoiser
 
     config = config_from_args(args)

@@ -38,8 +38,15 @@ FORMAT = "explorer-comparison/1"
 MAX_COLUMNS = 16
 SIGMA_MATCH_RTOL = 1e-7  # σ's computed by different processes agree to ~1e-15; this leaves room
 
-# Colours are declared by the solvers (SolverInfo.color, else the registry's palette order).
+# Colours, the same in every view and export. Columns get one each by their place (heun at 5,
+# 10 and 18 steps must differ at a glance); the sweep, which plots solvers, uses the solvers'
+# declared colours (SolverInfo.color, else the registry's palette order).
 REFERENCE_COLOR = "#000000"
+
+
+def column_color(index: int) -> str:
+    """The colour of column ``index`` (0-based); the reference (−1) is black."""
+    return REFERENCE_COLOR if index < 0 else PALETTE[index % len(PALETTE)]
 
 
 # --------------------------------------------------------------------------- description
@@ -176,11 +183,17 @@ def shared_noise(denoiser: Denoiser, seed: int, batch: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- results
 @dataclass
 class ColumnRun:
-    """One finished column: its trajectory and how long it took (wall clock)."""
+    """One finished column: its trajectory, how long it took (wall clock) and its place.
+
+    ``column`` is the column's index (−1 for the reference, None when unknown); it picks
+    the colour. ``cancelled`` marks a run stopped part-way (its steps so far are kept).
+    """
 
     config: RunConfig
     trajectory: Trajectory
     seconds: float
+    column: Optional[int] = None
+    cancelled: bool = False
 
     @property
     def label(self) -> str:
@@ -188,7 +201,7 @@ class ColumnRun:
 
     @property
     def color(self) -> str:
-        return solver_color(self.config.solver)
+        return solver_color(self.config.solver) if self.column is None else column_color(self.column)
 
 
 def column_label(config: RunConfig, trajectory: Optional[Trajectory] = None) -> str:
@@ -386,7 +399,7 @@ def _timed_run(
         recorder.add(event)
         yield CompareProgress(column, total, event=event)
     seconds = time.perf_counter() - start
-    yield CompareProgress(column, total, run=ColumnRun(config, recorder.finish(), seconds))
+    yield CompareProgress(column, total, run=ColumnRun(config, recorder.finish(), seconds, column))
 
 
 def comparison_events(
@@ -412,6 +425,48 @@ def comparison_events(
             yield progress
     if comparison.reference if with_reference is None else with_reference:
         yield from reference_events(denoiser, comparison, noise, visited)
+
+
+def share_groups(columns: Sequence[RunConfig], indices: Sequence[int]) -> list[list[int]]:
+    """Columns that can step in turn on one worker: the same device and dtype (the comparison
+    already fixes the batch), since a run moves the shared denoiser to its own device and dtype."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for k in indices:
+        groups.setdefault((columns[k].device, columns[k].dtype), []).append(k)
+    return list(groups.values())
+
+
+def interleaved_events(
+    denoiser: Denoiser, comparison: Comparison, record_evals: bool = True, columns: Optional[Sequence[int]] = None,
+) -> Iterator[CompareProgress]:
+    """The columns of each :func:`share_groups` group one step each in turn (for a GPU, where a
+    column's kernels are short and the next column's step can follow at once); groups run one
+    after another. Every column's trajectory equals its sequential run's; its ``seconds`` is the
+    time spent in its own steps. No reference run (start it afterwards, as the tab does)."""
+    noise = shared_noise(denoiser, comparison.seed, comparison.batch)
+    indices = list(range(len(comparison.columns))) if columns is None else list(columns)
+    total = len(comparison.columns)
+    for group in share_groups(comparison.columns, indices):
+        live = {k: (sample_steps(denoiser, comparison.columns[k], noise, record_evals=record_evals),
+                    TrajectoryRecorder(comparison.columns[k], comparison.model, record_evals), [0.0]) for k in group}
+        outside = torch.is_inference_mode_enabled()
+        inside = {k: outside for k in group}  # each run's own inference mode between its steps
+        while live:
+            for k in list(live):
+                steps, recorder, spent = live[k]
+                start = time.perf_counter()
+                # a run steps inside its own `with inference_mode()`; interleaved, those blocks would
+                # nest out of order and leave the mode on, so each run gets its mode back per step
+                with torch.inference_mode(inside[k]):
+                    event = next(steps, None)
+                    inside[k] = torch.is_inference_mode_enabled()
+                spent[0] += time.perf_counter() - start
+                if event is None:
+                    del live[k]
+                    yield CompareProgress(k, total, run=ColumnRun(comparison.columns[k], recorder.finish(), spent[0], k))
+                else:
+                    recorder.add(event)
+                    yield CompareProgress(k, total, event=event)
 
 
 def adaptive_sigmas(run: ColumnRun) -> list[float]:

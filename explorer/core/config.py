@@ -11,11 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from explorer.core.discretization import DISCRETIZATIONS, FINALS
-from explorer.core.guidance import check_guidance
-from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
+from explorer.core.choices import DISCRETIZATIONS, FINALS, PROCESSES, SCALINGS, SCHEDULES
 
 DTYPES = ("float32", "float64")
+PRECISIONS = ("float32", "bfloat16")  # the network F's arithmetic (the state and coefficients keep ``dtype``)
 DEVICES = ("auto", "cpu", "cuda")
 
 # The solver settings that were flat fields before solvers declared their own options,
@@ -24,6 +23,12 @@ DEVICES = ("auto", "cpu", "cuda")
 LEGACY_OPTIONS: dict[str, Any] = {
     "alpha": 1.0, "churn": 0.0, "s_min": 0.0, "s_max": math.inf, "s_noise": 1.0, "eta": 1.0, "rtol": None, "atol": None,
 }
+
+# Limits that keep every run computable in float64 without overflow and finished in minutes.
+MAX_EVALUATIONS = 100_000  # network evaluations one run may be predicted to cost
+SIGMA_LIMITS = (1e-10, 1e10)  # σ_min/σ_max: σ² and log(1 + σ²) stay finite and exact in float64
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; sample k uses seed + k
+
 
 
 @dataclass(frozen=True, init=False)
@@ -57,6 +62,7 @@ class RunConfig:
     batch: int = 8
     label: Optional[int] = None  # class for class-conditional denoisers (None = unconditional/zeros)
     dtype: str = "float32"
+    precision: str = "float32"  # bfloat16: F under bf16 autocast, preconditioning and state in float32
     device: str = "auto"
     epsilon_s: float = 1e-3
     fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
@@ -74,6 +80,7 @@ class RunConfig:
         for name, f in _FIELDS.items():
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             object.__setattr__(self, name, values.get(name, default))
+        _check_types(self)
         object.__setattr__(self, "options", self._resolved_options(legacy))
         self.validate()
 
@@ -120,38 +127,64 @@ class RunConfig:
         _choice("discretization", self.disc, DISCRETIZATIONS)
         _choice("final step", self.final, FINALS)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("network precision", self.precision, PRECISIONS)
+        if self.precision != "float32" and self.dtype != "float32":
+            raise ValueError(f"A {self.precision} network runs inside float32 runs only (dtype is {self.dtype}).")
         _choice("device", self.device, DEVICES)
         from explorer.core.solvers import get_solver  # late import: solvers import this module
 
         info = get_solver(self.solver)
+        if self.precision != "float32" and info.float64:
+            raise ValueError("The reference solver is the float64 ground truth; its network cannot run in "
+                             f"{self.precision}.")
         _positive_finite("ρ", self.rho)
         if not isinstance(self.lower_order_final, bool):
             raise ValueError(f"lower_order_final must be true or false (got {self.lower_order_final!r}).")
-        for name in ("sigma_min", "sigma_max"):
-            value = getattr(self, name)
-            if value is not None:
-                _positive_finite(name.replace("sigma_", "σ_"), value)
-        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_min >= self.sigma_max:
-            raise ValueError(f"σ_min ({self.sigma_min:g}) must be smaller than σ_max ({self.sigma_max:g}).")
+        self._validate_sigma_range()
         if self.steps is None and self.nfe is None and not info.adaptive:
             raise ValueError("Give a number of steps or an NFE budget.")
         if self.steps is not None:
             _integer("steps", self.steps, 1)
-            if self.steps > 100_000:
-                raise ValueError(f"{self.steps} steps is more than the 100000 allowed.")
         if self.nfe is not None:
             _integer("NFE", self.nfe, 1)
+        self._validate_cost(info)
         _integer("batch", self.batch, 1)
         if self.batch > 65536:
             raise ValueError(f"A batch of {self.batch} is more than the 65536 allowed.")
         _integer("seed", self.seed, 0)
+        if self.seed + self.batch - 1 > MAX_SEED:
+            raise ValueError(f"seed + batch − 1 must be at most 2⁶³ − 1 (got seed {self.seed} with batch {self.batch}).")
         if self.label is not None:
             _integer("class label", self.label, 0)
-        if not (0 < self.epsilon_s < 1):
-            raise ValueError(f"ε_s must lie in (0, 1) (got {self.epsilon_s:g}).")
-        if not isinstance(self.fast, bool):
-            raise ValueError(f"fast must be true or false (got {self.fast!r}).")
+        if not (1e-8 <= self.epsilon_s < 1):
+            raise ValueError(f"ε_s must lie in [1e-8, 1) (got {self.epsilon_s:g}).")
         check_guidance(self.guidance, self.guide)
+
+    def _validate_sigma_range(self) -> None:
+        lo, hi = SIGMA_LIMITS
+        for name in ("sigma_min", "sigma_max"):
+            value = getattr(self, name)
+            if value is not None:
+                label = name.replace("sigma_", "σ_")
+                _positive_finite(label, value)
+                if not lo <= value <= hi:
+                    raise ValueError(f"{label} must lie between {lo:g} and {hi:g} (got {value:g}).")
+        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_min >= self.sigma_max:
+            raise ValueError(f"σ_min ({self.sigma_min:g}) must be smaller than σ_max ({self.sigma_max:g}).")
+
+    def _validate_cost(self, info: Any) -> None:
+        """Refuse, before anything runs, a run predicted to cost more than MAX_EVALUATIONS."""
+        if self.nfe is not None:
+            cost = self.nfe
+        elif self.steps is not None:
+            cost = info.nfe(self.steps, self.final == "zero", self.options) or self.steps
+        else:
+            return
+        if cost > MAX_EVALUATIONS:
+            raise ValueError(
+                f"This run would cost {cost} network evaluations per sample, more than the {MAX_EVALUATIONS} "
+                f"allowed; ask for fewer steps or a smaller NFE budget."
+            )
 
     # ------------------------------------------------------------------ conveniences
     def replace(self, **changes: Any) -> "RunConfig":
@@ -185,7 +218,9 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         """A config from its dict; older dicts with the flat option fields load too (the
         fields the solver has no option for are dropped, as they never applied)."""
-        unknown = set(data) - set(_FIELDS) - set(LEGACY_OPTIONS)
+        if not isinstance(data, dict):
+            raise ValueError(f"A run configuration must be a mapping of fields (got {type(data).__name__}).")
+        unknown = {str(k) for k in data} - set(_FIELDS) - set(LEGACY_OPTIONS)
         if unknown:
             raise ValueError(f"Unknown run-configuration field(s): {', '.join(sorted(unknown))}.")
         clean = {k: _from_json_number(v) for k, v in data.items() if k not in LEGACY_OPTIONS}
@@ -207,6 +242,8 @@ class RunConfig:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"The run configuration is not valid JSON: {err}.") from None
+        except RecursionError:
+            raise ValueError("The run configuration nests its JSON too deeply to be one.") from None
         if not isinstance(data, dict):
             raise ValueError("The run configuration must be a JSON object.")
         return cls.from_dict(data)
@@ -231,8 +268,37 @@ def _from_json_number(value: Any) -> Any:
     return float(value) if isinstance(value, str) and value in ("inf", "-inf") else value
 
 
+_KINDS = {"str": (str,), "float": (float,), "int": (int,), "bool": (bool,)}
+_KIND_WORDS = {"str": "a name", "float": "a number", "int": "an integer", "bool": "true or false"}
+
+
+def _check_types(config: RunConfig) -> None:
+    """Every field holds the type its annotation names (ints are accepted for floats and
+    stored as floats), before any comparison could raise a TypeError."""
+    for f in dataclasses.fields(config):
+        annotation = str(f.type)
+        optional = annotation.startswith("Optional[")
+        kind = annotation[len("Optional["):-1] if optional else annotation
+        if kind not in _KINDS:  # options: checked against the solver's declarations
+            continue
+        value = getattr(config, f.name)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            try:
+                value, ok = float(value), True
+            except OverflowError:
+                raise ValueError(f"{f.name} is too large a number (got an integer of {len(str(value))} digits).") from None
+            object.__setattr__(config, f.name, value)
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            none = " or nothing (null)" if optional else ""
+            raise ValueError(f"{f.name} must be {_KIND_WORDS[kind]}{none} (got {type(value).__name__} {shown}).")
+
+
 def _choice(what: str, value: Any, allowed: Any) -> None:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"Unknown {what} {value!r}; choose one of {', '.join(allowed)}.")
 
 
@@ -244,3 +310,12 @@ def _positive_finite(what: str, value: Any) -> None:
 def _integer(what: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{what} must be an integer of at least {minimum} (got {value!r}).")
+
+
+def check_guidance(scale: object, guide: object) -> None:
+    """Guidance fields (explorer.core.guidance, which needs torch; this check does not): the guide's
+    existence is checked when it is loaded."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"The guidance scale w must be a finite number ≥ 0 (got {scale!r}; 1 = no guidance).")
+    if guide is not None and (not isinstance(guide, str) or not guide.strip()):
+        raise ValueError(f"The guide must name a model (a shipped name or a file), or be empty (got {guide!r}).")

@@ -12,10 +12,9 @@ from typing import Callable, Optional
 
 import torch
 
+from explorer.core.choices import DISCRETIZATIONS, FINALS  # noqa: F401 (re-exported)
 from explorer.core.process import EPSILON_S, Process, VPSchedule
 
-DISCRETIZATIONS = ("vp", "ve", "iddpm", "edm", "logsnr", "time-uniform", "time-quadratic")
-FINALS = ("zero", "sigma_min", "denoise")
 
 IDDPM_M = 1000
 IDDPM_C1 = 0.001
@@ -71,22 +70,30 @@ def nominal_sigma_range(
 
 
 @functools.lru_cache(maxsize=8)
+def _iddpm_levels(M: int, C1: float, C2: float) -> tuple[float, ...]:
+    """The recursion in Python floats: IEEE float64 with the C library's sin, so the same
+    bits on every CPU (a vectorized torch sin may differ in the last place between CPUs)."""
+    alpha_bar = [math.sin(0.5 * math.pi * j / M / (C2 + 1)) ** 2 for j in range(M + 1)]
+    u = [0.0] * (M + 1)
+    for j in range(M, 0, -1):
+        ratio = max(alpha_bar[j - 1] / alpha_bar[j], C1)
+        u[j - 1] = math.sqrt((u[j] ** 2 + 1) / ratio - 1)
+    return tuple(u)
+
+
 def iddpm_sigmas(M: int = IDDPM_M, C1: float = IDDPM_C1, C2: float = IDDPM_C2) -> torch.Tensor:
-    """The iDDPM noise levels u_0 > … > u_M = 0 (SPEC §2).
+    """The iDDPM noise levels u_0 > … > u_M = 0 (SPEC §2), float64.
 
-    ᾱ(j) is evaluated in float32 and the recursion in float64, which is what the EDM
-    reference code's tensor arithmetic amounts to; reproducing it keeps our iddpm grids
-    equal to EDM's to the last bits instead of ~1e-7.
+    ᾱ(j) and the recursion are both float64: near j = M the ratio ᾱ(j−1)/ᾱ(j) is
+    1 − O(1e-5), so a float32 ᾱ (what EDM's code computes from an integer j) moves
+    entries by up to 5e-4 relative, differently on different CPUs. This is the table
+    EDM's ``ablation_sampler`` gives when its ᾱ is evaluated in float64.
     """
-    u = torch.zeros(M + 1, dtype=torch.float64)
-
-    def alpha_bar(j: torch.Tensor) -> torch.Tensor:  # j is an int64 tensor -> float32 result
-        return (0.5 * math.pi * j / M / (C2 + 1)).sin() ** 2
-
-    for j in torch.arange(M, 0, -1):
-        ratio = (alpha_bar(j - 1) / alpha_bar(j)).clip(min=C1)
-        u[j - 1] = ((u[j] ** 2 + 1) / ratio - 1).sqrt()
-    return u
+    if isinstance(M, bool) or not isinstance(M, int) or not 1 <= M <= 1_000_000:
+        raise ValueError(f"The iDDPM step count M must be an integer from 1 to 1000000 (got {M!r}).")
+    if not (0 < C1 <= 1 and 0 <= C2 < 1e6):
+        raise ValueError(f"The iDDPM constants need 0 < C_1 ≤ 1 and 0 ≤ C_2 (got C_1={C1!r}, C_2={C2!r}).")
+    return torch.tensor(_iddpm_levels(M, float(C1), float(C2)), dtype=torch.float64)
 
 
 def _fraction(n: int) -> torch.Tensor:

@@ -10,8 +10,9 @@ denoiser):
   unconditional model (``RunConfig.guide`` is None);
 * autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of
   itself"): the guide is a weaker model of the same kind, e.g. an early EMA snapshot of the
-  same run (``RunConfig.guide`` names it: a shipped name such as ``fashion32-cond-early`` or
-  a file), given the same label as the main model.
+  same run or a shorter-trained release (``RunConfig.guide`` names it: a shipped name such as
+  ``fashion32-edm-guide`` or a file), given the same label as the main model (none if the guide is
+  unconditional).
 
 w = 1 is the unguided model: the wrapper then calls the main network alone, so a run with
 w = 1 is the unguided run exactly. For classifier-free guidance w = 0 is the unconditional
@@ -29,7 +30,6 @@ classifier-free guidance), which cost one.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
@@ -37,14 +37,6 @@ import torch
 from explorer.core.denoiser import Denoiser
 
 GuideLoader = Callable[[str, torch.device], Denoiser]
-
-
-def check_guidance(scale: object, guide: object) -> None:
-    """The RunConfig fields' own validation (the guide's existence is checked when loaded)."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"The guidance scale w must be a finite number ≥ 0 (got {scale!r}; 1 = no guidance).")
-    if guide is not None and (not isinstance(guide, str) or not guide.strip()):
-        raise ValueError(f"The guide must name a model (a shipped name or a file), or be empty (got {guide!r}).")
 
 
 class GuidedDenoiser(Denoiser):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from explorer.core.denoiser import Denoiser, check_shape, sigma_column
+from explorer.core.discretization import iddpm_sigmas
 
 Coefficients = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -197,19 +198,14 @@ class VPPrecond(Preconditioner):
 
 
 def iddpm_noise_levels(M: int = 1000, C_1: float = 0.001, C_2: float = 0.008) -> torch.Tensor:
-    """The ``M + 1`` noise levels ``u_j`` of the improved-DDPM cosine schedule, in float32 on CPU.
+    """The ``M + 1`` noise levels ``u_j`` of the improved-DDPM cosine schedule, float32 on CPU.
 
-    Recurrence of SPEC §2 (``u_M = 0``, going down to ``u_0``). Evaluated in float32 in the
-    same order as EDM's ``iDDPMPrecond``, so a freshly built preconditioner holds exactly
-    the values of official checkpoints (the buffer ``u`` is float32 there).
+    Official checkpoints hold a float32 buffer ``u``, so this one is float32 too; it is the
+    float64 table of :func:`explorer.core.discretization.iddpm_sigmas` rounded once, which
+    gives the same bits on every CPU (EDM's own float32 evaluation does not: it differs
+    from machine to machine and from the float64 table by up to 5e-4 relative).
     """
-    j = torch.arange(M + 1, dtype=torch.float32, device="cpu")
-    alpha_bar = ((0.5 * math.pi * j) / M / (C_2 + 1)).sin() ** 2
-    u = torch.zeros(M + 1, dtype=torch.float32, device="cpu")
-    for i in range(M, 0, -1):
-        ratio = (alpha_bar[i - 1] / alpha_bar[i]).clamp(min=C_1)
-        u[i - 1] = ((u[i] ** 2 + 1) / ratio - 1).sqrt()
-    return u
+    return iddpm_sigmas(int(M), float(C_1), float(C_2)).to(torch.float32)
 
 
 class IDDPMPrecond(Preconditioner):

@@ -12,15 +12,14 @@ from typing import Union
 
 import torch
 
+from explorer.core.choices import PROCESSES, SCALINGS, SCHEDULES  # noqa: F401 (re-exported)
+
 Num = Union[float, torch.Tensor]
 
 EPSILON_S = 1e-3  # the VP process's smallest time when sampling (SPEC §1)
 VP_BETA_D = 19.9
 VP_BETA_MIN = 0.1
 
-SCHEDULES = ("vp", "ve", "linear")
-SCALINGS = ("vp", "none")
-PROCESSES = {"vp": ("vp", "vp"), "ve": ("ve", "none"), "edm": ("linear", "none")}
 
 
 def _t(x: Num) -> torch.Tensor:
@@ -51,8 +50,9 @@ class VPSchedule(Schedule):
     name = "vp"
 
     def sigma(self, t: Num) -> torch.Tensor:
+        """expm1/log1p below keep small σ (small t) exact in float64, where exp(x) − 1 cancels."""
         t = _t(t)
-        return (torch.exp(0.5 * self.beta_d * t**2 + self.beta_min * t) - 1).sqrt()
+        return torch.expm1(0.5 * self.beta_d * t**2 + self.beta_min * t).sqrt()
 
     def sigma_deriv(self, t: Num) -> torch.Tensor:
         t = _t(t)
@@ -61,13 +61,13 @@ class VPSchedule(Schedule):
 
     def sigma_inv(self, sigma: Num) -> torch.Tensor:
         sigma = _t(sigma)
-        return ((self.beta_min**2 + 2 * self.beta_d * (sigma**2 + 1).log()).sqrt() - self.beta_min) / self.beta_d
+        return ((self.beta_min**2 + 2 * self.beta_d * torch.log1p(sigma**2)).sqrt() - self.beta_min) / self.beta_d
 
     @classmethod
     def from_range(cls, sigma_min: float, sigma_max: float, epsilon_s: float = EPSILON_S) -> "VPSchedule":
         """β's such that σ(ε_s) = σ_min and σ(1) = σ_max (SPEC §1)."""
-        beta_d = 2 * (math.log(sigma_min**2 + 1) / epsilon_s - math.log(sigma_max**2 + 1)) / (epsilon_s - 1)
-        beta_min = math.log(sigma_max**2 + 1) - 0.5 * beta_d
+        beta_d = 2 * (math.log1p(sigma_min**2) / epsilon_s - math.log1p(sigma_max**2)) / (epsilon_s - 1)
+        beta_min = math.log1p(sigma_max**2) - 0.5 * beta_d
         return cls(beta_d=beta_d, beta_min=beta_min)
 
 

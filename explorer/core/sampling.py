@@ -15,6 +15,7 @@ as it is made and events hold device tensors.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -22,13 +23,14 @@ import torch
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
+from explorer.core import fast as F
 from explorer.core.fast import FastOptions, fast_denoiser, graphs_available, module_tensors
 from explorer.core.guidance import guided, load_guide, needs_guide
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.plan import plan_run
 from explorer.core.solvers import SolverInfo, get_solver
 from explorer.core.solvers.context import Plan, SolverContext
-from explorer.core.streaming import HostCopy, HostStreamer, in_order
+from explorer.core.streaming import HostCopy, HostStreamer, copy_helper, in_order
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
 
 
@@ -92,13 +94,12 @@ def guided_model(
 ) -> Denoiser:
     """The D the solver calls: the denoiser (graph-replayed on the fast path), wrapped by the
     config's guidance (:mod:`explorer.core.guidance`); ``guide`` overrides loading ``config.guide``."""
-    use_graphs = config.fast and graphs_available(device)
-    model = fast_denoiser(denoiser, fast) if use_graphs else denoiser
+    model = network_for(denoiser, config, device, fast)
     if guide is None and needs_guide(config.guidance, config.guide):
         guide = load_guide(config.guide, device)
     if guide is not None and config.guidance != 1.0:
         _move(guide, device, dtype)
-        guide = fast_denoiser(guide, fast) if use_graphs else guide
+        guide = network_for(guide, config, device, fast)
     return guided(model, config.guidance, guide if config.guidance != 1.0 else None)
 
 
@@ -107,6 +108,22 @@ def _move(denoiser: Denoiser, device: torch.device, dtype: torch.dtype) -> Denoi
     if any(t.is_floating_point() and (t.dtype != dtype or t.device != device) for t in tensors):
         denoiser.to(device=device, dtype=dtype)
     return denoiser
+
+
+def network_for(denoiser: Denoiser, config: RunConfig, device: torch.device,
+                fast: Optional[FastOptions] = None) -> Denoiser:
+    """The D a run calls: graph-replayed on CUDA's fast path, else the config's precision.
+
+    On the fast path ``fast`` (the benchmark's choice) wins over the config's precision. Off it
+    a float32 run calls the denoiser itself, and a bfloat16 one the cached variant whose network
+    runs under autocast (contiguous layout: channels-last measured slower on the CPU, see
+    ``diffusion-explorer bench --cpu-table``).
+    """
+    if config.fast and graphs_available(device):
+        return fast_denoiser(denoiser, fast or FastOptions(precision=config.precision))
+    if config.precision == "float32":
+        return denoiser
+    return fast_denoiser(denoiser, FastOptions(precision=config.precision))
 
 
 def sample_steps(
@@ -131,7 +148,7 @@ def sample_steps(
         record_evals: keep the inputs of every D evaluation in the events.
         plan: a precomputed plan (else made from the config and the denoiser).
         fast: options of the CUDA fast path (precision, channels-last, compile), used when
-            ``config.fast`` is on and the run is on a CUDA device.
+            ``config.fast`` is on and the run is on a CUDA device (instead of the config's precision).
         to_host: hand out events whose tensors are already host copies (default: when the
             fast path is on). On the CPU there is nothing to copy.
         lookahead: how many steps the solver may run ahead of the events handed out.
@@ -151,12 +168,15 @@ def sample_steps(
     model = guided_model(denoiser, config, device, dtype, fast, guide)
     t0 = plan.t[0]
     x0 = latents.to(device=device, dtype=dtype) * float(plan.process.sigma(t0) * plan.process.s(t0))
-    ctx = SolverContext(
-        model, plan, config, x0, streams.randn_like,
-        labels=_labels(denoiser, config, batch, device, dtype, labels),
-        record_evals=record_evals,
-        total_steps=None if not info.rule.fixed_grid else plan.n_steps + (config.final == "denoise"),
-    )
+    labels = _labels(denoiser, config, batch, device, dtype, labels)
+
+    def context() -> SolverContext:
+        return SolverContext(
+            model, plan, config, x0, streams.randn_like, labels=labels, record_evals=record_evals,
+            total_steps=None if not info.rule.fixed_grid else plan.n_steps + (config.final == "denoise"),
+        )
+
+    ctx = context()
     first = ctx.event(0, t0, x0)
     first.noise = latents
     if not config.fast:
@@ -165,8 +185,63 @@ def sample_steps(
     streamer = HostStreamer(device)
     host = device.type == "cuda" if to_host is None else to_host
     with torch.inference_mode():
-        for event, copies in in_order(_solver_events(info, ctx, first), lambda ev: _submit(streamer, ev, host), lookahead):
+        whole_steps = fast is None or fast.whole_steps
+        graphed = _step_graph_events(info, context, first, host, lambda ev: _submit(streamer, ev, host)) if whole_steps else None
+        helper = copy_helper() if host and device.type == "cuda" else None
+        if graphed is not None:
+            for (event, _), copies in in_order(graphed, lambda pair: pair[1], lookahead, helper):
+                yield _delivered(event, copies, host)
+            return
+        for event, copies in in_order(_solver_events(info, ctx, first), lambda ev: _submit(streamer, ev, host), lookahead,
+                                      helper):
             yield _delivered(event, copies, host)
+
+
+def _step_graph_events(info: SolverInfo, context: Callable[[], SolverContext], first: StepEvent, host: bool,
+                       submit: Callable[[StepEvent], HostCopy]) -> Optional[Iterator[tuple[StepEvent, HostCopy]]]:
+    """(event, copies) of a run replayed from whole-step graphs, or None where this run stays eager.
+
+    Applies on CUDA (and on the CPU with :data:`explorer.core.fast.STEP_TAPES_ON_CPU`, for tests) to
+    runs whose steps are fixed tensor ops (:func:`explorer.core.fast.step_graphs_apply`). The first
+    run at a grid is eager, the second captures every step (and hands its events out once all are
+    captured: a step that cannot be captured sends the run back to the eager loop from its start),
+    later runs replay.
+    """
+    ctx = context()
+    device = ctx.x0.device
+    if not (graphs_available(device) or (device.type == "cpu" and F.STEP_TAPES_ON_CPU)):
+        return None
+    if not F.step_graphs_apply(info, ctx.config):
+        return None
+    labels = None if ctx.labels is None else (tuple(ctx.labels.shape), ctx.labels.dtype)
+    model = ctx.denoiser
+    weights = getattr(model, "_fingerprint", None) or F._fingerprint(model)
+    key = (id(model), weights, ctx.config.replace(seed=0), tuple(ctx.x0.shape),
+           ctx.x0.dtype, device, labels, tuple(ctx.plan.t), ctx.record_evals, host)
+    graphs = F.step_graphs_for(key, ctx.x0, host)
+    if graphs is None:
+        return None
+    n_steps = ctx.plan.n_steps + (ctx.config.final == "denoise")
+    if not graphs.steps:
+        ctx.x0 = graphs.x0
+        graphs.keep = [model, ctx.labels]  # tensors made outside the capture must outlive the graphs
+        try:
+            evals = max(info.evals_per_step, 1)
+            captured = list(graphs.capture(_solver_events(info, ctx, first), n_steps, evals, skip_first=True))
+        except Exception as err:  # noqa: BLE001 - a run that cannot be captured still runs
+            warnings.warn(f"Whole-step capture of {info.name} failed ({err}); this grid runs eagerly.",
+                          RuntimeWarning, stacklevel=4)
+            F.forget_step_graphs(key)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return None
+        return _chain([(first, submit(first))], captured)
+    return _chain([(first, submit(first))], graphs.replay(first.x))
+
+
+def _chain(head: list, tail: Iterator) -> Iterator:
+    yield from head
+    yield from tail
 
 
 def _solver_events(info: SolverInfo, ctx: SolverContext, first: StepEvent) -> Iterator[StepEvent]:

@@ -20,6 +20,7 @@ copy, ready at once, so the code paths above it are the same on every device.
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 import torch
@@ -32,10 +33,11 @@ class HostCopy:
     """Host copies of some tensors; complete once :meth:`ready` says so."""
 
     def __init__(self, tensors: Tensors, done: Optional["torch.cuda.Event"] = None,
-                 pool: Optional["_PinnedPool"] = None) -> None:
+                 pool: Optional["_PinnedPool"] = None, copy_out: bool = False) -> None:
         self._tensors = tensors
         self._done = done
         self._pool = pool
+        self._copy_out = copy_out  # the tensors are a captured step's slots, rewritten by the next replay
 
     def ready(self) -> bool:
         """True when every copy has landed (never blocks)."""
@@ -47,6 +49,12 @@ class HostCopy:
         Copies that went through pinned staging buffers are handed out as ordinary host
         tensors, and the staging buffers go back to their pool for later steps.
         """
+        if self._copy_out:
+            if self._done is not None:
+                self._done.synchronize()
+                self._done = None
+            self._tensors = [t if t is None or t.ndim == 0 else _unpinned(t) for t in self._tensors]
+            self._copy_out = False
         if self._done is not None:
             self._done.synchronize()
             self._done = None
@@ -124,18 +132,49 @@ class HostStreamer:
         return HostCopy(hosts, done, self.pool)
 
 
-def in_order(items: Iterator[T], submit: Callable[[T], HostCopy], depth: int = 2) -> Iterator[tuple[T, Tensors]]:
+class _Waited:
+    """A copy whose waiting (event sync, and the copy out of pinned memory) runs on a helper thread."""
+
+    def __init__(self, copy: HostCopy, helper: Executor) -> None:
+        self._future: Future = helper.submit(copy.wait)
+
+    def ready(self) -> bool:
+        return self._future.done()
+
+    def wait(self) -> Tensors:
+        return self._future.result()
+
+
+_HELPER: Optional[ThreadPoolExecutor] = None
+
+
+def copy_helper() -> ThreadPoolExecutor:
+    """The one helper thread that waits for host copies and moves them out of pinned memory.
+
+    Both release the GIL, so the thread that launches the steps keeps launching while the
+    helper works; one thread keeps the copies in order.
+    """
+    global _HELPER
+    if _HELPER is None:
+        _HELPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explorer-host-copies")
+    return _HELPER
+
+
+def in_order(items: Iterator[T], submit: Callable[[T], HostCopy], depth: int = 2,
+             helper: Optional[Executor] = None) -> Iterator[tuple[T, Tensors]]:
     """Yield ``(item, host tensors)`` in order, at most ``depth`` items behind the producer.
 
     An item is handed out as soon as its copies are done, or when more than ``depth``
     items wait (then the oldest is waited for: the device still has the newer ones queued,
-    so it stays busy). The rest is handed out when ``items`` ends.
+    so it stays busy). The rest is handed out when ``items`` ends. With ``helper`` the
+    waiting happens on that executor's thread as soon as a copy is submitted.
     """
     if depth < 0:
         raise ValueError(f"The look-ahead depth must be zero or positive (got {depth}).")
-    pending: deque[tuple[T, HostCopy]] = deque()
+    pending: deque[tuple[T, HostCopy | _Waited]] = deque()
     for item in items:
-        pending.append((item, submit(item)))
+        copy = submit(item)
+        pending.append((item, copy if helper is None else _Waited(copy, helper)))
         while pending and (len(pending) > depth or pending[0][1].ready()):
             head, copy = pending.popleft()
             yield head, copy.wait()

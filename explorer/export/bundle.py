@@ -84,7 +84,7 @@ def load_bundle(path: str | Path) -> ComparisonResult:
             run_meta = dict(run_meta, data_range=data_range)
         part = {k[len(_prefix(column)):]: v for k, v in tensors.items() if k.startswith(_prefix(column))}
         trajectory = from_parts(part, run_meta, f"{label}: run {key!r}", noise=noise)
-        run = ColumnRun(trajectory.config, trajectory, math.nan)
+        run = ColumnRun(trajectory.config, trajectory, math.nan, -1 if column is None else column)
         if column is None:
             result.reference = run
         else:

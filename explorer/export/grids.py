@@ -231,7 +231,7 @@ def sample_grid(
     column offset, so any sample can be drawn again with ``--seed``); 2-D points as one panel."""
     check_drawable(samples)
     if is_points(samples):
-        panel = points_panel(samples, points_extent(samples))
+        panel = points_panel(samples, points_extent(samples), size=PANEL * scale)
         return arrange([[panel]], pad, title=title if labels else "", downscale=downscale, max_pixels=max_pixels, what="sample grid")
     count = samples.shape[0]
     cols = columns or max(1, math.ceil(math.sqrt(count)))

@@ -1,25 +1,31 @@
 """The Compare tab's overlays: σ per step, trajectories, error along the run, error against NFE.
 
-Every column is drawn in its solver's colour (:func:`explorer.core.compare.solver_color`),
-the same as in the grids and the exported plots; the reference is black and dashed.
+Every column is drawn in its own colour (:func:`explorer.core.compare.column_color`), the
+same as in the grids and the exported plots; the reference is black and dashed; the sweep
+plots solvers, one colour per solver.
 Items are created per redraw of a finished comparison (a handful of curves), and the
 current-step marker is one item moved with ``setValue``.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QTabWidget, QVBoxLayout, QWidget,
+)
 
-from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, data_space, solver_color
+from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, solver_color
+from explorer.core.solvers import SOLVERS
 from explorer.core.sweep import SweepResult
-from explorer.ui.trajectory_views import path_arrays
+from explorer.session.comparison import OverlayPath
 
-MAX_PATHS = 32  # particle paths per column in the overlay
+if TYPE_CHECKING:
+    from explorer.ui.compare_model import ComparisonModel
+
 TINY = 1e-300
 
 
@@ -105,46 +111,30 @@ class SigmaOverlay(_Plot):
 
 class TrajectoryOverlay(_Plot):
     """2-D: particle paths x/s of each column (and the reference, dashed); images: the
-    centre pixel of sample 0 against log σ."""
+    centre pixel of sample 0 against log σ. The curves come ready-made from the session."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("trajectories", "x", "y", marker_angle=None, parent=parent)
 
-    def show_runs(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], reference: Optional[ColumnRun]) -> None:
+    def show_paths(self, series: Sequence[tuple[str, str, bool, OverlayPath]]) -> None:
+        """(label, colour, dashed, path) per curve."""
         self.clear()
-        series = [(r, l, False) for r, l in zip(runs, labels) if r is not None]
-        if reference is not None:
-            series.append((reference, "reference", True))
         if not series:
             return
-        points = series[0][0].trajectory.x.shape[2:] == (2,)
+        points = series[0][3].points
         self.plot.setLogMode(x=not points, y=False)
         self.plot.setAspectLocked(points)
         self.plot.setLabel("bottom", "x" if points else "σ (log)")
         self.plot.setLabel("left", "y" if points else "centre pixel of sample 0 (x/s)")
         self.plot.setTitle("particle paths x/s (first samples)" if points else "a pixel's value against σ")
-        for run, label, dashed in series:
-            color = REFERENCE_COLOR if dashed else run.color
-            ys = data_space(run.trajectory)
-            if points:
-                x, y, connect = path_arrays(ys[:, :MAX_PATHS].numpy())
-                item = pg.PlotCurveItem(x, y, connect=connect, pen=pen(color, 1.0, dashed), name=label)
-                self.plot.addItem(item)
-                self.legend.addItem(item, label)
+        for label, color, dashed, path in series:
+            if path.points:
+                item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
+                self.plot.addItem(item)  # a named item joins the legend once, by itself
             else:
-                flat = ys[:, 0].reshape(ys.shape[0], -1)
-                centre = _centre_index(tuple(run.trajectory.x.shape[2:]))
-                sig = run.trajectory.sigma.double().numpy()
-                ok = sig > 0
-                self.plot.plot(sig[ok], flat[ok, centre].numpy(), pen=pen(color, 1.4, dashed), name=label)
+                self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
         if not points:
             self.plot.getViewBox().invertX(True)
-
-
-def _centre_index(shape: tuple[int, ...]) -> int:
-    if len(shape) == 3:
-        return (shape[1] // 2) * shape[2] + shape[2] // 2
-    return int(np.prod(shape)) // 2
 
 
 class ErrorOverlay(_Plot):
@@ -190,3 +180,74 @@ class SweepPlot(_Plot):
             color = solver_color(solver)
             self.plot.plot([p.nfe for p in pts], [p.error for p in pts], pen=pen(color), symbol="o", symbolSize=6,
                            symbolBrush=color, symbolPen=None, name=name)
+
+
+DEFAULT_SWEEP = ("heun", "dpm-solver-3", "dpm-solver++2m")
+
+
+class OverlayTabs(QTabWidget):
+    """The lower half of the Compare tab: the overlays and the sweep panel, observing the model."""
+
+    def __init__(self, model: "ComparisonModel", run_sweep: Callable[[], object], parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.sigma_plot, self.path_plot, self.error_plot = SigmaOverlay(), TrajectoryOverlay(), ErrorOverlay()
+        self.sweep_plot = SweepPlot()
+        self.addTab(self.sigma_plot, "σ per step")
+        self.addTab(self.path_plot, "Trajectories")
+        self.addTab(self.error_plot, "Error along the run")
+        self.addTab(self._sweep_tab(run_sweep), "Error vs NFE")
+        model.columnsChanged.connect(self.redraw)
+        model.resultsChanged.connect(self.redraw)
+        model.sweepChanged.connect(lambda: self.sweep_plot.show_sweep(model.session.sweep))
+
+    def _sweep_tab(self, run_sweep: Callable[[], object]) -> QWidget:
+        self.sweep_solvers = QListWidget()
+        self.sweep_solvers.setMaximumWidth(210)
+        for name, info in SOLVERS.items():
+            if info.adaptive:
+                continue
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if name in DEFAULT_SWEEP else Qt.Unchecked)
+            item.setForeground(pg.mkColor(solver_color(name)))
+            self.sweep_solvers.addItem(item)
+        self.sweep_budgets = QLineEdit("5,10,20,50")
+        self.sweep_budgets.setToolTip("NFE budgets, comma-separated")
+        self.sweep_button = QPushButton("Run sweep")
+        self.sweep_button.setToolTip("Run each checked solver at each NFE (final σ_min, float64) and fit its order")
+        self.sweep_button.clicked.connect(lambda *_: run_sweep())
+        side = QVBoxLayout()
+        side.addWidget(QLabel("solvers"))
+        side.addWidget(self.sweep_solvers, 1)
+        side.addWidget(QLabel("NFE budgets"))
+        side.addWidget(self.sweep_budgets)
+        side.addWidget(self.sweep_button)
+        tab = QWidget()
+        layout = QHBoxLayout(tab)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(side)
+        layout.addWidget(self.sweep_plot, 1)
+        return tab
+
+    def checked_solvers(self) -> list[str]:
+        items = [self.sweep_solvers.item(i) for i in range(self.sweep_solvers.count())]
+        return [item.text() for item in items if item.checkState() == Qt.Checked]
+
+    def show_sweep_tab(self) -> None:
+        self.setCurrentIndex(3)
+
+    def redraw(self) -> None:
+        s = self.model.session
+        runs, labels = s.runs, s.labels()
+        self.sigma_plot.show_runs(runs, labels)
+        series = [(label, run.color, False, path) for run, label, path in zip(runs, labels, s.paths()) if path is not None]
+        if s.reference_path is not None:
+            series.append(("reference", REFERENCE_COLOR, True, s.reference_path))
+        self.path_plot.show_paths(series)
+        self.error_plot.show_errors(runs, labels, s.errors())
+
+    def mark(self, step: int, sigma: Optional[float]) -> None:
+        """The step control moved: move the σ and error plots' markers."""
+        self.sigma_plot.mark(step, sigma)
+        self.error_plot.mark(sigma)

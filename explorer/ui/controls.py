@@ -22,6 +22,7 @@ from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 from explorer.core.solvers import SOLVERS, Option, all_options, get_solver
 from explorer.models.loader import label_names, shipped_checkpoints
+from explorer.session.status import RunStatus
 from explorer.ui.config_model import BUDGET, ConfigModel, Invalid, active_options, option_field
 from explorer.ui.widgets import DataCombo
 
@@ -203,7 +204,7 @@ class ControlPanel(QWidget):
         self._bind(form, "Guidance w", "guidance", self.guidance_box, self.guidance_box.value,
                    lambda v: self.guidance_box.setValue(float(v)), self.guidance_box.valueChanged)
         self.guide_box = _combo([("classifier-free (null label)", None)]
-                                + [(name, name) for name in shipped_checkpoints() if name.endswith("-early")])
+                                + [(name, name) for name in shipped_checkpoints() if name.endswith(("-early", "-guide"))])
         self.guide_box.setToolTip("The guide: the model itself given the null label, or a weaker snapshot "
                                   "(EDM2's autoguidance)")
         self._bind(form, "Guide", "guide", self.guide_box, self.guide_box.value,
@@ -357,6 +358,7 @@ class ControlPanel(QWidget):
         self.nfe_counter = QLabel("NFE 0")
         self.nfe_counter.setObjectName("nfe_counter")
         layout.addWidget(self.nfe_counter)
+        self.progress.setFormat("no run yet")
         return box
 
     # ------------------------------------------------------------------ helpers
@@ -475,6 +477,21 @@ class ControlPanel(QWidget):
             (self.openRequested if data == OPEN_ITEM else self.openFolderRequested).emit()
         elif data:
             self.denoiserPicked.emit(str(data))
+
+    def show_status(self, status: RunStatus) -> None:
+        """Draw a run's status: the progress bar (busy when the length is unknown) and the NFE counter."""
+        total = status.total if status.total is not None else (0 if status.running else max(1, status.step))
+        text = "no run yet" if status.state == "idle" else "step %v / %m"
+        if self.progress.format() != text:
+            self.progress.setFormat(text)
+        if self.progress.maximum() != total:
+            self.progress.setRange(0, total)
+        self.progress.setValue(min(status.step, total) if total else 0)
+        nfe = status.nfe_text()
+        if self.nfe_counter.text() != nfe:
+            self.nfe_counter.setText(nfe)
+        if status.running != self._running:
+            self.set_running(status.running)
 
     def set_running(self, running: bool) -> None:
         self._running = running

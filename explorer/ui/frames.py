@@ -30,6 +30,15 @@ DENSITY_GRID = 128  # pixels per side of the 2-D density background
 PAD = 1
 
 
+def normalised(y: torch.Tensor, sigma: float, data_range: tuple[float, float]) -> torch.Tensor:
+    """x/s shrunk towards the range's middle by √(1 + (σ/h)²), h the half range: the noisy state's
+    spread then stays about the data's at every σ, so early steps are not saturated noise
+    (the same picture the exported film strips draw for xₜ)."""
+    lo, hi = data_range
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    return mid + (y - mid) / math.sqrt(1 + (sigma / half) ** 2)
+
+
 @dataclass(frozen=True)
 class MosaicLayout:
     """Where each sample's tile sits in a grid mosaic, to turn a click into (sample, y, x)."""
@@ -244,7 +253,7 @@ class RunRecord:
     def _image_frame(self, frame: StepFrame, i: int) -> None:
         noisy = self.unscaled(i)
         cols = grid_shape(noisy.shape[0])[1]
-        frame.noisy_image = tile(to_uint8(noisy, self.data_range), cols, pad=PAD)
+        frame.noisy_image = tile(to_uint8(normalised(noisy, frame.sigma, self.data_range), self.data_range), cols, pad=PAD)
         den = self.denoised[i]
         if den is not None:
             frame.denoised_image = tile(to_uint8(den[: self.shown], self.data_range), cols, pad=PAD)

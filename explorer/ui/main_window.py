@@ -7,6 +7,7 @@ bar; the previous denoiser and the previous finished run stay in place.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,17 +16,21 @@ import torch
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog, QFrame, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter, QTabWidget,
     QVBoxLayout, QWidget,
 )
 
 from explorer import __version__
+from explorer.core.compare import Comparison
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
+from explorer.core.defaults import default_batch, default_run_config
 from explorer.core.sampling import sample_steps
 from explorer.export.files import save_image, save_text
 from explorer.export.grids import sample_grid
 from explorer.models.loader import builtin_names, default_model_name, describe, load_denoiser
+from explorer.session.status import RunStatus, starting
 from explorer.ui.config_model import ConfigModel
 from explorer.ui.controls import ControlPanel
 from explorer.ui.frames import RunRecord, StepFrame
@@ -33,17 +38,11 @@ from explorer.ui.run_view import RunView
 from explorer.ui.session import Session
 from explorer.ui.settings import AppSettings
 from explorer.ui.sigma_view import MODES
+from explorer.ui.widgets import guard_wheel
 from explorer.ui.worker import GeneratorWorker, error_message
 
 OPEN_FILTER = "Denoisers (*.safetensors *.json *.pkl *.npy *.npz);;All files (*)"
 LOAD_ERRORS = (ValueError, OSError, RuntimeError, MemoryError, KeyError, TypeError, ImportError)
-
-
-def default_batch(denoiser: Denoiser) -> int:
-    """A first batch that shows something: a cloud for 2-D toys, a grid for images."""
-    if tuple(denoiser.shape) == (2,):
-        return 512
-    return 16 if denoiser.is_image else 64
 
 
 class Banner(QFrame):
@@ -88,6 +87,10 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings
         self.remember = remember
+        settings.read_only = settings.read_only or not remember  # e.g. --screenshot: read, never write
+        app = QApplication.instance()
+        if app is not None:
+            guard_wheel(app)
         self.setWindowTitle(f"Diffusion Explorer {__version__}")
         self.resize(1400, 900)
         self._run_started = 0.0
@@ -95,7 +98,7 @@ class MainWindow(QMainWindow):
         self.record: Optional[RunRecord] = None
         self.recent = settings.recent()
         spec, denoiser, problem = self._first_denoiser(denoiser_spec)
-        config = settings.config() or RunConfig(batch=default_batch(denoiser))
+        config = settings.config() or default_run_config(denoiser)
         self.model = ConfigModel(config, denoiser, self)
         self.session = Session(denoiser, spec, self.model.config or RunConfig(), self)
         self.worker = GeneratorWorker(self)
@@ -104,6 +107,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._denoiser_ready(denoiser)
         self._restore_geometry()
+        self._restore_views()
         if problem:
             self.show_error(problem)
         if autorun:
@@ -153,7 +157,8 @@ class MainWindow(QMainWindow):
         try:
             view = CompareView(self.session, self)
         except Exception as err:  # noqa: BLE001 - a broken tab must not take the window down
-            QTimer.singleShot(0, lambda: self.show_error(f"The Compare tab could not be built: {error_message(err)}"))
+            message = f"The Compare tab could not be built: {error_message(err)}"  # err is unbound after the block
+            QTimer.singleShot(0, lambda: self.show_error(message))
             return None
         self.tabs.addTab(view, "Compare")
         return view
@@ -209,9 +214,8 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_failed)
         self.worker.cancelled.connect(self._on_cancelled)
         self.run_view.pixelsChanged.connect(self._pixels_changed)
-        mode = self.settings.view_value("sigma_mode", "sigma")
-        if mode in MODES:
-            self._set_sigma_mode(mode)
+        self.session.statusChanged.connect(self.panel.show_status)
+        self.session.statusChanged.connect(self.run_view.show_status)
 
     def _restore_geometry(self) -> None:
         """Remembered size and splitters; a screenshot window keeps the default 1400×900."""
@@ -224,6 +228,18 @@ class MainWindow(QMainWindow):
         for name, splitter in self._splitters().items():
             if name in splitters:
                 splitter.restoreState(splitters[name])
+
+    def _restore_views(self) -> None:
+        """The remembered lower σ plot and the Compare tab's columns (when they compare this denoiser)."""
+        mode = self.settings.view_value("sigma_mode", "sigma")
+        if mode in MODES:
+            self.run_view.select_sigma_mode(mode)
+        text = self.settings.view_value("comparison", "")
+        if text and self.compare_view is not None:
+            try:
+                self.compare_view.use_comparison(Comparison.from_json(text))
+            except ValueError:
+                pass  # another denoiser's (or an old) comparison: start with no columns
 
     def _splitters(self) -> dict[str, QSplitter]:
         return {"main": self.splitter, "run": self.run_view.splitter, "bottom": self.run_view.bottom}
@@ -265,6 +281,7 @@ class MainWindow(QMainWindow):
             self.model.set_value("batch", default_batch(denoiser))
             self.panel.read_model()
         self.record = None
+        self.session.set_status(RunStatus())  # the old run's step and NFE are not this denoiser's
         self._denoiser_ready(denoiser)
         self.banner.hide()
         self.status(f"Opened {describe(denoiser)}")
@@ -309,13 +326,10 @@ class MainWindow(QMainWindow):
         record = RunRecord(denoiser, config, self.session.denoiser_spec, pixels=self.run_view.pixels)
         self._live_record = record
         self._run_started = time.perf_counter()
-        self.run_view.begin_run()
-        self.panel.progress.setRange(0, plan.n_steps + (config.final == "denoise") if plan.nfe is not None else 0)
-        self.panel.progress.setValue(0)
-        self.panel.nfe_counter.setText("NFE 0")
+        total = plan.n_steps + (config.final == "denoise") if plan.nfe is not None else None
+        self.session.set_status(starting(total, self.model.nfe))
         self.worker.start(lambda: sample_steps(denoiser, config, plan=plan), observe=record.observe,
                           convert=record.latest_frame, finish=record.finish)
-        self.panel.set_running(True)
         self._update_actions()
         self.status(f"Sampling {describe(denoiser).split(':')[0]} with {config.solver}…")
         return True
@@ -327,62 +341,65 @@ class MainWindow(QMainWindow):
 
     def _on_frame(self, frame: StepFrame) -> None:
         self.run_view.show_frame(frame, live=True)
-        bar = self.panel.progress
-        if bar.maximum() > 0:
-            bar.setValue(min(frame.index, bar.maximum()))
-        nfe_total = self.model.nfe if self.model.nfe is not None and self.worker.is_running() else None
-        self.panel.nfe_counter.setText(f"NFE {frame.nfe}" + (f" / {nfe_total}" if nfe_total else ""))
+        if self.session.status.running:
+            self.session.set_status(self.session.status.advance(frame.index, frame.nfe))
         self.status(self._speed_text(frame, running=True))
 
     @staticmethod
     def _speed_text(frame: StepFrame, running: bool) -> str:
         total = f"/{frame.total}" if frame.total else ""
         what = "Sampling" if running else "Done"
-        return (f"{what}: step {frame.index}{total}, NFE {frame.nfe}, {frame.elapsed:.2f} s elapsed, "
-                f"{frame.steps_per_second:.1f} steps/s")
+        rate = frame.steps_per_second
+        speed = f"{rate:.1f} steps/s" if rate >= 1 else (f"{1 / rate:.1f} s/step" if rate > 0 else "")
+        return f"{what}: step {frame.index}{total}, NFE {frame.nfe}, {frame.elapsed:.2f} s elapsed" + (f", {speed}" if speed else "")
 
-    def _run_over(self) -> None:
+    def _run_over(self, state: str, record: Optional[RunRecord] = None) -> None:
+        """Any end of a run: the status says how it ended and where (the last run's step and NFE)."""
         self._live_record = None
-        self.panel.set_running(False)
+        shown = record or (self.record if self.record is not None and self.record.denoiser is self.session.denoiser else None)
+        if shown is not None and shown.num_states:
+            last = shown.frame(shown.num_states - 1)
+            self.session.set_status(RunStatus(state, last.index, max(1, last.index), last.nfe))
+        else:
+            self.session.set_status(RunStatus(state))
         self._update_actions()
 
     def _on_finished(self, record: RunRecord) -> None:
-        self._run_over()
         self.record = record
         self.session.set_trajectory(record.trajectory)
         self._restore_previous()
+        self._run_over("finished", record)
         last = record.frame(record.num_states - 1)
         self.status(self._speed_text(last, running=False))
-        self.run_view.slider.setFocus()
         self.runEnded.emit("finished")
 
     def _restore_previous(self) -> None:
-        """After a cancel or failure: the views, progress and NFE of the last finished run."""
+        """The views of the last run kept (finished, or cancelled part-way), or none."""
         self.run_view.set_denoiser(self.session.denoiser)
-        bar = self.panel.progress
         if self.record is not None and self.record.denoiser is self.session.denoiser:
             self.run_view.show_record(self.record)
-            last = self.record.frame(self.record.num_states - 1)
-            bar.setRange(0, max(1, last.index))
-            bar.setValue(last.index)
-            self.panel.nfe_counter.setText(f"NFE {last.nfe}")
-        else:
-            bar.setRange(0, 1)
-            bar.setValue(0)
-            self.panel.nfe_counter.setText("NFE 0")
 
     def _on_failed(self, message: str) -> None:
         steps = self._live_record.num_states - 1 if self._live_record is not None else 0
-        self._run_over()
         self._restore_previous()
+        self._run_over("failed")
         self.show_error(f"The run failed after {steps} steps: {message}")
         self.runEnded.emit("failed")
 
     def _on_cancelled(self) -> None:
-        steps = self._live_record.num_states - 1 if self._live_record is not None else 0
-        self._run_over()
+        """Keep the steps made: the partial run becomes the shown record, scrubbable, marked cancelled."""
+        live = self._live_record
+        steps = live.num_states - 1 if live is not None else 0
+        kept = False
+        if live is not None and live.num_states > 1:
+            try:
+                self.record = live.finish()
+                kept = True
+            except (ValueError, RuntimeError):
+                pass  # a record that cannot close (e.g. no finished step) leaves the previous run
         self._restore_previous()
-        shown = "; showing the previous run" if self.record is not None else ""
+        self._run_over("cancelled", self.record if kept else None)
+        shown = "; its steps are kept (scrub them)" if kept else ("; showing the previous run" if self.record is not None else "")
         self.status(f"Cancelled after {steps} steps{shown}.")
         self.runEnded.emit("cancelled")
 
@@ -405,8 +422,7 @@ class MainWindow(QMainWindow):
             action.setEnabled(self.record is not None)
 
     def _set_sigma_mode(self, mode: str) -> None:
-        view = self.run_view.sigma_view
-        view.mode_box.select(mode)
+        self.run_view.select_sigma_mode(mode)
         self.settings.set_view_value("sigma_mode", mode)
 
     # ------------------------------------------------------------------ exports
@@ -435,26 +451,36 @@ class MainWindow(QMainWindow):
             f"Saved the sample grid to {path}")
 
     def export_config(self, path: Optional[Path] = None) -> bool:
+        """The run configuration as JSON, with the denoiser it was made for (loading it opens that one)."""
         config = self.record.config if self.record is not None else self.model.config
         if config is None:
             return False
         path = path or self._save_path("Export the run configuration", "run.json", "JSON (*.json)")
-        return path is not None and self._guarded(lambda: save_text(config.to_json(indent=2) + "\n", path),
+        text = json.dumps({"denoiser": self.session.denoiser_spec, **config.to_dict()}, indent=2, sort_keys=True)
+        return path is not None and self._guarded(lambda: save_text(text + "\n", path),
                                                   f"Saved the run configuration to {path}")
 
     def import_config(self, path: Optional[Path] = None) -> bool:
+        """Load a run configuration; one that names another denoiser opens that denoiser first."""
         if path is None:
             name, _ = QFileDialog.getOpenFileName(self, "Load a run configuration", self.settings.last_folder(), "JSON (*.json)")
             path = Path(name) if name else None
         if path is None:
             return False
         try:
-            config = RunConfig.from_json(Path(path).read_text())
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise ValueError("The run configuration must be a JSON object.")
+            spec = data.pop("denoiser", None)
+            config = RunConfig.from_dict(data)
         except (OSError, ValueError, TypeError) as err:
             self.show_error(f"Could not load {Path(path).name}: {error_message(err)}")
             return False
+        if spec is not None and spec != self.session.denoiser_spec and not self.choose_denoiser(str(spec)):
+            return False  # choose_denoiser said why; nothing was changed
         self.model.load(config)
-        self.status(f"Loaded the run configuration from {path}")
+        named = f" (for {spec})" if spec else " (it names no denoiser: check the batch and labels)"
+        self.status(f"Loaded the run configuration from {path}{named}")
         return True
 
     def _guarded(self, action: Callable[[], object], done: str) -> bool:
@@ -488,7 +514,7 @@ class MainWindow(QMainWindow):
         self._fill_denoisers()
         self.resize(1400, 900)
         self.splitter.setSizes([340, 1060])
-        self.model.load(RunConfig(batch=default_batch(self.session.denoiser)))
+        self.model.load(default_run_config(self.session.denoiser))
         self._set_sigma_mode("sigma")
         self.status("Settings reset to defaults.")
 
@@ -501,10 +527,15 @@ class MainWindow(QMainWindow):
         config = self.model.config or self.session.config
         self.settings.set_config(config)
         self.settings.set_denoiser(self.session.denoiser_spec)
+        self.settings.set_view_value("sigma_mode", self.run_view.sigma_mode())
+        comparison = self.compare_view.comparison() if self.compare_view is not None else None
+        self.settings.set_view_value("comparison", comparison.to_json(indent=None) if comparison is not None else "")
         self.settings.sync()
 
     def closeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
         self.worker.shutdown()
+        if self.compare_view is not None:
+            self.compare_view.shutdown()  # else its thread is waited for at exit
         self.save_settings()
         super().closeEvent(event)
 
@@ -514,8 +545,6 @@ class QApplicationHelper:
 
     @staticmethod
     def busy(on: bool) -> None:
-        from PySide6.QtWidgets import QApplication
-
         if on:
             QApplication.setOverrideCursor(Qt.WaitCursor)
         else:

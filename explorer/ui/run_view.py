@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QSplitter, QStackedW
 
 from explorer.core.denoiser import Denoiser
 from explorer.core.solvers.context import Plan
+from explorer.session.status import RunStatus
 from explorer.ui.frames import Density, RunRecord, StepFrame, data_rect, default_pixels, gmm_density
 from explorer.ui.image_views import MosaicView, ScatterView, ZoomView
 from explorer.ui.sigma_view import SigmaView
@@ -45,7 +46,7 @@ class RunView(QWidget):
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
         self.denoised_grid = MosaicView("x₀ estimate D(x; σ) of this step")
-        self.noisy_grid = MosaicView("noisy state xₜ / s(t)")
+        self.noisy_grid = MosaicView("noisy xₜ/s(t), normalised per step by √(1+σ²/h²)")
         self.zoom = ZoomView()
         self.denoised_points = ScatterView("x₀ estimates D(x; σ)")
         self.noisy_points = ScatterView("xₜ / s(t) over p(x; σ)")
@@ -186,9 +187,27 @@ class RunView(QWidget):
         record.pixels = self.pixels or record.pixels
         self.show_frame(record.frame(record.num_states - 1), live=False)
 
+    def sigma_mode(self) -> str:
+        """The lower σ plot's choice (a key of :data:`explorer.ui.sigma_view.MODES`)."""
+        return str(self.sigma_view.mode_box.value() or "sigma")
+
+    def select_sigma_mode(self, mode: str) -> bool:
+        return self.sigma_view.mode_box.select(mode)
+
+    def show_status(self, status: RunStatus) -> None:
+        """The run's status: while running the slider waits at the start; once a run ends it takes the focus."""
+        if status.running:
+            if status.step == 0:
+                self.begin_run()
+        elif status.state == "finished":
+            self.slider.setFocus()
+
     def begin_run(self) -> None:
-        """A run started: the slider waits until it ends."""
+        """A run started: the slider waits at the start until it ends."""
         self.slider.setEnabled(False)
+        self.slider.blockSignals(True)
+        self.slider.setValue(0)
+        self.slider.blockSignals(False)
         self.image_paths.set_projection(None)
 
     def step_by(self, delta: int) -> None:
@@ -207,6 +226,7 @@ class RunView(QWidget):
     def _add_pixel(self, row: int, col: int) -> None:
         pixel = (row, col)
         pixels = tuple(p for p in self.pixels if p != pixel) + (pixel,)
+        self.image_paths.set_highlight(pixel)  # the clicked pixel's curves stand out, labelled
         self.set_pixels(pixels[-MAX_PIXELS:])
 
     def set_pixels(self, pixels: tuple[tuple[int, int], ...]) -> None:

@@ -13,6 +13,7 @@ from PySide6.QtCore import QObject, Signal
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.trajectory import Trajectory
+from explorer.session.status import RunStatus
 
 
 class Session(QObject):
@@ -22,11 +23,14 @@ class Session(QObject):
         denoiserChanged(object): the new :class:`Denoiser` (its spec is ``denoiser_spec``).
         configChanged(object): the new valid :class:`RunConfig`.
         runFinished(object): the :class:`Trajectory` of the run that just completed.
+        statusChanged(object): the Run tab's :class:`RunStatus` (the progress bar, the NFE
+            counter and the step slider draw it; nobody writes into their widgets).
     """
 
     denoiserChanged = Signal(object)
     configChanged = Signal(object)
     runFinished = Signal(object)
+    statusChanged = Signal(object)
 
     def __init__(self, denoiser: Denoiser, spec: str, config: Optional[RunConfig] = None, parent: Optional[QObject] = None) -> None:
         super().__init__(parent)
@@ -34,6 +38,7 @@ class Session(QObject):
         self._spec = spec
         self._config = config or RunConfig()
         self._trajectory: Optional[Trajectory] = None
+        self._status = RunStatus()
 
     @property
     def denoiser(self) -> Denoiser:
@@ -52,6 +57,15 @@ class Session(QObject):
     def trajectory(self) -> Optional[Trajectory]:
         """The last finished run, or None before the first one completes."""
         return self._trajectory
+
+    @property
+    def status(self) -> RunStatus:
+        return self._status
+
+    def set_status(self, status: RunStatus) -> None:
+        if status != self._status:
+            self._status = status
+            self.statusChanged.emit(status)
 
     def set_denoiser(self, denoiser: Denoiser, spec: str) -> None:
         """Switch denoiser; the old run no longer matches it, so it is forgotten."""

@@ -26,8 +26,13 @@ def open_settings(path: Optional[str] = None) -> QSettings:
 class AppSettings:
     """Typed access to the few things stored; bad stored values read as absent."""
 
-    def __init__(self, store: QSettings) -> None:
+    def __init__(self, store: QSettings, read_only: bool = False) -> None:
         self.store = store
+        self.read_only = read_only  # a screenshot run reads the user's settings but never writes them
+
+    def _put(self, key: str, value: object) -> None:
+        if not self.read_only:
+            self.store.setValue(key, value)
 
     # ------------------------------------------------------------------ run state
     def config(self) -> Optional[RunConfig]:
@@ -40,14 +45,14 @@ class AppSettings:
             return None
 
     def set_config(self, config: RunConfig) -> None:
-        self.store.setValue("run/config", config.to_json())
+        self._put("run/config", config.to_json())
 
     def denoiser(self) -> Optional[str]:
         value = self.store.value("run/denoiser", "")
         return str(value) if value else None
 
     def set_denoiser(self, spec: str) -> None:
-        self.store.setValue("run/denoiser", spec)
+        self._put("run/denoiser", spec)
 
     # ------------------------------------------------------------------ files
     def recent(self) -> list[str]:
@@ -58,19 +63,19 @@ class AppSettings:
 
     def add_recent(self, path: str) -> list[str]:
         items = [path] + [p for p in self.recent() if p != path]
-        self.store.setValue("files/recent", items[:MAX_RECENT])
+        self._put("files/recent", items[:MAX_RECENT])
         return items[:MAX_RECENT]
 
     def remove_recent(self, path: str) -> list[str]:
         items = [p for p in self.recent() if p != path]
-        self.store.setValue("files/recent", items)
+        self._put("files/recent", items)
         return items
 
     def last_folder(self) -> str:
         return str(self.store.value("files/folder", "") or "")
 
     def set_last_folder(self, folder: str) -> None:
-        self.store.setValue("files/folder", folder)
+        self._put("files/folder", folder)
 
     # ------------------------------------------------------------------ window
     def geometry(self) -> Optional[QByteArray]:
@@ -78,7 +83,7 @@ class AppSettings:
         return value if isinstance(value, QByteArray) and not value.isEmpty() else None
 
     def set_geometry(self, data: QByteArray) -> None:
-        self.store.setValue("window/geometry", data)
+        self._put("window/geometry", data)
 
     def splitters(self) -> dict[str, QByteArray]:
         out = {}
@@ -90,18 +95,21 @@ class AppSettings:
         return out
 
     def set_splitter(self, name: str, data: QByteArray) -> None:
-        self.store.setValue(f"splitters/{name}", data)
+        self._put(f"splitters/{name}", data)
 
     def view_value(self, key: str, default: str) -> str:
         return str(self.store.value(f"view/{key}", default) or default)
 
     def set_view_value(self, key: str, value: str) -> None:
-        self.store.setValue(f"view/{key}", value)
+        self._put(f"view/{key}", value)
 
     def reset(self) -> None:
         """Forget everything (the menu's Reset)."""
+        if self.read_only:
+            return
         self.store.clear()
         self.store.sync()
 
     def sync(self) -> None:
-        self.store.sync()
+        if not self.read_only:
+            self.store.sync()

@@ -11,12 +11,25 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Qt
 import torch
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from explorer.core.solvers.context import Plan
 from explorer.ui.widgets import DataCombo
 
+def _title(plot: pg.PlotItem, text: str) -> None:
+    """A 9-pt title that never sets the plot's minimum width (pyqtgraph sizes a label to its text;
+    a long title then widened the plot past its widget and cut its right side off)."""
+    plot.setTitle(text, size="9pt")
+    label = plot.titleLabel
+    height = label._sizeHint[Qt.SizeHint.MinimumSize][1]  # LabelItem answers sizeHint from this table
+    label._sizeHint[Qt.SizeHint.MinimumSize] = (10, height)
+    label.setMinimumWidth(10)
+    label.updateGeometry()
+
+
+TOP_TITLE = "σ(t) solid (left), s(t) dashed (right)"
 MODES = {
     "sigma": "σᵢ against i",
     "lambda": "λᵢ = −ln σᵢ against i",
@@ -77,6 +90,7 @@ class SigmaView(QWidget):
         self.bottom = self.graphics.addPlot(row=1, col=0)
         self._build_top()
         self._build_bottom()
+
         self.mode_box = DataCombo([(text, key) for key, text in MODES.items()])
         self.mode_box.currentIndexChanged.connect(lambda _: self.set_mode(self.mode_box.value()))
         bar = QHBoxLayout()
@@ -91,7 +105,7 @@ class SigmaView(QWidget):
 
     def _build_top(self) -> None:
         top = self.top
-        top.setTitle("σ(t) (solid, left) and s(t) (dashed, right)", size="9pt")
+        _title(top, TOP_TITLE)
         top.setLabel("bottom", "t")
         top.setLabel("left", "σ(t)")
         top.setLogMode(y=True)
@@ -129,7 +143,12 @@ class SigmaView(QWidget):
 
     # ------------------------------------------------------------------ updates
     def set_plan(self, plan: Optional[Plan]) -> None:
-        """Redraw for a new plan (None: keep the last valid one on screen)."""
+        """Redraw for a new plan (None: the settings are invalid; the last plan stays, faded and titled so)."""
+        stale = plan is None
+        for item in (self.top, self.bottom):
+            item.setOpacity(0.25 if stale else 1.0)
+        title = "invalid settings: the last valid plan, faded" if stale else TOP_TITLE
+        _title(self.top, title)
         if plan is None:
             return
         self.plan = plan
@@ -142,7 +161,7 @@ class SigmaView(QWidget):
         self.step_marks.setData(_maybe_log(c["t_steps"][keep], log_t), np.log10(c["sigma_steps"][keep]))
         self.scale_curve.setData(_maybe_log(c["t"], log_t), c["s"])
         self.scale_marks.setData(_maybe_log(c["t_steps"][keep], log_t), c["s_steps"][keep])
-        self.top.setLabel("bottom", "t (log scale; the final t = 0 is off the axis)" if log_t and not keep.all() else "t")
+        self.top.setLabel("bottom", "t (log; t = 0 off the axis)" if log_t and not keep.all() else "t")
         self._sigmas, self._t = c["sigma_steps"], c["t_steps"]
         self._draw_series()
         self.top.getViewBox().autoRange(padding=0.05)  # fixed once per plan: moving the step mark repaints nothing else
@@ -160,7 +179,7 @@ class SigmaView(QWidget):
         self.bottom.setLabel("left", MODES[self.mode].split(" against")[0])
         x, y = step_series(self._sigmas, self._t, self.mode)
         self.series.setData(x, y)
-        self.bottom.setTitle(MODES[self.mode] + ("   (σ = 0 is off the axis)" if len(x) < len(self._sigmas) - (self.mode in ("h", "dt")) else ""), size="9pt")
+        _title(self.bottom, MODES[self.mode] + ("   (σ = 0 is off the axis)" if len(x) < len(self._sigmas) - (self.mode in ("h", "dt")) else ""))
         self.bottom.getViewBox().autoRange(padding=0.05)
 
     def set_current(self, index: Optional[int], t: Optional[float] = None, sigma: Optional[float] = None) -> None:

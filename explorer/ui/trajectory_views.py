@@ -13,6 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
 
@@ -23,19 +24,6 @@ CURRENT_BRUSH = pg.mkBrush(210, 0, 0, 230)
 # update repaints them (text included), several milliseconds a frame.
 PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
                  (127, 127, 127), (188, 189, 34)]
-
-
-def path_arrays(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[S, B, 2] → x, y, connect for one curve: particle by particle, broken between them."""
-    s, b = paths.shape[0], paths.shape[1]
-    per = np.ascontiguousarray(paths.transpose(1, 0, 2)).reshape(s * b, 2)
-    connect = np.ones(s * b, dtype=np.int32)
-    connect[s - 1 :: s] = 0
-    finite = np.isfinite(per).all(1)
-    per = np.where(finite[:, None], per, 0.0)
-    connect &= finite.astype(np.int32)
-    connect[:-1] &= finite[1:].astype(np.int32)
-    return per[:, 0], per[:, 1], connect
 
 
 def _sample_lines(x: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,6 +85,9 @@ class PathView(QWidget):
             self.current.setData(pts[ok, 0], pts[ok, 1])
 
 
+STACK_BELOW_PX = 560  # narrower than this, the PCA plot goes under the pixel plot
+
+
 class ImageTrajectoryView(QWidget):
     """Images: chosen pixels' values against σ (log, noise on the left) and PCA paths."""
 
@@ -111,6 +102,10 @@ class ImageTrajectoryView(QWidget):
         self.traces.setLabel("bottom", "σ (log; the final σ = 0 is drawn at the right edge)")
         self.traces.setLabel("left", "pixel value")
         self.trace_curves: list[pg.PlotCurveItem] = []
+        self.highlight: Optional[tuple[int, int]] = None  # the last clicked pixel, drawn bold and labelled
+        self.highlight_label = pg.TextItem(anchor=(1, 1), color=(0, 0, 0))
+        self.traces.addItem(self.highlight_label, ignoreBounds=True)
+        self.highlight_label.hide()
         self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
         self.traces.addItem(self.trace_evals, ignoreBounds=True)
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
@@ -132,9 +127,21 @@ class ImageTrajectoryView(QWidget):
             plot.titleLabel.setMinimumWidth(10)
         self._data_range: tuple[float, float] = (-1.0, 1.0)
         self._floor = 1e-3
+        self._stacked = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        """Side by side when there is room, one above the other when narrow (they overlapped at 1024 px)."""
+        super().resizeEvent(event)
+        stacked = self.width() < STACK_BELOW_PX
+        if stacked != self._stacked:
+            self._stacked = stacked
+            layout = self.graphics.ci
+            layout.removeItem(self.pca)
+            layout.addItem(self.pca, row=1 if stacked else 0, col=0 if stacked else 1)
+            layout.layout.setColumnStretchFactor(1, 0 if stacked else 2)
 
     def set_data_range(self, data_range: tuple[float, float]) -> None:
         """Frame the pixel values around the data range; early noisy values run off the top and bottom."""
@@ -165,13 +172,24 @@ class ImageTrajectoryView(QWidget):
             self.traces.addItem(curve, ignoreBounds=True)
             self.trace_curves.append(curve)
         sig = self._sigma_axis(frame.sigmas)
+        bold = frame.pixels.index(self.highlight) if self.highlight in frame.pixels[:count] else None
         for p, curve in enumerate(self.trace_curves):
             if p < count:
                 x, y, connect = _sample_lines(np.log10(sig), traces[:, :, p])
+                colour = PIXEL_COLOURS[p % len(PIXEL_COLOURS)]
+                curve.setPen(pg.mkPen(*colour, 255, width=2.5) if p == bold else pg.mkPen(*colour, 110 if bold is None else 60))
+                curve.setZValue(10 if p == bold else 0)
                 curve.setData(x, y, connect=connect)
                 curve.show()
             else:
                 curve.hide()
+        if bold is not None:
+            row, col = self.highlight
+            self.highlight_label.setText(f"pixel ({row}, {col}), {traces.shape[1]} samples")
+            self.highlight_label.setPos(float(np.log10(sig[-1])), float(traces[-1, 0, bold]))
+            self.highlight_label.show()
+        else:
+            self.highlight_label.hide()
         if frame.eval_traces is not None and len(frame.eval_sigmas):
             e, b, p = frame.eval_traces.shape
             xs = np.repeat(np.log10(frame.eval_sigmas), b * p)
@@ -180,6 +198,10 @@ class ImageTrajectoryView(QWidget):
             self.trace_evals.setData([], [])
         self.sigma_line.setValue(float(np.log10(sig[-1])))
         self._show_pca_step(frame.index)
+
+    def set_highlight(self, pixel: Optional[tuple[int, int]]) -> None:
+        """Draw this pixel's curves bold and labelled from the next frame on (None: no highlight)."""
+        self.highlight = pixel
 
     def set_projection(self, projection: Optional[tuple[np.ndarray, np.ndarray]]) -> None:
         """The whole run's PCA paths (None: clear and show the hint)."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QWidget
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import QAbstractSpinBox, QComboBox, QWidget
 
 _SEPARATOR = object()
 
@@ -63,3 +63,26 @@ class DataCombo(QComboBox):
         if index >= 0:
             self.setCurrentIndex(index)
         return index >= 0
+
+
+class WheelGuard(QObject):
+    """An application-wide event filter: a mouse wheel over a spin box or combo box that
+    does not have the keyboard focus does nothing (scrolling past a panel must not change ρ)."""
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Wheel and isinstance(obj, (QAbstractSpinBox, QComboBox)) and not obj.hasFocus():
+            event.ignore()
+            return True
+        return False
+
+
+_GUARD: Optional[WheelGuard] = None
+
+
+def guard_wheel(app: QObject) -> WheelGuard:
+    """Install the :class:`WheelGuard` on ``app`` once; the guard is returned."""
+    global _GUARD
+    if _GUARD is None:
+        _GUARD = WheelGuard()
+        app.installEventFilter(_GUARD)
+    return _GUARD

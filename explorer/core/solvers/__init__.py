@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from explorer.core.events import StepEvent
 from explorer.core.solvers import adaptive, ancestral, deis, dpm, edm, lms, multistep, pndm, reference, restart, unipc
 from explorer.core.solvers.context import SolverContext
-from explorer.core.solvers.options import EDM_CHURN, ETA, S_NOISE, Option, check_churn_window, resolve
+from explorer.core.solvers.options import EDM_CHURN, ETA, MIN_ALPHA, S_NOISE, Option, check_churn_window, resolve
 from explorer.core.solvers.rules import Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, Singlestep, final_rule_option
 
 SolverFn = Callable[[SolverContext], Iterator[StepEvent]]
@@ -178,7 +178,7 @@ def solver_color(name: str) -> str:
 
 
 ALPHA = Option("alpha", float, 1.0, "Heun's intermediate point t + αh (EDM Algorithm 1; 1 = trapezoid rule)", "α",
-               low=0.0, high=1.0, low_open=True)
+               low=MIN_ALPHA, high=1.0)
 RTOL_12_23 = Option("rtol", float, adaptive.DEFAULT_RTOL, "relative tolerance of the step-size control", "rtol", low=0.0, low_open=True)
 ATOL_12_23 = Option("atol", float, adaptive.DEFAULT_ATOL, "absolute tolerance of the step-size control", "atol", low=0.0, low_open=True)
 RTOL_REF = Option("rtol", float, reference.DEFAULT_RTOL, "relative tolerance of RK45", "rtol", low=0.0, low_open=True)

@@ -146,11 +146,13 @@ def resolve(
 
 
 # --------------------------------------------------------------- options several solvers share
-CHURN = Option("churn", float, 0.0, "EDM's S_churn: total noise added over the run (0 = deterministic)", "S_churn", low=0.0)
+MAX_FACTOR = 1e6  # churn, S_noise, η: beyond this every run is NaN or noise
+MIN_ALPHA = 1e-4  # Heun's α: its 1/(2α) weights stay far from float32's range
+CHURN = Option("churn", float, 0.0, "EDM's S_churn: total noise added over the run (0 = deterministic)", "S_churn", low=0.0, high=MAX_FACTOR)
 S_MIN = Option("s_min", float, 0.0, "churn only where σ ≥ S_min", "S_min", low=0.0, allow_inf=True)
 S_MAX = Option("s_max", float, math.inf, "churn only where σ ≤ S_max", "S_max", low=0.0, allow_inf=True)
-S_NOISE = Option("s_noise", float, 1.0, "scale of the fresh noise (EDM's S_noise)", "S_noise", low=0.0)
-ETA = Option("eta", float, 1.0, "η: the share of fresh noise per step (0 = deterministic)", "η", low=0.0)
+S_NOISE = Option("s_noise", float, 1.0, "scale of the fresh noise (EDM's S_noise)", "S_noise", low=0.0, high=MAX_FACTOR)
+ETA = Option("eta", float, 1.0, "η: the share of fresh noise per step (0 = deterministic)", "η", low=0.0, high=MAX_FACTOR)
 EDM_CHURN = (CHURN, S_MIN, S_MAX, S_NOISE)
 
 

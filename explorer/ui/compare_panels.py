@@ -1,0 +1,244 @@
+"""The Compare tab's column panels and the step control that moves them all.
+
+Each panel shows one column's cached frame (:class:`~explorer.session.comparison.Frame`)
+for the step control's position: the slider only looks frames up, it never computes
+one. The panels sit in a horizontal scroll area, so more columns scroll instead of
+widening the window.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSlider, QVBoxLayout, QWidget
+
+from explorer.core.compare import column_label
+from explorer.export.grids import _HEAT
+from explorer.session.comparison import ComparisonSession, Frame
+from explorer.ui.compare_model import ComparisonModel
+
+VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference from reference"}
+PANEL_MIN_WIDTH = 190
+
+
+class ColumnPanel(QWidget):
+    """One column: a title (solver, steps, NFE, σ and error of the shown state) and its picture."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.title = QLabel()
+        self.title.setAlignment(Qt.AlignCenter)
+        self.title.setWordWrap(True)
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics.setMinimumSize(PANEL_MIN_WIDTH, 160)
+        self.box = self.graphics.addViewBox(lockAspect=True, invertY=True)
+        self.image = pg.ImageItem()
+        self.box.addItem(self.image)
+        self.links = pg.PlotCurveItem(pen=pg.mkPen(170, 170, 170, 200))
+        self.ref_dots = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(0, 0, 0, 220))
+        self.dots = pg.ScatterPlotItem(size=4, pen=None)
+        for item in (self.links, self.ref_dots, self.dots):
+            self.box.addItem(item)
+        self._shape: Optional[tuple[int, ...]] = None
+        self._color = ""
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(self.title)
+        layout.addWidget(self.graphics, 1)
+
+    def set_title(self, text: str, color: str) -> None:
+        if text != self.title.text():
+            self.title.setText(text)
+        if color != self._color:  # a style sheet re-polishes the label: only when the colour changes
+            self._color = color
+            self.title.setStyleSheet(f"QLabel {{ border-top: 5px solid {color}; padding-top: 2px; }}")
+
+    def show_image(self, mosaic: Optional[np.ndarray]) -> None:
+        self.dots.setData([], [])
+        self.ref_dots.setData([], [])
+        self.links.setData([], [])
+        if mosaic is None:
+            self.image.clear()
+            return
+        img = mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic
+        self.box.invertY(True)
+        self.image.setImage(img, levels=(0, 255), autoLevels=False)
+        if img.shape != self._shape:
+            self._shape = img.shape
+            self.box.setDefaultPadding(0.01)
+            self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
+
+    def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
+        """2-D samples in the column's colour; in the difference view also the reference points joined to them."""
+        self.image.clear()
+        self._shape = None
+        self.box.invertY(False)
+        points = frame.points
+        ok = np.isfinite(points).all(1)
+        self.dots.setData(points[ok, 0], points[ok, 1], brush=pg.mkBrush(color))
+        if frame.reference is None:
+            self.ref_dots.setData([], [])
+            self.links.setData([], [])
+        else:
+            pairs = np.stack([points, frame.reference], 1).reshape(-1, 2)
+            self.ref_dots.setData(frame.reference[:, 0], frame.reference[:, 1])
+            self.links.setData(pairs[:, 0], pairs[:, 1], connect="pairs")
+        x0, x1, y0, y1 = extent
+        self.box.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0.0)
+
+
+class ColorBar(QLabel):
+    """The difference pictures' colour scale: black (0) to pale yellow (the level shown)."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        stops = ", ".join(f"stop:{k / (len(_HEAT) - 1):.2f} rgb({int(r)},{int(g)},{int(b)})" for k, (r, g, b) in enumerate(_HEAT))
+        self.setStyleSheet(f"QLabel {{ background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); color: white;"
+                           " padding: 1px 4px; border-radius: 2px; }")
+        self.setMinimumWidth(120)
+
+    def set_limit(self, limit: float) -> None:
+        self.setText(f"|difference| 0 … {limit:.2g}")
+
+
+def _union(extents: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+    if not extents:
+        return (-1.0, 1.0, -1.0, 1.0)
+    return (min(e[0] for e in extents), max(e[1] for e in extents), min(e[2] for e in extents), max(e[3] for e in extents))
+
+
+class _RowScroll(QScrollArea):
+    """Scrolls sideways only: the row of panels always takes the viewport's height (pyqtgraph's
+    tall size hint otherwise made the row taller than the view, cutting the pictures off)."""
+
+    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        super().resizeEvent(event)
+        if self.widget() is not None:
+            self.widget().setMaximumHeight(max(1, self.viewport().height()))
+
+
+class PanelsView(QWidget):
+    """The step control (view, sync mode, slider) above one panel per column, in a scroll area.
+
+    Signals:
+        stepShown(int, object): the slider's position and the σ it stands for (None in step mode).
+    """
+
+    stepShown = Signal(int, object)
+
+    def __init__(self, model: ComparisonModel, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.model = model
+        self.view_box = QComboBox()
+        for key, text in VIEWS.items():
+            self.view_box.addItem(text, key)
+        self.sync_box = QComboBox()
+        self.sync_box.addItem("step index", "step")
+        self.sync_box.addItem("noise level σ", "sigma")
+        self.slider = QSlider(Qt.Horizontal)
+        self.step_label = QLabel()
+        self.step_label.setMinimumWidth(90)
+        self.color_bar = ColorBar()
+        self.note = QLabel()
+        self.note.setStyleSheet("QLabel { color: #555; }")
+        row = QHBoxLayout()
+        for w in (QLabel("show"), self.view_box, QLabel("sync by"), self.sync_box):
+            row.addWidget(w)
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.step_label)
+        row.addWidget(self.color_bar)
+        self.panels: list[ColumnPanel] = []
+        self.holder = QWidget()
+        self.panels_row = QHBoxLayout(self.holder)
+        self.panels_row.setContentsMargins(0, 0, 0, 0)
+        self.empty = QLabel("Add columns from the control panel's configuration, then Run all.")
+        self.empty.setAlignment(Qt.AlignCenter)
+        self.panels_row.addWidget(self.empty)
+        self.scroll = _RowScroll()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
+        self.scroll.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(self.holder)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.note)
+        layout.addWidget(self.scroll, 1)
+        self.view_box.currentIndexChanged.connect(lambda *_: self.show_step())
+        self.sync_box.currentIndexChanged.connect(lambda *_: self.reset_slider())
+        self.slider.valueChanged.connect(lambda *_: self.show_step())
+        model.columnsChanged.connect(self._columns_changed)
+        model.resultsChanged.connect(self.reset_slider)
+        self._columns_changed()
+
+    @property
+    def session(self) -> ComparisonSession:
+        return self.model.session
+
+    def _columns_changed(self) -> None:
+        n = len(self.session.columns)
+        while len(self.panels) > n:
+            panel = self.panels.pop()
+            self.panels_row.removeWidget(panel)
+            panel.deleteLater()
+        while len(self.panels) < n:
+            panel = ColumnPanel()
+            self.panels.append(panel)
+            self.panels_row.addWidget(panel, 1)
+        self.empty.setVisible(n == 0)
+        self.reset_slider()
+
+    def reset_slider(self) -> None:
+        """New results or sync mode: the slider spans them and moves to the end."""
+        top = self.session.slider_top(self.sync())
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, top)
+        self.slider.setValue(top)
+        self.slider.blockSignals(False)
+        self.show_step()
+
+    def sync(self) -> str:
+        return self.sync_box.currentData()
+
+    def view(self) -> str:
+        return self.view_box.currentData()
+
+    def shown_indices(self) -> list[Optional[int]]:
+        return self.session.shown_indices(self.slider.value(), self.sync())
+
+    def show_step(self) -> None:
+        """Draw the cached frame of every column for the slider's position (no tensor work)."""
+        s, view, pos = self.session, self.view(), self.slider.value()
+        sigma = s.sigma_at(pos) if self.sync() == "sigma" else None
+        self.step_label.setText(f"σ = {sigma:.4g}" if sigma is not None else f"step {pos}")
+        no_reference = view == "diff" and s.reference is None
+        self.note.setText("No reference yet: press Reference to see differences." if no_reference else "")
+        self.note.setVisible(no_reference)
+        self.color_bar.setVisible(view == "diff" and not no_reference and not s.is_points)
+        self.color_bar.set_limit(s.limit)
+        self.stepShown.emit(pos, sigma)
+        indices = self.shown_indices()
+        frames = [None if i is None else s.frame(k, i, view) for k, i in enumerate(indices)]
+        extent = _union([f.extent for f in frames if f is not None and f.extent is not None])
+        colors = s.colors()
+        for k, panel in enumerate(self.panels):
+            self._title(k, panel, indices[k], frames[k], colors[k])
+            frame = frames[k]
+            if frame is None:
+                panel.show_image(None)
+            elif frame.points is not None:
+                panel.show_points(frame, colors[k], extent)
+            else:
+                panel.show_image(frame.image)
+
+    def _title(self, k: int, panel: ColumnPanel, i: Optional[int], frame: Optional[Frame], color: str) -> None:
+        config, run = self.session.columns[k], self.session.runs[k]
+        if run is None or i is None:
+            panel.set_title(f"{k + 1}. {column_label(config)}\n(not run)", color)
+            return
+        err = self.session.step_error(k, i)
+        err_text = "" if err is None else f" · RMSE {err:.2e}"
+        sigma = frame.sigma if frame is not None else self.session.prepared[k].sigmas[i]
+        panel.set_title(f"{k + 1}. {column_label(config, run.trajectory)}\nstep {i} · σ={sigma:.3g}{err_text}", color)

@@ -1,0 +1,101 @@
+"""The Compare tab's columns table: one row per column, solver and steps editable in place.
+
+It observes the comparison model (rows follow ``columnsChanged`` and ``resultsChanged``)
+and asks the model for every edit; a refused edit comes back as the model's ``problem``
+and the table is redrawn from the session, so the impossible value is undone.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QSpinBox, QTableWidget, QTableWidgetItem, QWidget
+
+from explorer.core.compare import ColumnRun
+from explorer.core.config import RunConfig
+from explorer.core.plan import predicted_nfe
+from explorer.core.solvers import SOLVERS
+from explorer.ui.compare_model import ComparisonModel
+
+TABLE_HEAD = ["", "solver", "steps", "NFE", "time s", "RMSE vs ref"]
+
+
+class ColumnsTable(QTableWidget):
+    """The columns as rows: colour swatch, solver, steps, NFE, time, final RMSE."""
+
+    def __init__(self, model: ComparisonModel, sigma_range: Callable[[], tuple[float, float]], parent: Optional[QWidget] = None) -> None:
+        super().__init__(0, len(TABLE_HEAD), parent)
+        self.model = model
+        self.sigma_range = sigma_range  # () -> (σ_min, σ_max) of the current denoiser
+        self.setHorizontalHeaderLabels(TABLE_HEAD)
+        self.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setMaximumHeight(150)
+        model.columnsChanged.connect(self.fill)
+        model.resultsChanged.connect(self.fill)
+        model.problem.connect(lambda *_: self.fill())
+        self.fill()
+
+    def selected(self) -> Optional[int]:
+        rows = self.selectionModel().selectedRows() if self.selectionModel() else []
+        return rows[0].row() if rows else None
+
+    def fill(self) -> None:
+        s = self.model.session
+        self.setRowCount(len(s.columns))
+        errors, colors = s.errors(), s.colors()
+        for k, (config, run) in enumerate(zip(s.columns, s.runs)):
+            swatch = QTableWidgetItem(str(k + 1))
+            swatch.setBackground(pg.mkColor(colors[k]))
+            swatch.setForeground(pg.mkColor("w"))
+            self.setItem(k, 0, swatch)
+            self.setCellWidget(k, 1, self._solver_editor(k, config))
+            self.setCellWidget(k, 2, self._steps_editor(k, config, run))
+            cells = [self._nfe_text(config, run), f"{run.seconds:.3f}" if run and math.isfinite(run.seconds) else "",
+                     f"{errors[k].final:.4e}" if errors[k] is not None else ""]
+            for q, text in enumerate(cells, start=3):
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.setItem(k, q, item)
+
+    def _nfe_text(self, config: RunConfig, run: Optional[ColumnRun]) -> str:
+        if run is not None:
+            return str(run.trajectory.nfe)
+        try:
+            nfe = predicted_nfe(config, self.sigma_range())
+        except ValueError:
+            nfe = None
+        return "—" if nfe is None else str(nfe)
+
+    def _edit(self, index: int, **changes: Any) -> None:
+        try:
+            config = self.model.session.columns[index].replace(**changes)
+        except ValueError as err:
+            self.model.problem.emit(str(err))
+            return
+        if self.model.set(index, config):
+            self.selectRow(index)
+
+    def _solver_editor(self, k: int, config: RunConfig) -> QComboBox:
+        box = QComboBox()
+        box.addItems([n for n in SOLVERS if n != "reference"])
+        box.setCurrentText(config.solver)
+        box.setFocusPolicy(Qt.StrongFocus)
+        box.currentTextChanged.connect(lambda name, k=k: self._edit(k, solver=name))
+        return box
+
+    def _steps_editor(self, k: int, config: RunConfig, run: Optional[ColumnRun]) -> QSpinBox:
+        box = QSpinBox()
+        box.setRange(1, 10000)
+        box.setKeyboardTracking(False)
+        box.setFocusPolicy(Qt.StrongFocus)
+        box.setValue(config.steps or (run.trajectory.num_steps if run else 18))
+        box.setToolTip("steps (an NFE budget in the column is replaced by this step count)")
+        box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None))
+        return box
