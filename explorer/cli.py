@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("explorer.commands.sample", "run a sampler and save its trajectory"),
     "schedule": ("explorer.commands.schedule", "print the time steps i, t_i, σ_i, s_i of a configuration"),
+    "grid": ("explorer.commands.grid", "write a σ grid file (AYS table, optimized steps, or a config's grid)"),
     "solvers": ("explorer.commands.solvers", "list the solvers with order and NFE rule"),
     "convert": ("explorer.commands.convert", "convert an EDM .pkl or a diffusers folder to a .safetensors checkpoint"),
     "compare": ("explorer.commands.compare", "run several solvers from the same latents and export the comparison"),

@@ -52,6 +52,9 @@ VALID = {  # values every one of which runs with the base configuration, to keep
     "label": [None], "dtype": ["float32", "float64"], "device": ["cpu", "auto"], "epsilon_s": [1e-3, 1e-5],
     "fast": [True, False], "precision": ["float32", "bfloat16"],
     "options": [{}, {"alpha": 0.5}, {"churn": 1.0, "s_noise": 1.003}],
+    "sigmas": [None, [80.0, 10.0, 1.0, 0.0], [5.0, 0.5]], "timesteps": [None], "init_sigma": [None, 80.0],
+    "orders": [None], "shift": [1.0, 3.0], "schedule_label": [None, "file"],
+    "guidance": [1.0], "guide": [None],
 }
 assert set(VALID) == set(FIELDS), set(FIELDS) ^ set(VALID)
 mutations = st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3, unique=True).flatmap(

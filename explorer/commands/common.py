@@ -36,6 +36,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_steps: bool = True) 
     g.add_argument("--sigma-min", type=float)
     g.add_argument("--sigma-max", type=float)
     g.add_argument("--epsilon-s", type=float, default=_DEFAULTS.epsilon_s, help="VP's smallest t (default 1e-3)")
+    add_grid_arguments(parser)
     s = parser.add_argument_group("solver")
     s.add_argument("--solver", default=_DEFAULTS.solver, help="see `diffusion-explorer solvers` (default heun)")
     if with_steps:
@@ -116,7 +117,50 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
     )
     fields.update(overrides)
     fields.setdefault("options", options_from_args(args, fields["solver"]))
-    return RunConfig(**fields)
+    return with_grid_args(RunConfig(**fields), args)
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """Explicit grids and presets (issue #12): they replace --disc/--steps when given."""
+    g = parser.add_argument_group("explicit grids and presets")
+    g.add_argument("--sigmas", metavar="FILE", help="the σ grid itself: .json list/object or .npy (replaces --disc, --steps)")
+    g.add_argument("--timesteps", metavar="LIST|FILE", help="network timesteps (discrete models), e.g. 999,749,499,249 or "
+                   "a .json list; σ's follow from the model's table, linear in t, then 0")
+    g.add_argument("--shift", type=float, default=_DEFAULTS.shift, help="σ → shift·σ on the grid (SD3/FLUX shift)")
+    g.add_argument("--preset", choices=["diffusers"], help="reproduce another library's sampler loop")
+    g.add_argument("--scheduler-config", metavar="FILE", help="scheduler_config.json for --preset diffusers "
+                   "(default: the one in the --model folder)")
+
+
+def with_grid_args(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """``config`` with the grid of --preset, --sigmas or --timesteps (notes printed to stderr)."""
+    from pathlib import Path
+
+    from explorer.core.grids import grid_config_fields, grid_from_timesteps, load_grid, parse_timesteps
+
+    preset, sigmas, timesteps = (getattr(args, k, None) for k in ("preset", "sigmas", "timesteps"))
+    if getattr(args, "shift", None) not in (None, config.shift):
+        config = config.replace(shift=args.shift)
+    if sum(x is not None for x in (preset, sigmas, timesteps)) > 1:
+        raise ValueError("Give only one of --preset, --sigmas and --timesteps.")
+    if preset is not None:
+        from explorer.core.schedulers import apply_preset
+
+        source = args.scheduler_config or Path(getattr(args, "model", ""))
+        if not args.scheduler_config and not Path(source).is_dir():
+            raise ValueError("--preset diffusers needs --scheduler-config FILE (or a diffusers folder as --model).")
+        config, notes = apply_preset(preset, source, config.steps or _DEFAULTS.steps, config)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return config
+    if sigmas is not None:
+        return config.replace(**grid_config_fields(load_grid(sigmas)))
+    if timesteps is not None:
+        from explorer.models.loader import load_denoiser
+
+        grid = grid_from_timesteps(load_denoiser(args.model), parse_timesteps(timesteps))
+        return config.replace(sigmas=grid.sigmas, timesteps=grid.timesteps, schedule_label=grid.source)
+    return config
 
 
 class Progress:

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(load_denoiser(args.model), config)
     proc = plan.process
     lo, hi = plan.sigma_range
-    print(f"# process {proc.describe()}, disc {config.disc}, σ ∈ [{lo:.6g}, {hi:.6g}], solver {config.solver}, NFE {plan.nfe if plan.nfe is not None else 'adaptive'}")
+    print(f"# process {proc.describe()}, disc {plan.disc}{' (' + config.schedule_label + ')' if config.schedule_label else ''}, σ ∈ [{lo:.6g}, {hi:.6g}], solver {config.solver}, NFE {plan.nfe if plan.nfe is not None else 'adaptive'}")
     print(f"{'i':>4} {'t_i':>14} {'sigma_i':>14} {'s_i':>12} {'lambda_i':>10} {'order':>5}")
     for i, t in enumerate(plan.t):
         sigma = float(proc.sigma(t)) if t > 0 else 0.0

@@ -206,11 +206,12 @@ class ColumnRun:
 
 def column_label(config: RunConfig, trajectory: Optional[Trajectory] = None) -> str:
     """'heun · 18 steps · NFE 35' (the steps and NFE actually spent once the run is done)."""
+    grid = f" · {config.schedule_label or 'custom grid'}" if config.sigmas is not None or config.schedule_label else ""
     if trajectory is None:
-        steps = config.steps if config.nfe is None else None
+        steps = len(config.sigmas) - 1 if config.sigmas is not None else (config.steps if config.nfe is None else None)
         spent = f"{steps} steps" if steps else (f"NFE ≤ {config.nfe}" if config.nfe else "adaptive")
-        return f"{config.solver} · {spent}"
-    return f"{config.solver} · {trajectory.num_steps} steps · NFE {trajectory.nfe}"
+        return f"{config.solver} · {spent}{grid}"
+    return f"{config.solver} · {trajectory.num_steps} steps · NFE {trajectory.nfe}{grid}"
 
 
 @dataclass

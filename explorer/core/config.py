@@ -71,6 +71,13 @@ class RunConfig:
     # a model name or file: autoguidance by that weaker model. w = 1 is no guidance.
     guidance: float = 1.0
     guide: Optional[str] = None
+    # --- explicit grids and scheduler presets (issue #12; explorer.core.grids, explorer.core.schedulers) ---
+    sigmas: Optional[tuple[float, ...]] = None  # the σ grid itself (last may be 0); replaces disc, steps, σ range
+    timesteps: Optional[tuple[float, ...]] = None  # the network's timestep at each positive σ (discrete models)
+    init_sigma: Optional[float] = None  # x_0 = latents·init_sigma (diffusers' init_noise_sigma); None: σ(t_0)s(t_0)
+    orders: Optional[tuple[int, ...]] = None  # per-step orders of singlestep/multistep solvers, as a preset sets them
+    shift: float = 1.0  # σ → shift·σ on the grid (SD3/FLUX timestep shift)
+    schedule_label: Optional[str] = None  # where the grid came from (file, preset, optimizer), for display
 
     def __init__(self, **values: Any) -> None:
         legacy = {name: values.pop(name) for name in list(values) if name in LEGACY_OPTIONS}
@@ -79,7 +86,10 @@ class RunConfig:
             raise TypeError(f"RunConfig got unknown field(s): {', '.join(sorted(unknown))}.")
         for name, f in _FIELDS.items():
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            object.__setattr__(self, name, values.get(name, default))
+            value = values.get(name, default)
+            if name in ("sigmas", "timesteps", "orders") and isinstance(value, list):
+                value = tuple(value)  # JSON gives lists; keep the config hashable and comparable
+            object.__setattr__(self, name, value)
         _check_types(self)
         object.__setattr__(self, "options", self._resolved_options(legacy))
         self.validate()
@@ -159,6 +169,9 @@ class RunConfig:
         if not (1e-8 <= self.epsilon_s < 1):
             raise ValueError(f"ε_s must lie in [1e-8, 1) (got {self.epsilon_s:g}).")
         check_guidance(self.guidance, self.guide)
+        from explorer.core.grids import validate_grid_fields
+
+        validate_grid_fields(self)
 
     def _validate_sigma_range(self) -> None:
         lo, hi = SIGMA_LIMITS
@@ -231,9 +244,12 @@ class RunConfig:
         if legacy:
             from explorer.core.solvers import SOLVERS
 
-            info = SOLVERS.get(clean.get("solver", "heun"))
+            solver = clean.get("solver", "heun")
+            info = SOLVERS.get(solver) if isinstance(solver, str) else None  # a wrong type is refused below
             declared = info.option_names if info is not None else ()
-            clean["options"] = {**{k: v for k, v in legacy.items() if k in declared}, **clean.get("options", {})}
+            options = clean.get("options", {})
+            if isinstance(options, Mapping):  # anything else is refused, with a sentence, by __init__
+                clean["options"] = {**{k: v for k, v in legacy.items() if k in declared}, **options}
         return cls(**clean)
 
     @classmethod

@@ -28,7 +28,7 @@ DEFAULT_SIGMA_RANGE: dict[str, tuple[float, float]] = {
     "edm": (0.002, 80.0),
 }
 # logsnr / time-uniform / time-quadratic take the range of the chosen σ(t) schedule.
-_SCHEDULE_RANGE_KEY = {"vp": "vp", "ve": "ve", "linear": "edm"}
+_SCHEDULE_RANGE_KEY = {"vp": "vp", "ve": "ve", "linear": "edm", "rf": "edm"}
 
 RoundSigma = Optional[Callable[[torch.Tensor], torch.Tensor]]
 

@@ -13,6 +13,7 @@ import torch
 
 from explorer.core.config import RunConfig
 from explorer.core.discretization import nominal_sigma_range, time_grid
+from explorer.core.grids import explicit_plan, shifted_times
 from explorer.core.process import Process, make_schedule, resolve_process_names
 from explorer.core.solvers import SolverInfo, get_solver
 from explorer.core.solvers.context import Plan
@@ -53,6 +54,8 @@ def plan_run(
     """Everything about a run that is known before the first evaluation; the solver's
     step rule lays out the grid, the per-step orders and the NFE."""
     info = get_solver(config.solver)
+    if config.sigmas is not None:
+        return explicit_plan(config, info, make_process)
     if info.adaptive and config.nfe is not None:
         raise ValueError(f"{info.name} chooses its own steps; set rtol/atol instead of an NFE budget.")
     lo, hi = run_sigma_range(config, model_range)
@@ -63,7 +66,7 @@ def plan_run(
             t = time_grid(config.disc, n, process, lo, hi, config.rho, round_sigma, config.epsilon_s).tolist()
         except (OverflowError, ZeroDivisionError):
             t = [math.nan]
-        return _checked_grid(t, config.disc, config.rho)
+        return shifted_times(_checked_grid(t, config.disc, config.rho), process, config.shift)
 
     request = GridRequest(grid, float(process.sigma_inv(hi)), float(process.sigma_inv(lo)), config.final, config.disc,
                           config.lower_order_final, config.options, lambda t: float(process.sigma(t)))

@@ -277,7 +277,7 @@ def make_precond(kind: str, model: torch.nn.Module, **kw: Any) -> Preconditioner
 # ---------------------------------------------------------------------------------------------
 # Adapters for networks with other targets (SPEC §3 "Parameterizations").
 
-SCALINGS = ("none", "vp")
+SCALINGS = ("none", "vp", "rf")
 
 
 class PredictionDenoiser(Denoiser):
@@ -325,7 +325,7 @@ class PredictionDenoiser(Denoiser):
         check_shape(x, self.shape, self.name)
         sigma = _sigma_vector(sigma, x)
         sig = sigma_column(sigma, x)
-        scale = (sig**2 + 1).rsqrt() if self.scaling == "vp" else torch.ones_like(sig)
+        scale = input_scale(self.scaling, sig)
         out = self._call(scale * x, sigma, labels)
         return self.to_denoised(x, sig, scale, out)
 
@@ -333,6 +333,15 @@ class PredictionDenoiser(Denoiser):
                     out: torch.Tensor) -> torch.Tensor:
         """D from the network's output ``out`` (σ and s broadcast against ``x``)."""
         raise NotImplementedError
+
+
+def input_scale(scaling: str, sigma: torch.Tensor) -> torch.Tensor:
+    """s(σ) of the network's input space: 1/sqrt(1 + σ²) (vp), 1/(1 + σ) (rf: 1 − t), or 1."""
+    if scaling == "vp":
+        return (sigma**2 + 1).rsqrt()
+    if scaling == "rf":
+        return 1 / (1 + sigma)
+    return torch.ones_like(sigma)
 
 
 class EpsilonDenoiser(PredictionDenoiser):
@@ -386,3 +395,20 @@ class ScoreDenoiser(PredictionDenoiser):
 
     def to_denoised(self, x, sigma, scale, out):
         return x + sigma**2 * scale * out
+
+
+class FlowVelocityDenoiser(PredictionDenoiser):
+    """Flow-matching velocity: ``f`` sees ``x_t = (1 − t) x₀ + t ε`` (t = σ/(1 + σ)) and returns
+    ``v = ε − x₀``; then ``D = x_t − t v``. Only ``scaling="rf"`` makes sense (SD3, FLUX, rectified flow).
+    """
+
+    prediction = "flow-velocity"
+    default_scaling = "rf"
+
+    def __init__(self, f: Callable[..., torch.Tensor], **kw: Any) -> None:
+        if kw.get("scaling", "rf") != "rf":
+            raise ValueError("A flow velocity is defined on x_t = (1 − t) x₀ + t ε: use scaling='rf'.")
+        super().__init__(f, **kw)
+
+    def to_denoised(self, x, sigma, scale, out):
+        return scale * x - (sigma / (1 + sigma)) * out

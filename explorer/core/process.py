@@ -137,11 +137,15 @@ class Process:
         """Signal scaling: 1/sqrt(1 + σ(t)²) for vp, 1 for none."""
         if self.scaling == "vp":
             return 1 / (1 + self.sigma(t) ** 2).sqrt()
+        if self.scaling == "rf":
+            return 1 / (1 + self.sigma(t))
         return torch.ones_like(_t(t))
 
     def s_deriv(self, t: Num) -> torch.Tensor:
         if self.scaling == "vp":
             return -self.sigma(t) * self.sigma_deriv(t) * self.s(t) ** 3
+        if self.scaling == "rf":
+            return -self.sigma_deriv(t) * self.s(t) ** 2
         return torch.zeros_like(_t(t))
 
     def t_of_lambda(self, lam: Num) -> torch.Tensor:
@@ -160,6 +164,10 @@ def make_schedule(name: str, sigma_min: float, sigma_max: float, epsilon_s: floa
         return VESchedule()
     if name == "linear":
         return LinearSchedule()
+    if name == "rf":
+        from explorer.core.flow import FlowSchedule
+
+        return FlowSchedule()
     raise ValueError(f"Unknown σ(t) schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
 
 

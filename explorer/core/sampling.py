@@ -24,6 +24,7 @@ from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.events import StepEvent
 from explorer.core import fast as F
+from explorer.core.grids import initial_scale, with_grid_timesteps
 from explorer.core.fast import FastOptions, fast_denoiser, graphs_available, module_tensors
 from explorer.core.guidance import guided, load_guide, needs_guide
 from explorer.core.latents import NoiseStreams, seeds_for
@@ -158,6 +159,7 @@ def sample_steps(
     """
     info = get_solver(config.solver)
     device, dtype = resolve_device(config.device), run_dtype(config)
+    denoiser = with_grid_timesteps(denoiser, config)
     plan = plan or make_plan(denoiser, config)
     batch = config.batch if noise is None else noise.shape[0]
     streams = NoiseStreams(seeds_for(config.seed, batch))
@@ -167,7 +169,7 @@ def sample_steps(
     _move(denoiser, device, dtype)
     model = guided_model(denoiser, config, device, dtype, fast, guide)
     t0 = plan.t[0]
-    x0 = latents.to(device=device, dtype=dtype) * float(plan.process.sigma(t0) * plan.process.s(t0))
+    x0 = latents.to(device=device, dtype=dtype) * initial_scale(plan, config)
     labels = _labels(denoiser, config, batch, device, dtype, labels)
 
     def context() -> SolverContext:

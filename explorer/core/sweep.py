@@ -25,6 +25,7 @@ from explorer.core.compare import data_space, match_sigma, reference_config, ref
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
 from explorer.core.plan import resolve_steps
+from explorer.core.schedule_axis import schedule_config
 from explorer.core.sampling import make_plan, sample_steps
 from explorer.core.solvers import get_solver
 from explorer.core.solvers.reference import DEFAULT_RTOL
@@ -114,7 +115,8 @@ def parse_budgets(text: str) -> list[int]:
     return values
 
 
-def sweep_configs(base: RunConfig, solvers: Sequence[str], budgets: Sequence[int]) -> tuple[list[tuple[int, RunConfig]], list[str]]:
+def sweep_configs(base: RunConfig, solvers: Sequence[str], budgets: Sequence[int], schedules: Sequence[str] = ("default",),
+                  denoiser: Optional[Denoiser] = None) -> tuple[list[tuple[int, RunConfig]], list[str]]:
     """The (budget, config) pairs to run and a note for each budget that was skipped.
 
     Adaptive solvers pick their own steps and cannot take part; a budget below a
@@ -138,10 +140,29 @@ def sweep_configs(base: RunConfig, solvers: Sequence[str], budgets: Sequence[int
                 skipped.append(f"{name}: NFE {budget} gives the same {steps} steps as a smaller budget.")
                 continue
             seen.add(steps)
-            runs.append((int(budget), config))
+            runs.extend((int(budget), c) for c in _on_schedules(config, steps, schedules, denoiser, skipped))
     if not runs:
         raise ValueError("No run of the sweep fits its NFE budgets; raise the budgets.")
     return runs, skipped
+
+
+def _on_schedules(config: RunConfig, steps: int, schedules: Sequence[str], denoiser: Optional[Denoiser],
+                  skipped: list[str]) -> list[RunConfig]:
+    """The run on each schedule of the axis (just the run itself without one)."""
+    if list(schedules) == ["default"]:
+        return [config]
+    out = []
+    for spec in schedules:
+        try:
+            out.append(schedule_config(spec, config, steps, denoiser))
+        except ValueError as err:
+            skipped.append(f"{config.solver} at {steps} steps: {err}")
+    return out
+
+
+def series_label(config: RunConfig) -> str:
+    """A sweep series: the solver, and the schedule when the sweep has a schedule axis."""
+    return config.solver if config.schedule_label is None else f"{config.solver} @ {config.schedule_label}"
 
 
 def _run(denoiser: Denoiser, config: RunConfig, noise: torch.Tensor, plan: Any = None) -> tuple[Trajectory, float]:
@@ -164,12 +185,18 @@ def sweep_events(
     solvers: Sequence[str],
     budgets: Sequence[int],
     reference_rtol: Optional[float] = None,
+    schedules: Sequence[str] = ("default",),
 ) -> Iterator[SweepProgress]:
-    """Run the sweep, yielding after every run (stop iterating to cancel); the last item carries the result."""
-    runs, skipped = sweep_configs(base, solvers, budgets)
+    """Run the sweep, yielding after every run (stop iterating to cancel); the last item carries the result.
+
+    With more than the default schedule, every solver runs on each (``schedule_axis``) and
+    the series are named "solver @ schedule".
+    """
+    runs, skipped = sweep_configs(base, solvers, budgets, schedules, denoiser)
     noise = shared_noise(denoiser, base.seed, base.batch)
     exact = isinstance(denoiser, GaussianDenoiser)
-    result = SweepResult(base, list(solvers), reference_kind="exact solution" if exact else "reference solver", skipped=skipped)
+    series = list(dict.fromkeys(series_label(c) for _, c in runs))
+    result = SweepResult(base, series, reference_kind="exact solution" if exact else "reference solver", skipped=skipped)
     total = len(runs) + (0 if exact else 1)
     ref: Optional[Trajectory] = None
     done = 0
@@ -188,7 +215,7 @@ def sweep_events(
         else:
             j = match_sigma(ref.sigma, float(traj.sigma[-1]))
             error = math.nan if j is None else rmse(data_space(traj)[-1], data_space(ref)[j])
-        point = SweepPoint(config.solver, budget, traj.num_steps, traj.nfe, error, seconds)
+        point = SweepPoint(series_label(config), budget, traj.num_steps, traj.nfe, error, seconds)
         result.points.append(point)
         done += 1
         yield SweepProgress(done, total, point, result=result if done == total else None)
@@ -202,10 +229,11 @@ def _end_sigmas(plan: Any) -> list[float]:
 
 def run_sweep(
     denoiser: Denoiser, base: RunConfig, solvers: Sequence[str], budgets: Sequence[int], reference_rtol: Optional[float] = None,
+    schedules: Sequence[str] = ("default",),
 ) -> SweepResult:
     """Run the whole sweep and return its points."""
     result: Optional[SweepResult] = None
-    for progress in sweep_events(denoiser, base, solvers, budgets, reference_rtol):
+    for progress in sweep_events(denoiser, base, solvers, budgets, reference_rtol, schedules):
         result = progress.result or result
     assert result is not None
     return result

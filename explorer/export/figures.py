@@ -144,18 +144,21 @@ def sweep_figure(sweep: SweepResult, title: str = "") -> "plt.Figure":
     """Final error against NFE (log–log) per solver, with the fitted order in the legend."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
     orders = sweep.orders()
+    schedules = list(dict.fromkeys(s.partition(" @ ")[2] for s in sweep.solvers))  # a schedule axis: one line style each
     for solver in sweep.solvers:
+        base, _, schedule = solver.partition(" @ ")
+        style = ("o-", "s--", "^-.", "D:")[schedules.index(schedule) % 4]
         pts = [p for p in sweep.of(solver) if p.error > 0 and math.isfinite(p.error)]
         if not pts:
             continue
         nfe, err = np.array([p.nfe for p in pts], float), np.array([p.error for p in pts])
         order = orders[solver]
         name = f"{solver} (order {order:.2f})" if math.isfinite(order) else solver
-        ax.loglog(nfe, err, "o-", color=solver_color(solver), label=name)
+        ax.loglog(nfe, err, style, color=solver_color(base), label=name)
         if math.isfinite(order) and len(nfe) > 1:  # the fitted line, through the points' centre of mass in log–log
             x0, y0 = np.log(nfe).mean(), np.log(err).mean()
             ends = np.array([nfe.min(), nfe.max()])
-            ax.loglog(ends, np.exp(y0 - order * (np.log(ends) - x0)), ":", lw=1, color=solver_color(solver))
+            ax.loglog(ends, np.exp(y0 - order * (np.log(ends) - x0)), ":", lw=1, color=solver_color(base))
     used = sorted({p.budget for p in sweep.points})  # the budgets asked: round numbers that do not collide
     if 1 < len(used) <= 12:
         ax.set_xticks(used)

@@ -105,6 +105,7 @@ class TimestepUNet(torch.nn.Module):
         self.unet = unet
         self.sigmas = sigmas.to(torch.float64)
         self.mode = timesteps
+        self.pinned = None  # (σ's, timesteps) of an explicit grid while a run uses it (explorer.core.grids)
         self.channels = channels
         self.label_dim = label_dim
         self.name = name
@@ -116,6 +117,12 @@ class TimestepUNet(torch.nn.Module):
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """The network's timestep for each σ (int64 when nearest, float32 when interpolated)."""
         sigma = torch.as_tensor(sigma).reshape(-1)
+        if self.pinned is not None:
+            from explorer.core.grids import pinned_timestep
+
+            hit = pinned_timestep(self.pinned, sigma)
+            if hit is not None:
+                return hit.to(sigma.device)
         if self.mode == "nearest":
             return self.nearest_index(sigma)
         table = self.sigmas.to(sigma.device)

@@ -97,5 +97,8 @@ class ColumnsTable(QTableWidget):
         box.setFocusPolicy(Qt.StrongFocus)
         box.setValue(config.steps or (run.trajectory.num_steps if run else 18))
         box.setToolTip("steps (an NFE budget in the column is replaced by this step count)")
-        box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None))
+        box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None, **NO_GRID))
         return box
+
+
+NO_GRID = dict(sigmas=None, timesteps=None, orders=None, init_sigma=None, schedule_label=None)  # a step count replaces a σ grid

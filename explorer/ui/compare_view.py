@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QSplitter,
+    QComboBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSpinBox, QSplitter,
     QToolBar, QToolButton, QVBoxLayout, QWidget,
 )
 
@@ -124,6 +124,8 @@ class CompareView(QWidget):
         self.grid_button = self._button("Grid…", self.open_grid, "Add a column for every solver × step count")
         self.replace_button = self._button("Replace", self.replace_selected, "Replace the selected column with the current configuration")
         self.remove_button = self._button("Remove", self.remove_selected, "Remove the selected column")
+        self.sigmas_button = self._button("σ grid…", self._pick_sigmas,
+                                          "Add a column: the current configuration on a σ grid file (columns differing by schedule)")
         self.run_button = self._button("Run all", self.run_all, "Run every column from the same latents")
         self.reference_button = self._button("Reference", self.run_reference,
                                              "Run the RK45 reference (float64) through every column's σ's, for the errors")
@@ -147,7 +149,7 @@ class CompareView(QWidget):
         self.export_button.setMenu(self.exports)
         top = QToolBar()  # too narrow a window folds the rest behind a » button, never widens the window
         top.setObjectName("compare_toolbar")
-        for w in (self.add_button, self.grid_button, self.replace_button, self.remove_button, self.run_button,
+        for w in (self.add_button, self.grid_button, self.sigmas_button, self.replace_button, self.remove_button, self.run_button,
                   self.reference_button, self.rtol_box, self.cancel_button, QLabel(" seed "), self.seed_box,
                   QLabel(" batch "), self.batch_box, self.export_button):
             top.addWidget(w)
@@ -221,6 +223,22 @@ class CompareView(QWidget):
 
     def add_current(self) -> bool:
         return self.add_column(self.session.config)
+
+    def _pick_sigmas(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "A σ grid for the new column", "", "Grids (*.json *.npy)")
+        if path:
+            self.add_grid_column(path)
+
+    def add_grid_column(self, path: str | Path) -> bool:
+        """A column with the current configuration on the σ grid of ``path`` (a preset's settings included)."""
+        from explorer.core.grids import grid_config_fields, load_grid
+
+        try:
+            config = self.session.config.replace(**grid_config_fields(load_grid(path)))
+        except (ValueError, FileNotFoundError) as err:
+            self.say(str(err), error=True)
+            return False
+        return self.add_column(config)
 
     def add_grid(self, solvers: list[str], steps: list[int]) -> bool:
         """A column for every solver × step count, from the current configuration (all or none)."""

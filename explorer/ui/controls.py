@@ -239,7 +239,10 @@ class ControlPanel(QWidget):
         form.addRow(self.advanced)
         self.disc_box = _combo([(name, name) for name in DISCRETIZATIONS])
         self._bind(form, "Time steps", "disc", self.disc_box, self.disc_box.value,
-                   lambda v: _set_combo(self.disc_box, v), self.disc_box.currentIndexChanged)
+                   lambda v: _set_combo(self.disc_box, v), self.disc_box.currentIndexChanged,
+                   applies=lambda: self.model.value("sigmas") is None)
+        form.addRow("", self._grid_row())
+        form.addRow(self.grid_label)
         self.rho_box = _double(-100.0, 1000.0, 2, 0.5)
         self._bind(form, "ρ", "rho", self.rho_box, self.rho_box.value, self.rho_box.setValue,
                    self.rho_box.valueChanged, applies=lambda: self.model.value("disc") == "edm")
@@ -248,6 +251,55 @@ class ControlPanel(QWidget):
             self._bind(form, what, field, edit, (lambda e=edit, w=what: _float_or_none(e.text(), w)),
                        (lambda v, e=edit: e.setText(_format(v))), edit.editingFinished)
         return group
+
+    def _grid_row(self) -> QWidget:
+        """"Custom grid…": a σ grid file (explorer.core.grids) in place of the discretization."""
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.grid_button = QPushButton("Custom grid…")
+        self.grid_button.setToolTip("Load a σ grid file (.json or .npy): presets, optimized steps, AYS tables")
+        self.grid_button.clicked.connect(self._pick_grid)
+        self.grid_clear = QPushButton("Clear")
+        self.grid_clear.clicked.connect(self.clear_grid)
+        self.grid_label = QLabel()
+        self.grid_label.setObjectName("grid_label")
+        self.grid_label.setWordWrap(True)
+        self.grid_label.setStyleSheet("color: #555;")
+        layout.addWidget(self.grid_button)
+        layout.addWidget(self.grid_clear)
+        layout.addStretch(1)
+        return row
+
+    def _pick_grid(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Load a σ grid", "", "Grids (*.json *.npy)")
+        if path:
+            self.load_grid_file(path)
+
+    def load_grid_file(self, path: str) -> bool:
+        """Use a grid file's σ's (and a preset's run settings, when the file carries them)."""
+        from explorer.core.grids import grid_config_fields, load_grid
+
+        try:
+            grid = load_grid(path)
+            fields = grid_config_fields(grid)
+        except (ValueError, FileNotFoundError) as err:
+            self.general_error.setText(str(err))
+            self.general_error.setVisible(True)
+            return False
+        for name, value in fields.items():
+            self.model.set_value(name, value)
+        notes = grid.info.get("notes") or []  # what a preset reproduces that the ODE would not do
+        self.grid_label.setToolTip("\n".join(notes) if notes else grid.source)
+        self.read_model()
+        return True
+
+    def clear_grid(self) -> None:
+        for name in ("timesteps", "sigmas", "init_sigma", "orders", "schedule_label"):
+            self.model.set_value(name, None)
+        self.refresh()
 
     def _solver_group(self) -> QGroupBox:
         group, form = self._form("Solver")
@@ -532,6 +584,11 @@ class ControlPanel(QWidget):
             lo, hi = model.plan.sigma_range
             self.sigma_min_edit.setPlaceholderText(f"default {lo:.4g}")
             self.sigma_max_edit.setPlaceholderText(f"default {hi:.4g}")
+        sigmas = model.value("sigmas")
+        self.grid_clear.setEnabled(sigmas is not None)
+        notes = "  ⚠ see tooltip" if sigmas is not None and "\n" in (self.grid_label.toolTip() or "") else ""
+        self.grid_label.setText("" if sigmas is None else
+                                f"custom: {model.value('schedule_label') or 'σ grid'} ({len(sigmas) - 1} steps){notes}")
         self.sample_button.setEnabled(model.config is not None and not self._running)
         self.sample_button.setToolTip("Run the sampler (Ctrl+R)" if error is None else f"Can't sample: {error}")
 

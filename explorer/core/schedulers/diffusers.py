@@ -1,0 +1,259 @@
+"""``--preset diffusers``: a diffusers scheduler config turned into the explorer's run settings.
+
+Given ``scheduler_config.json`` and a step count, :func:`diffusers_fields` returns the
+RunConfig fields (σ grid, network timesteps, solver, per-step orders, process, starting
+scale) under which the explorer's own solvers walk exactly the loop diffusers' scheduler
+walks on the same latents: final states agree to ~1e-13 relative in float64 (tests).
+
+Two families:
+
+- VP-space schedulers (DDIM, DPMSolverMultistep): the state is diffusers' ``x_t`` — the
+  explorer's process with σ(t) = t and s = 1/sqrt(1 + σ²) — started from the latents
+  themselves (``init_noise_sigma = 1``, not σ̄(t_0)).
+- k-diffusion-style schedulers (Euler, Heun, LMS): the state is unscaled (EDM process),
+  started from ``init_noise_sigma`` · latents, which diffusers takes as sqrt(σ_max² + 1)
+  with ``leading``/``trailing`` spacing and σ_max with ``linspace``.
+
+Where diffusers does something the ODE would not (a Karras grid evaluated at rounded
+integer timesteps, a last σ that is not 0), the preset reproduces it and says so in
+``notes``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from explorer.core.schedulers import spacing as sp
+
+VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler")
+K_STYLE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler")
+WAITING = {  # what reproducing them still needs
+    "DPMSolverSinglestepScheduler": "singlestep steps whose nodes are the grid's own points (not λ midpoints)",
+    "KDPM2DiscreteScheduler": "k-diffusion's DPM2 solver",
+    "UniPCMultistepScheduler": "a preset mapping onto the unipc-k solver (orders, corrector, final σ)",
+    "DEISMultistepScheduler": "a preset mapping onto the deis-k solver, and a repeated final σ (Karras)",
+    "PNDMScheduler": "a preset mapping onto the pndm/plms solvers (PRK warm-up timesteps)",
+}
+SUPPORTED = VP_SPACE + K_STYLE
+
+
+@dataclass
+class Preset:
+    """RunConfig fields of a preset, and what the user should know about them."""
+
+    fields: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def read_scheduler_config(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "scheduler_config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"Scheduler config {path} does not exist.")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}.") from None
+    if not isinstance(data, dict) or "_class_name" not in data:
+        raise ValueError(f"{path} is not a diffusers scheduler config (it has no '_class_name').")
+    return data
+
+
+def diffusers_fields(cfg: dict, steps: int) -> Preset:
+    """The preset for ``steps`` inference steps of the scheduler described by ``cfg``."""
+    name = cfg.get("_class_name", "")
+    if name in WAITING:
+        raise ValueError(f"The diffusers preset does not reproduce {name} yet: that needs {WAITING[name]}.")
+    if name not in SUPPORTED:
+        raise ValueError(f"The diffusers preset does not know {name!r}; it reproduces {', '.join(SUPPORTED)}.")
+    _refuse_unsupported(cfg, name)
+    if name == "DDIMScheduler":
+        return _ddim(cfg, steps)
+    if name == "DPMSolverMultistepScheduler":
+        return _dpm_multistep(cfg, steps)
+    return _k_style(cfg, name, steps)
+
+
+def _refuse_unsupported(cfg: dict, name: str) -> None:
+    for key in ("thresholding", "use_lu_lambdas", "euler_at_final", "use_flow_sigmas", "rescale_betas_zero_snr"):
+        if cfg.get(key):
+            raise ValueError(f"{name} with {key}=true is not reproduced by the explorer's preset.")
+    if cfg.get("clip_sample") and name == "DDIMScheduler":
+        raise ValueError("DDIMScheduler with clip_sample=true clips x̂₀ to ±clip_sample_range but keeps the "
+                         "unclipped ε, which is not an ODE step the explorer's DDIM takes; set clip_sample to false.")
+    if cfg.get("timestep_type", "discrete") != "discrete":
+        raise ValueError(f"{name} with timestep_type={cfg['timestep_type']!r} is not reproduced (only 'discrete').")
+    if cfg.get("interpolation_type", "linear") != "linear":
+        raise ValueError(f"{name} with interpolation_type={cfg['interpolation_type']!r} is not reproduced (only 'linear').")
+    if sum(bool(cfg.get(k)) for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")) > 1:
+        raise ValueError("Only one of use_karras_sigmas, use_exponential_sigmas and use_beta_sigmas may be set.")
+
+
+def _alphas_cumprod32(cfg: dict) -> torch.Tensor:
+    from explorer.models.diffusers_import import (
+        alphas_cumprod_from_config,  # the float32 β table diffusers builds
+    )
+
+    return alphas_cumprod_from_config(cfg).to(torch.float32)
+
+
+def _grid_kind(cfg: dict) -> Optional[str]:
+    for key, kind in (("use_karras_sigmas", "karras"), ("use_exponential_sigmas", "exponential"),
+                      ("use_beta_sigmas", "beta")):
+        if cfg.get(key):
+            return kind
+    return None
+
+
+def _converted(kind: str, sigma_min: float, sigma_max: float, n: int) -> np.ndarray:
+    if kind == "karras":
+        return sp.karras(sigma_min, sigma_max, n)
+    if kind == "exponential":
+        return sp.exponential(sigma_min, sigma_max, n)
+    return sp.beta_sigmas(sigma_min, sigma_max, n)
+
+
+def _label(cfg: dict, steps: int) -> str:
+    kind = _grid_kind(cfg) or cfg.get("timestep_spacing", "default")
+    return f"diffusers {cfg['_class_name']} ({kind}, {steps} steps)"
+
+
+# ------------------------------------------------------------------------------ VP space
+def _vp_space(cfg: dict, steps: int, solver: str, sigmas: list[float], timesteps: list[float], **extra: Any) -> dict:
+    return dict(process="edm", sigma_schedule="linear", scaling="vp", solver=solver, sigmas=tuple(sigmas),
+                timesteps=tuple(float(t) for t in timesteps), init_sigma=1.0, final="zero",
+                schedule_label=_label(cfg, steps), **extra)
+
+
+def _ddim(cfg: dict, steps: int) -> Preset:
+    T = int(cfg.get("num_train_timesteps", 1000))
+    spacing = cfg.get("timestep_spacing", "leading")
+    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=True)
+    jump = T // steps
+    prev = ts - jump
+    if any(int(p) != int(n) for p, n in zip(prev[:-1], ts[1:])):
+        raise ValueError(f"diffusers' DDIM steps from t to t − {jump}, which with timestep_spacing={spacing!r} and "
+                         f"{steps} steps is not the next timestep; the explorer cannot follow that loop (use 'leading').")
+    ac = _alphas_cumprod32(cfg).to(torch.float64)
+    table = ((1 - ac) / ac).sqrt()
+    sigmas = [float(table[int(t)]) for t in ts]
+    notes = []
+    if prev[-1] >= 0:
+        sigmas.append(float(table[int(prev[-1])]))
+        notes.append(f"diffusers' DDIM stops at t = {int(prev[-1])} (σ = {sigmas[-1]:.4g}), not at σ = 0.")
+    elif cfg.get("set_alpha_to_one", True):
+        sigmas.append(0.0)
+    else:
+        sigmas.append(float(table[0]))
+        notes.append(f"set_alpha_to_one=false: the last step goes to σ = σ(t=0) = {sigmas[-1]:.4g}, not 0.")
+    return Preset(_vp_space(cfg, steps, "ddim", sigmas, ts.tolist()), notes)
+
+
+def _dpm_multistep(cfg: dict, steps: int) -> Preset:
+    algorithm = cfg.get("algorithm_type", "dpmsolver++")
+    order = int(cfg.get("solver_order", 2))
+    if algorithm not in ("dpmsolver++", "dpmsolver"):
+        raise ValueError(f"DPMSolverMultistepScheduler with algorithm_type={algorithm!r} is not reproduced "
+                         "(only dpmsolver++ and dpmsolver).")
+    if cfg.get("solver_type", "midpoint") != "midpoint":
+        raise ValueError("DPMSolverMultistepScheduler with solver_type='heun' is not reproduced (only 'midpoint').")
+    if order not in (1, 2, 3):
+        raise ValueError(f"solver_order must be 1, 2 or 3 (got {order}).")
+    T = int(cfg.get("num_train_timesteps", 1000))
+    ac32 = _alphas_cumprod32(cfg)
+    table32 = sp.sigma_table(ac32)
+    last = T - _clipped_index(ac32, float(cfg.get("lambda_min_clipped", -math.inf)))
+    kind = _grid_kind(cfg)
+    notes: list[str] = []
+    if kind is None:
+        ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "linspace"), steps, T, int(cfg.get("steps_offset", 0)),
+                                 extra_point=True, integer=True, last=last)
+        sig = np.interp(ts, np.arange(0, len(table32)), table32)
+    else:
+        sig = _converted(kind, float(table32[0]), float(table32[-1]), steps)
+        ts = sp.sigma_to_t(sig, table32)
+        if kind == "karras" and cfg.get("beta_schedule") != "squaredcos_cap_v2":
+            ts = ts.round()
+        ts = ts.astype(np.int64)  # diffusers casts to int64 (truncation) for the network
+        if len(ts) > 1 and ts[0] == ts[1]:
+            notes.append(f"The first timesteps repeat ({int(ts[0])}): diffusers' step counter then starts at the "
+                         "second one unless the pipeline sets a begin index; the explorer steps every σ once.")
+        notes.append(f"diffusers evaluates the network at integer timesteps while stepping the {kind} σ's "
+                     "(σ and t disagree slightly); reproduced.")
+    final = cfg.get("final_sigmas_type", "zero")
+    if final not in ("zero", "sigma_min"):
+        raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min' (got {final!r}).")
+    sig_last = 0.0 if final == "zero" else float(table32[0])
+    sigmas = np.concatenate([sig, [sig_last]]).astype(np.float32).astype(np.float64).tolist()
+    if final == "sigma_min":
+        notes.append(f"final_sigmas_type=sigma_min: the run stops at σ = {sig_last:.4g}, not at 0.")
+        if sigmas[-2] <= sigmas[-1]:
+            raise ValueError("final_sigmas_type=sigma_min with this grid repeats σ_min (a step of zero length "
+                             "that costs an evaluation); the explorer does not reproduce it.")
+    n = len(ts)
+    orders = _multistep_orders(n, order, bool(cfg.get("lower_order_final", True)), final == "zero")
+    solver = ("dpm-solver++" if algorithm == "dpmsolver++" else "dpm-solver-") + ("3m" if order == 3 else "2m")
+    return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders)), notes)
+
+
+def _clipped_index(ac32: torch.Tensor, lambda_min: float) -> int:
+    """How many of the smallest-λ training timesteps DPM-Solver drops (``lambda_min_clipped``)."""
+    if not math.isfinite(lambda_min):
+        return 0
+    lam = torch.log(ac32**0.5) - torch.log((1 - ac32) ** 0.5)
+    return int(torch.searchsorted(torch.flip(lam, [0]), lambda_min))
+
+
+def _multistep_orders(n: int, order: int, lower_final: bool, to_zero: bool) -> list[int]:
+    """diffusers' per-step orders: warm-up, then lowered in the last steps when N < 15 (or final zero)."""
+    out, done = [], 0
+    for i in range(n):
+        last = i == n - 1 and ((lower_final and n < 15) or to_zero)
+        second = i == n - 2 and lower_final and n < 15
+        if order == 1 or done < 1 or last:
+            k = 1
+        elif order == 2 or done < 2 or second:
+            k = 2
+        else:
+            k = 3
+        out.append(k)
+        done = min(done + 1, order)
+    return out
+
+
+# ------------------------------------------------------------------------ k-diffusion style
+def _k_style(cfg: dict, name: str, steps: int) -> Preset:
+    T = int(cfg.get("num_train_timesteps", 1000))
+    spacing = cfg.get("timestep_spacing", "linspace")
+    table32 = sp.sigma_table(_alphas_cumprod32(cfg))
+    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=False)
+    sig = np.interp(ts, np.arange(0, len(table32)), table32)
+    kind = _grid_kind(cfg)
+    if kind is not None:
+        lo = cfg.get("sigma_min") if cfg.get("sigma_min") is not None else sig[-1].item()
+        hi = cfg.get("sigma_max") if cfg.get("sigma_max") is not None else sig[0].item()
+        sig = _converted(kind, float(lo), float(hi), steps)
+        ts = sp.sigma_to_t(sig, table32)
+    final = cfg.get("final_sigmas_type", "zero") if name == "EulerDiscreteScheduler" else "zero"
+    notes: list[str] = []
+    sig_last = 0.0 if final == "zero" else float(table32[0])
+    if final == "sigma_min":
+        notes.append(f"final_sigmas_type=sigma_min: the run stops at σ = {sig_last:.4g}, not at 0.")
+    sigmas = np.concatenate([sig, [sig_last]]).astype(np.float32).astype(np.float64).tolist()
+    if spacing in ("linspace", "trailing"):
+        init = max(sigmas)
+    else:
+        init = math.sqrt(max(sigmas) ** 2 + 1)
+        notes.append("With leading spacing diffusers starts from sqrt(σ_max² + 1)·latents, not σ_max·latents; reproduced.")
+    solver = {"EulerDiscreteScheduler": "euler", "HeunDiscreteScheduler": "heun", "LMSDiscreteScheduler": "lms"}[name]
+    fields = dict(process="edm", sigma_schedule=None, scaling=None, solver=solver, sigmas=tuple(sigmas),
+                  timesteps=tuple(float(t) for t in ts.astype(np.float32)), init_sigma=init, final="zero",
+                  schedule_label=_label(cfg, steps))
+    return Preset(fields, notes)

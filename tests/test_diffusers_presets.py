@@ -1,0 +1,141 @@
+"""``--preset diffusers`` runs equal diffusers' own scheduler loops (float64, same latents, same NFE)."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from explorer.core.config import RunConfig  # noqa: E402
+from explorer.core.sampling import sample_steps  # noqa: E402
+from explorer.core.schedulers import apply_preset  # noqa: E402
+from explorer.models.diffusers_import import load_diffusers_folder  # noqa: E402
+
+TINY = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8,), down_block_types=("DownBlock2D",),
+            up_block_types=("UpBlock2D",), layers_per_block=1, norm_num_groups=4)
+MODELS = {  # the two tiny models of the issue: ε on a linear β table, v on the cosine one
+    "eps-linear": dict(prediction_type="epsilon", beta_schedule="linear"),
+    "v-cosine": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
+}
+SCHEDULERS = ["DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
+              "LMSDiscreteScheduler"]
+KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler"}
+STEPS = (10, 12, 20)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    return build_models(tmp_path_factory.mktemp)
+
+
+def build_models(mktemp) -> dict:
+    """The two tiny models, saved and reopened through the diffusers folder loader."""
+    out = {}
+    for i, (key, sched) in enumerate(MODELS.items()):
+        folder = mktemp(key)
+        torch.manual_seed(i)
+        unet = diffusers.UNet2DModel(**TINY)
+        with torch.no_grad():
+            for p in unet.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        unet.save_pretrained(folder)
+        diffusers.DDIMScheduler(clip_sample=False, **sched).save_config(folder)
+        den = load_diffusers_folder(folder).to(torch.float64)
+        out[key] = (den, unet.to(torch.float64).eval(), sched)
+    return out
+
+
+def scheduler(name: str, sched: dict, karras: bool):
+    cls = getattr(diffusers, name)
+    extra = {"clip_sample": False} if name == "DDIMScheduler" else {}
+    if karras:
+        extra["use_karras_sigmas"] = True
+    return cls(**sched, **extra)
+
+
+def to_float64(s) -> None:
+    """The diffusers loop in float64: its float32 tables widened (values unchanged), so its
+    arithmetic runs in float64 as ours does."""
+    for key, value in vars(s).items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and key != "timesteps":
+            setattr(s, key, value.to(torch.float64))
+    if hasattr(s, "final_alpha_cumprod"):
+        s.final_alpha_cumprod = torch.as_tensor(s.final_alpha_cumprod, dtype=torch.float64)
+
+
+class Float64Torch:
+    """``torch`` as a scheduler module sees it, with ``float32`` meaning float64.
+
+    Euler's and DPMSolverMultistep's ``step`` cast the state to float32 ("upcast", meant for
+    fp16), which in a float64 run rounds it to float32 every step; with this stand-in the
+    loop stays in float64 and the comparison is of the formulas, not of that rounding.
+    """
+
+    def __getattr__(self, name: str):
+        return torch.float64 if name == "float32" else getattr(torch, name)
+
+
+def diffusers_loop(unet, s, latents: torch.Tensor, steps: int, monkeypatch=None) -> tuple[torch.Tensor, int]:
+    if monkeypatch is not None:
+        monkeypatch.setattr(sys.modules[type(s).__module__], "torch", Float64Torch())
+    s.set_timesteps(steps)
+    if hasattr(s, "set_begin_index"):  # a repeated first timestep (cosine Karras) would else start at index 1
+        s.set_begin_index(0)
+    to_float64(s)
+    x = latents * s.init_noise_sigma
+    nfe = 0
+    with torch.no_grad():
+        for t in s.timesteps:
+            out = unet(s.scale_model_input(x, t), t).sample
+            nfe += 1
+            x = s.step(out, t, x).prev_sample
+    return x, nfe
+
+
+def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
+    base = RunConfig(dtype="float64", device="cpu", fast=False, batch=latents.shape[0])
+    config, _ = apply_preset("diffusers", {**s.config, "_class_name": type(s).__name__}, steps, base)
+    last = None
+    for last in sample_steps(den, config, noise=latents, record_evals=False):
+        pass
+    return last.x, last.nfe
+
+
+CASES = [(m, n, k, steps) for m in MODELS for n in SCHEDULERS for k in (False, True) if not k or n in KARRAS
+         for steps in STEPS]
+
+
+@pytest.mark.parametrize("model,name,karras,steps", CASES,
+                         ids=[f"{m}-{n[:-9]}-{'karras' if k else 'default'}-{s}" for m, n, k, s in CASES])
+def test_preset_equals_diffusers_loop(models, model, name, karras, steps, monkeypatch):
+    den, unet, sched = models[model]
+    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(steps), dtype=torch.float64)
+    ref, ref_nfe = diffusers_loop(unet, scheduler(name, sched, karras), latents, steps, monkeypatch)
+    ours, nfe = explorer_run(den, scheduler(name, sched, karras), latents, steps)
+    rel = float((ours - ref).norm() / ref.norm())
+    assert nfe == ref_nfe
+    assert rel < 1e-10, rel
+
+
+def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
+    """Without the stand-in, diffusers' Euler rounds the float64 state to float32 each step:
+    the runs then agree to float32 precision only (which is what users see)."""
+    den, unet, sched = models["eps-linear"]
+    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref, _ = diffusers_loop(unet, scheduler("EulerDiscreteScheduler", sched, False), latents, 10)
+    ours, _ = explorer_run(den, scheduler("EulerDiscreteScheduler", sched, False), latents, 10)
+    rel = float((ours - ref).norm() / ref.norm())
+    assert 1e-12 < rel < 1e-5
+
+
+@pytest.mark.parametrize("config,match", [
+    ({"_class_name": "UniPCMultistepScheduler"}, "does not reproduce UniPCMultistepScheduler yet"),
+    ({"_class_name": "FooScheduler"}, "does not know 'FooScheduler'"),
+    ({"_class_name": "DDIMScheduler", "clip_sample": True}, "clip_sample"),
+    ({"_class_name": "DDIMScheduler", "clip_sample": False, "timestep_spacing": "linspace"}, "t − 100"),
+])
+def test_unreproducible_configs_say_why(config, match):
+    with pytest.raises(ValueError, match=match):
+        apply_preset("diffusers", config, 10, RunConfig())
