@@ -54,6 +54,7 @@ VALID = {  # values every one of which runs with the base configuration, to keep
     "options": [{}, {"alpha": 0.5}, {"churn": 1.0, "s_noise": 1.003}],
     "sigmas": [None, [80.0, 10.0, 1.0, 0.0], [5.0, 0.5]], "timesteps": [None], "init_sigma": [None, 80.0],
     "orders": [None], "shift": [1.0, 3.0], "schedule_label": [None, "file"],
+    "guidance": [1.0], "guide": [None],
 }
 assert set(VALID) == set(FIELDS), set(FIELDS) ^ set(VALID)
 mutations = st.lists(st.sampled_from(FIELDS), min_size=1, max_size=3, unique=True).flatmap(

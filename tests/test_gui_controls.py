@@ -223,3 +223,24 @@ def test_reading_combo_values_keeps_none_alive(panel):
         panel.label_box.value()  # the "unconditional" item's value is None
         panel.denoiser_box.value_at(panel.denoiser_box.count() + 5)
     assert sys.getrefcount(None) > before - 1000
+
+
+def test_guidance_controls_need_a_class_for_classifier_free_guidance(qtbot):
+    from explorer.core.analytic import GaussianDenoiser
+
+    class Conditional(GaussianDenoiser):
+        label_dim = 3
+
+    model = ConfigModel(RunConfig(steps=6, batch=8), Conditional((2,), mean=0.0, std=0.5, name="cond"))
+    panel = ControlPanel(model)
+    qtbot.addWidget(panel)
+    assert not panel.guide_box.isEnabled()  # w = 1: no guidance, no guide to choose
+    panel.guidance_box.setValue(2.0)
+    assert_blocked(panel, "guidance", "needs a class")
+    set_combo(panel.label_box, 1)
+    assert_ok(panel)
+    assert model.config.guidance == 2.0 and model.config.guide is None and panel.guide_box.isEnabled()
+    panel._select_guide("ring")
+    assert model.config.guide == "ring"  # autoguidance by another model of the same shape
+    model.load(RunConfig(steps=6, guidance=1.5, guide="gaussian"))
+    assert panel.guide_box.value() == "gaussian" and panel.guidance_box.value() == 1.5

@@ -53,6 +53,18 @@ def add_run_arguments(parser: argparse.ArgumentParser, with_steps: bool = True) 
     r.add_argument("--dtype", choices=["float32", "float64"], default=_DEFAULTS.dtype)
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default=_DEFAULTS.device)
     r.add_argument("--no-fast", action="store_true", help="turn off the CUDA fast path (graph-replayed D, streamed steps)")
+    add_guidance_arguments(parser)
+
+
+def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
+    """--guidance W and --guide MODEL (explorer.core.guidance); they apply to every solver."""
+    g = parser.add_argument_group("guidance (every solver; NFE counts guided evaluations, each 2 network calls)")
+    g.add_argument("--guidance", type=float, default=_DEFAULTS.guidance, metavar="W",
+                   help="guidance scale w: D_guide + w (D - D_guide); 1 = none (default), 0 = the unconditional "
+                   "model under classifier-free guidance")
+    g.add_argument("--guide", metavar="MODEL", default=None,
+                   help="autoguidance: the weaker model as guide (e.g. fashion32-edm-guide or a file); "
+                   "without it, w != 1 is classifier-free guidance (needs --label and a conditional model)")
 
 
 OPTION_DEST = "option__"  # argparse destination prefix of the solvers' own options
@@ -101,6 +113,7 @@ def config_from_args(args: argparse.Namespace, **overrides: Any) -> RunConfig:
         nfe=nfe, final=args.final, lower_order_final=not args.no_lower_order_final,
         seed=args.seed, batch=args.batch, label=args.label,
         dtype=args.dtype, device=args.device, epsilon_s=args.epsilon_s, fast=not getattr(args, "no_fast", False),
+        guidance=getattr(args, "guidance", _DEFAULTS.guidance), guide=getattr(args, "guide", None),
     )
     fields.update(overrides)
     fields.setdefault("options", options_from_args(args, fields["solver"]))

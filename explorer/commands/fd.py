@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from explorer.commands.common import add_guidance_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier", default=None, help="classifier .safetensors (default: the shipped one)")
     p.add_argument("--samples", metavar="DIR", help="score the samples of a `generate` folder instead of sampling here")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST idx files, if the reference statistics must be computed")
+    p.add_argument("--label", type=int, default=None, help="class for a class-conditional model (default: unconditional)")
+    add_guidance_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if steps is None and nfe is None:
         nfe = 35
     config = RunConfig(process=args.process, disc=args.disc or args.process, solver=args.solver, steps=steps, nfe=nfe,
-                       seed=args.seed, batch=min(args.batch, args.num), device=device.type)
+                       seed=args.seed, batch=min(args.batch, args.num), device=device.type, label=args.label,
+                       guidance=args.guidance, guide=args.guide)
     if args.data_dir is not None:
         reference_statistics(data_dir=args.data_dir, device=device)
     start = time.time()

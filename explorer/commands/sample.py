@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         from explorer.export.grids import sample_grid
 
         save_image(sample_grid(traj.samples, denoiser.data_range, scale=grid_scale(traj.samples)), args.grid)
-    print(f"{config.solver}: {traj.num_steps} steps, NFE {traj.nfe}, saved {out}", file=sys.stderr)
+    guided = f" (guided, w = {config.guidance:g}: up to 2 network calls per evaluation)" if config.guidance != 1.0 else ""
+    print(f"{config.solver}: {traj.num_steps} steps, NFE {traj.nfe}{guided}, saved {out}", file=sys.stderr)
     return 0
 
 

@@ -66,6 +66,11 @@ class RunConfig:
     device: str = "auto"
     epsilon_s: float = 1e-3
     fast: bool = True  # on CUDA: D replayed as CUDA graphs, states streamed to the host (explorer.core.fast)
+    # Guidance (explorer.core.guidance): D_w = D_guide + w (D − D_guide), for every solver.
+    # guide None: classifier-free guidance (the guide is the model with the null label);
+    # a model name or file: autoguidance by that weaker model. w = 1 is no guidance.
+    guidance: float = 1.0
+    guide: Optional[str] = None
     # --- explicit grids and scheduler presets (issue #12; explorer.core.grids, explorer.core.schedulers) ---
     sigmas: Optional[tuple[float, ...]] = None  # the σ grid itself (last may be 0); replaces disc, steps, σ range
     timesteps: Optional[tuple[float, ...]] = None  # the network's timestep at each positive σ (discrete models)
@@ -163,6 +168,7 @@ class RunConfig:
             _integer("class label", self.label, 0)
         if not (1e-8 <= self.epsilon_s < 1):
             raise ValueError(f"ε_s must lie in [1e-8, 1) (got {self.epsilon_s:g}).")
+        check_guidance(self.guidance, self.guide)
         from explorer.core.grids import validate_grid_fields
 
         validate_grid_fields(self)
@@ -320,3 +326,12 @@ def _positive_finite(what: str, value: Any) -> None:
 def _integer(what: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{what} must be an integer of at least {minimum} (got {value!r}).")
+
+
+def check_guidance(scale: object, guide: object) -> None:
+    """Guidance fields (explorer.core.guidance, which needs torch; this check does not): the guide's
+    existence is checked when it is loaded."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"The guidance scale w must be a finite number ≥ 0 (got {scale!r}; 1 = no guidance).")
+    if guide is not None and (not isinstance(guide, str) or not guide.strip()):
+        raise ValueError(f"The guide must name a model (a shipped name or a file), or be empty (got {guide!r}).")

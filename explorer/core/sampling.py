@@ -26,6 +26,7 @@ from explorer.core.events import StepEvent
 from explorer.core import fast as F
 from explorer.core.grids import initial_scale, with_grid_timesteps
 from explorer.core.fast import FastOptions, fast_denoiser, graphs_available, module_tensors
+from explorer.core.guidance import guided, load_guide, needs_guide
 from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.plan import plan_run
 from explorer.core.solvers import SolverInfo, get_solver
@@ -65,16 +66,42 @@ def make_plan(denoiser: Denoiser, config: RunConfig) -> Plan:
     return plan_run(config, (denoiser.sigma_min, denoiser.sigma_max), rounding)
 
 
-def _labels(denoiser: Denoiser, config: RunConfig, batch: int, device: torch.device, dtype: torch.dtype) -> Optional[torch.Tensor]:
-    if denoiser.label_dim <= 0:
+def _labels(
+    denoiser: Denoiser, config: RunConfig, batch: int, device: torch.device, dtype: torch.dtype,
+    classes: Optional[torch.Tensor] = None,
+) -> Optional[torch.Tensor]:
+    """One-hot ``[B, label_dim]`` rows of the run's class (or of per-sample ``classes``), None
+    for an unconditional run (the network then gets the null label)."""
+    if denoiser.label_dim <= 0:  # config.label of an unconditional model is ignored, as it always was
+        if classes is not None:
+            raise ValueError(f"{denoiser.name} is not class-conditional; it takes no class labels.")
         return None
-    if config.label is None:
+    if classes is not None:
+        classes = torch.as_tensor(classes, device=device).long().reshape(-1)
+        if classes.shape[0] != batch:
+            raise ValueError(f"{classes.shape[0]} class labels were given for a batch of {batch}.")
+    elif config.label is None:
         return None
-    if config.label >= denoiser.label_dim:
-        raise ValueError(f"Class {config.label} is out of range: the denoiser has {denoiser.label_dim} classes.")
-    labels = torch.zeros(batch, denoiser.label_dim, device=device, dtype=dtype)
-    labels[:, config.label] = 1
-    return labels
+    else:
+        classes = torch.full((batch,), config.label, dtype=torch.long, device=device)
+    if bool(((classes < 0) | (classes >= denoiser.label_dim)).any()):
+        raise ValueError(f"Class {int(classes.max())} is out of range: the denoiser has {denoiser.label_dim} classes.")
+    return torch.nn.functional.one_hot(classes, denoiser.label_dim).to(dtype)
+
+
+def guided_model(
+    denoiser: Denoiser, config: RunConfig, device: torch.device, dtype: torch.dtype,
+    fast: Optional[FastOptions] = None, guide: Optional[Denoiser] = None,
+) -> Denoiser:
+    """The D the solver calls: the denoiser (graph-replayed on the fast path), wrapped by the
+    config's guidance (:mod:`explorer.core.guidance`); ``guide`` overrides loading ``config.guide``."""
+    model = network_for(denoiser, config, device, fast)
+    if guide is None and needs_guide(config.guidance, config.guide):
+        guide = load_guide(config.guide, device)
+    if guide is not None and config.guidance != 1.0:
+        _move(guide, device, dtype)
+        guide = network_for(guide, config, device, fast)
+    return guided(model, config.guidance, guide if config.guidance != 1.0 else None)
 
 
 def _move(denoiser: Denoiser, device: torch.device, dtype: torch.dtype) -> Denoiser:
@@ -109,6 +136,8 @@ def sample_steps(
     fast: Optional[FastOptions] = None,
     to_host: Optional[bool] = None,
     lookahead: int = 2,
+    labels: Optional[torch.Tensor] = None,
+    guide: Optional[Denoiser] = None,
 ) -> Iterator[StepEvent]:
     """Run the configured solver, yielding the initial state then every step.
 
@@ -124,6 +153,9 @@ def sample_steps(
         to_host: hand out events whose tensors are already host copies (default: when the
             fast path is on). On the CPU there is nothing to copy.
         lookahead: how many steps the solver may run ahead of the events handed out.
+        labels: per-sample class indices ``[B]`` for a class-conditional denoiser, instead of
+            the one class ``config.label`` (the FD sweep draws every class in one batch).
+        guide: the autoguidance guide as a denoiser, instead of loading ``config.guide``.
     """
     info = get_solver(config.solver)
     device, dtype = resolve_device(config.device), run_dtype(config)
@@ -135,10 +167,10 @@ def sample_steps(
     if tuple(latents.shape[1:]) != tuple(denoiser.shape):
         raise ValueError(f"Noise of shape {tuple(latents.shape)} does not fit the denoiser's samples {tuple(denoiser.shape)}.")
     _move(denoiser, device, dtype)
-    model = network_for(denoiser, config, device, fast)
+    model = guided_model(denoiser, config, device, dtype, fast, guide)
     t0 = plan.t[0]
     x0 = latents.to(device=device, dtype=dtype) * initial_scale(plan, config)
-    labels = _labels(denoiser, config, batch, device, dtype)
+    labels = _labels(denoiser, config, batch, device, dtype, labels)
 
     def context() -> SolverContext:
         return SolverContext(
@@ -269,6 +301,8 @@ def final_samples(
     config: RunConfig,
     noise: Optional[torch.Tensor] = None,
     fast: Optional[FastOptions] = None,
+    labels: Optional[torch.Tensor] = None,
+    guide: Optional[Denoiser] = None,
 ) -> torch.Tensor:
     """Run to completion keeping only the final samples ``x_N / s(t_N)``, on the run's device.
 
@@ -276,7 +310,8 @@ def final_samples(
     the number of steps (FD, ``generate``, preview grids).
     """
     last = None
-    for last in sample_steps(denoiser, config, noise=noise, record_evals=False, fast=fast, to_host=False):
+    for last in sample_steps(denoiser, config, noise=noise, record_evals=False, fast=fast, to_host=False,
+                             labels=labels, guide=guide):
         pass
     return last.x / last.scale
 

@@ -286,5 +286,9 @@ def load_checkpoint(path: PathLike, device: Union[str, torch.device] = "cpu",
         _check_sigma_range(net, meta, path)
     if dtype is not None:
         net = net.to(dtype)
+    if net.label_dim and meta.get("dataset") == "fashion-mnist-train":  # the class picker shows names
+        from explorer.train.datasets import FASHION_CLASSES
+
+        net.label_names = list(FASHION_CLASSES[: net.label_dim])
     net.eval().requires_grad_(False)
     return net

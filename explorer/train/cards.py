@@ -15,6 +15,7 @@ from explorer.core.config import RunConfig
 from explorer.core.files import write_text
 from explorer.models.checkpoint import load_checkpoint, read_checkpoint_metadata
 from explorer.core.sampling import final_samples
+from explorer.train import fd_tables
 from explorer.train.preview import save_grid
 
 DATA_NOTES = {
@@ -33,8 +34,41 @@ DATA_NOTES = {
 }
 
 
+def quality_section(path: Path, meta: dict) -> list[str]:
+    """The card's measured quality: the FD tables of ``benchmarks/fd_sweep.py`` stored beside the
+    checkpoint (``<name>.fd.json``, ``<name>.guidance.json``, put there by its ``publish`` mode),
+    or the commands that make them. Only Fashion models: the FD classifier knows Fashion-MNIST."""
+    if meta.get("dataset") != "fashion-mnist-train":
+        return []
+    lines = ["## Quality against NFE, for every solver", ""]
+    solvers, guidance = path.with_name(f"{path.stem}.fd.json"), path.with_name(f"{path.stem}.guidance.json")
+    if solvers.is_file():
+        lines += [fd_tables.render(fd_tables.load(solvers)), f"![FD against NFE]({solvers.with_suffix('.png').name})", ""]
+    else:
+        lines += ["Not measured yet: `python3 benchmarks/fd_sweep.py solvers --model "
+                  f"{path.stem} --dest OUT`, then `python3 benchmarks/fd_sweep.py publish OUT`.", ""]
+    if int(meta.get("label_dim") or 0):
+        lines += ["## Guidance: FD and classifier accuracy against w", ""]
+        if guidance.is_file():
+            lines += [fd_tables.render(fd_tables.load(guidance)), f"![guidance]({guidance.with_suffix('.png').name})", ""]
+        else:
+            lines += ["Not measured yet: `python3 benchmarks/fd_sweep.py guidance --model "
+                      f"{path.stem} --dest OUT`, then `python3 benchmarks/fd_sweep.py publish OUT`.", ""]
+    return lines
+
+
+def heun35_fd(path: Path) -> Optional[float]:
+    """Heun at 35 NFE from the stored solver table, if measured."""
+    table = path.with_name(f"{path.stem}.fd.json")
+    if not table.is_file():
+        return None
+    rows = fd_tables.load(table)["rows"]
+    return next((r["fd"] for r in rows if r["solver"] == "heun" and r["nfe"] == 35 and r.get("fd") is not None), None)
+
+
 def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
-    """The Markdown of one card."""
+    """The Markdown of one card (``fd``: Heun 35 NFE; default: from the stored solver table)."""
+    fd = heun35_fd(path) if fd is None else fd
     train = meta.get("train", {})
     arch = {k: v for k, v in meta["arch"].items() if k != "class"}
     data, licence = DATA_NOTES.get(meta["dataset"], (meta["dataset"], "see the data set's source"))
@@ -86,7 +120,7 @@ def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
         f"`{path.stem}.log.txt`); this card by `python -m explorer.train.cards`.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines[:-3] + quality_section(path, meta) + lines[-3:])
 
 
 def write_card(path: Path, fd: Optional[float] = None, count: int = 64, grid: bool = True) -> Path:

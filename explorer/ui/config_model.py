@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, Signal
 
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
+from explorer.core.guidance import check_fits
 from explorer.core.sampling import make_plan, resolve_device
 from explorer.core.solvers import SOLVERS, Option, all_options
 from explorer.core.solvers.context import Plan
@@ -89,6 +90,7 @@ def check(values: dict[str, Any], denoiser: Denoiser) -> Checked:
         resolve_device(config.device)
         if config.label is not None and denoiser.label_dim and config.label >= denoiser.label_dim:
             raise ValueError(f"Class {config.label} is out of range: the denoiser has {denoiser.label_dim} classes.")
+        check_fits(denoiser, config.guidance, config.guide, config.label)
         plan = make_plan(denoiser, config)
     except (ValueError, TypeError, OverflowError, ZeroDivisionError) as err:
         return Checked(None, None, None, str(err))

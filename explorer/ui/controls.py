@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from explorer.core.discretization import DISCRETIZATIONS, FINALS
 from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 from explorer.core.solvers import SOLVERS, Option, all_options, get_solver
-from explorer.models.loader import label_names
+from explorer.models.loader import label_names, shipped_checkpoints
 from explorer.session.status import RunStatus
 from explorer.ui.config_model import BUDGET, ConfigModel, Invalid, active_options, option_field
 from explorer.ui.widgets import DataCombo
@@ -193,7 +193,28 @@ class ControlPanel(QWidget):
         self._bind(form, "Class", "label", self.label_box, self.label_box.value,
                    lambda v: _set_combo(self.label_box, v), self.label_box.currentIndexChanged,
                    applies=lambda: self.model.denoiser.label_dim > 0)
+        self._guidance_rows(form)
         return group
+
+    def _guidance_rows(self, form: QFormLayout) -> None:
+        """Guidance scale w and the guide (explorer.core.guidance): run-level, for every solver."""
+        self.guidance_box = _double(0.0, 20.0, 2, 0.25)
+        self.guidance_box.setToolTip("D_guide + w (D − D_guide); 1 = no guidance, 0 = the unconditional model "
+                                     "(classifier-free). Each guided evaluation costs 2 network calls.")
+        self._bind(form, "Guidance w", "guidance", self.guidance_box, self.guidance_box.value,
+                   lambda v: self.guidance_box.setValue(float(v)), self.guidance_box.valueChanged)
+        self.guide_box = _combo([("classifier-free (null label)", None)]
+                                + [(name, name) for name in shipped_checkpoints() if name.endswith(("-early", "-guide"))])
+        self.guide_box.setToolTip("The guide: the model itself given the null label, or a weaker snapshot "
+                                  "(EDM2's autoguidance)")
+        self._bind(form, "Guide", "guide", self.guide_box, self.guide_box.value,
+                   lambda v: self._select_guide(v), self.guide_box.currentIndexChanged,
+                   applies=lambda: self.model.value("guidance") != 1.0)
+
+    def _select_guide(self, name: Optional[str]) -> None:
+        if name is not None and self.guide_box.find(name) < 0:
+            self.guide_box.add(_short(name), name, tooltip=name)
+        _set_combo(self.guide_box, name)
 
     def _process_group(self) -> QGroupBox:
         group, form = self._form("Process and time steps")
@@ -556,7 +577,9 @@ class ControlPanel(QWidget):
             self.nfe_label.setText("adaptive (counted while running)")
         else:
             steps = model.plan.n_steps + (model.config.final == "denoise") if model.plan else None
-            self.nfe_label.setText(f"{model.nfe}   ({steps} steps)")
+            single = model.config.guidance == 1.0 or (model.config.guide is None and model.config.guidance == 0.0)
+            calls = "" if single else "; guided: 2 network calls each"
+            self.nfe_label.setText(f"{model.nfe}   ({steps} steps{calls})")
         if model.plan is not None:
             lo, hi = model.plan.sigma_range
             self.sigma_min_edit.setPlaceholderText(f"default {lo:.4g}")
