@@ -105,6 +105,12 @@ def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tenso
     return last.x, last.nfe
 
 
+REFUSED = {  # what the tiny-model table leaves out, and why (the messages are tested below)
+    "DPMSolverSinglestepScheduler": "its order-k steps take their nodes at the grid's own points",
+    "KDPM2DiscreteScheduler": "no k-diffusion DPM-2 in the solver registry",
+    "PNDMScheduler (v prediction)": "Adams–Bashforth over the raw v outputs",
+    "PNDMScheduler (skip_prk_steps=false)": "Runge–Kutta midpoints at integer timesteps",
+}
 EPS_ONLY = {"PNDMScheduler"}  # v prediction refused (test_unreproducible_configs_say_why says why)
 CASES = [(m, n, k, steps) for m in MODELS for n in SCHEDULERS for k in (False, True) if not k or n in KARRAS
          for steps in STEPS if m == "eps-linear" or n not in EPS_ONLY]
