@@ -43,7 +43,8 @@ def main() -> None:
     torch.set_num_threads(1)
 
     models = h.build_models(lambda name: Path(tempfile.mkdtemp(prefix=name)))
-    lines = ["| model | scheduler | preset | N | relative error | NFE (explorer / diffusers) |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| model | scheduler | preset | N | relative error | NFE (explorer / diffusers) | note |",
+             "|---|---|---|---:|---:|---:|---|"]
     for model, name, karras, steps in h.CASES:
         den, unet, sched = models[model]
         latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(steps), dtype=torch.float64)
@@ -54,8 +55,12 @@ def main() -> None:
             patch.restore()
         ours, nfe = h.explorer_run(den, h.scheduler(name, sched, karras), latents, steps)
         rel = float((ours - ref).norm() / ref.norm())
-        lines.append(f"| {model} | {name} | {'karras' if karras else 'default'} | {steps} | {rel:.2e} | {nfe} / {ref_nfe} |")
+        note = "diffusers' last step has length 0 (left out)" if h.zero_length_steps(name, karras) else ""
+        lines.append(f"| {model} | {name} | {'karras' if karras else 'default'} | {steps} | {rel:.2e} | {nfe} / {ref_nfe} "
+                     f"| {note} |")
         print(lines[-1], flush=True)
+    lines += ["", "Not reproduced (the preset refuses with the cause): " + "; ".join(
+        f"{n}: {why}" for n, why in h.REFUSED.items())]
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "diffusers_parity.md").write_text("\n".join(lines) + "\n")

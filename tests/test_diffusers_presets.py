@@ -20,8 +20,10 @@ MODELS = {  # the two tiny models of the issue: ε on a linear β table, v on th
     "v-cosine": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
 }
 SCHEDULERS = ["DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
-              "LMSDiscreteScheduler"]
-KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler"}
+              "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "PNDMScheduler"]
+KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
+          "UniPCMultistepScheduler", "DEISMultistepScheduler"}
+EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True}}
 STEPS = (10, 12, 20)
 
 
@@ -49,7 +51,7 @@ def build_models(mktemp) -> dict:
 
 def scheduler(name: str, sched: dict, karras: bool):
     cls = getattr(diffusers, name)
-    extra = {"clip_sample": False} if name == "DDIMScheduler" else {}
+    extra = dict(EXTRA.get(name, {}))
     if karras:
         extra["use_karras_sigmas"] = True
     return cls(**sched, **extra)
@@ -103,8 +105,15 @@ def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tenso
     return last.x, last.nfe
 
 
+REFUSED = {  # what the tiny-model table leaves out, and why (the messages are tested below)
+    "DPMSolverSinglestepScheduler": "its order-k steps take their nodes at the grid's own points",
+    "KDPM2DiscreteScheduler": "no k-diffusion DPM-2 in the solver registry",
+    "PNDMScheduler (v prediction)": "Adams–Bashforth over the raw v outputs",
+    "PNDMScheduler (skip_prk_steps=false)": "Runge–Kutta midpoints at integer timesteps",
+}
+EPS_ONLY = {"PNDMScheduler"}  # v prediction refused (test_unreproducible_configs_say_why says why)
 CASES = [(m, n, k, steps) for m in MODELS for n in SCHEDULERS for k in (False, True) if not k or n in KARRAS
-         for steps in STEPS]
+         for steps in STEPS if m == "eps-linear" or n not in EPS_ONLY]
 
 
 @pytest.mark.parametrize("model,name,karras,steps", CASES,
@@ -115,8 +124,41 @@ def test_preset_equals_diffusers_loop(models, model, name, karras, steps, monkey
     ref, ref_nfe = diffusers_loop(unet, scheduler(name, sched, karras), latents, steps, monkeypatch)
     ours, nfe = explorer_run(den, scheduler(name, sched, karras), latents, steps)
     rel = float((ours - ref).norm() / ref.norm())
-    assert nfe == ref_nfe
+    assert nfe == ref_nfe - zero_length_steps(name, karras)
     assert rel < 1e-10, rel
+
+
+def zero_length_steps(name: str, karras: bool) -> int:
+    """Evaluations diffusers spends on steps that do not move, which the explorer's strictly
+    decreasing grids leave out (its run stops one evaluation earlier, same final state):
+    DEIS on a Karras grid repeats σ_min as its last σ (``np.concatenate([sigmas, sigmas[-1:]])``);
+    PNDM with set_alpha_to_one=false (its default) and steps_offset=0 ends with a step from
+    t = 0 to ᾱ_0, i.e. from σ(t=0) to itself."""
+    return int((name == "DEISMultistepScheduler" and karras) or name == "PNDMScheduler")
+
+
+def test_deis_karras_last_step_is_zero_length(models):
+    """The documented gap of ``zero_length_steps``: diffusers' grid, and the preset's note."""
+    _, _, sched = models["eps-linear"]
+    s = scheduler("DEISMultistepScheduler", sched, True)
+    s.set_timesteps(10)
+    assert len(s.timesteps) == 10 and float(s.sigmas[-1]) == float(s.sigmas[-2]) > 0
+    config, notes = apply_preset("diffusers", {**s.config, "_class_name": "DEISMultistepScheduler"}, 10, RunConfig())
+    assert config.steps == 9 and config.sigmas[-1] == pytest.approx(float(s.sigmas[-1]), rel=1e-7)
+    assert any("zero length" in n for n in notes)
+
+
+@pytest.mark.parametrize("offset,alpha_to_one", [(1, False), (0, True)])
+def test_pndm_without_zero_length_step_costs_the_same(models, offset, alpha_to_one):
+    """PNDM configs whose last step moves (SD's steps_offset=1, or set_alpha_to_one): NFE equal."""
+    den, unet, sched = models["eps-linear"]
+    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    make = lambda: diffusers.PNDMScheduler(**sched, skip_prk_steps=True, steps_offset=offset,  # noqa: E731
+                                           set_alpha_to_one=alpha_to_one)
+    ref, ref_nfe = diffusers_loop(unet, make(), latents, 10)
+    ours, nfe = explorer_run(den, make(), latents, 10)
+    assert nfe == ref_nfe == 11
+    assert float((ours - ref).norm() / ref.norm()) < 1e-10
 
 
 def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
@@ -131,7 +173,16 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
 
 
 @pytest.mark.parametrize("config,match", [
-    ({"_class_name": "UniPCMultistepScheduler"}, "does not reproduce UniPCMultistepScheduler yet"),
+    ({"_class_name": "DPMSolverSinglestepScheduler"}, "nodes are the grid's own points"),
+    ({"_class_name": "KDPM2DiscreteScheduler"}, "k-diffusion's DPM2 step"),
+    ({"_class_name": "PNDMScheduler"}, "Runge–Kutta midpoints at the integer timesteps"),
+    ({"_class_name": "PNDMScheduler", "skip_prk_steps": False}, "skip_prk_steps to true"),
+    ({"_class_name": "PNDMScheduler", "skip_prk_steps": True, "prediction_type": "v_prediction"},
+     "converts the sum to ε"),
+    ({"_class_name": "UniPCMultistepScheduler", "solver_type": "bh1"}, "divides by zero at σ = 0"),
+    ({"_class_name": "UniPCMultistepScheduler", "disable_corrector": [1]}, "disable_corrector"),
+    ({"_class_name": "UniPCMultistepScheduler", "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
+     "repeat of σ_min"),
     ({"_class_name": "FooScheduler"}, "does not know 'FooScheduler'"),
     ({"_class_name": "DDIMScheduler", "clip_sample": True}, "clip_sample"),
     ({"_class_name": "DDIMScheduler", "clip_sample": False, "timestep_spacing": "linspace"}, "t − 100"),

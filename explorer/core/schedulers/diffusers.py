@@ -31,14 +31,17 @@ import torch
 
 from explorer.core.schedulers import spacing as sp
 
-VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler")
+VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
+            "PNDMScheduler")
 K_STYLE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler")
-WAITING = {  # what reproducing them still needs
-    "DPMSolverSinglestepScheduler": "singlestep steps whose nodes are the grid's own points (not λ midpoints)",
-    "KDPM2DiscreteScheduler": "k-diffusion's DPM2 solver",
-    "UniPCMultistepScheduler": "a preset mapping onto the unipc-k solver (orders, corrector, final σ)",
-    "DEISMultistepScheduler": "a preset mapping onto the deis-k solver, and a repeated final σ (Karras)",
-    "PNDMScheduler": "a preset mapping onto the pndm/plms solvers (PRK warm-up timesteps)",
+WAITING = {  # why the explorer cannot walk their loops (yet)
+    "DPMSolverSinglestepScheduler": "singlestep steps whose intermediate nodes are the grid's own points (a step of "
+                                    "order k spans k grid intervals), while the explorer's dpm-solver-2/3 and "
+                                    "++2s/3s place their nodes at fixed λ fractions (½; ⅓, ⅔) inside one interval",
+    "KDPM2DiscreteScheduler": "k-diffusion's DPM2 step (a midpoint at the geometric mean σ, interpolated in log σ "
+                              "onto the network's timesteps, each step 2 evaluations), which the explorer's "
+                              "solver registry does not have (dpm-solver-2 takes its node at the λ midpoint of the "
+                              "VP ODE)",
 }
 SUPPORTED = VP_SPACE + K_STYLE
 
@@ -78,6 +81,12 @@ def diffusers_fields(cfg: dict, steps: int) -> Preset:
         return _ddim(cfg, steps)
     if name == "DPMSolverMultistepScheduler":
         return _dpm_multistep(cfg, steps)
+    if name == "UniPCMultistepScheduler":
+        return _unipc(cfg, steps)
+    if name == "DEISMultistepScheduler":
+        return _deis(cfg, steps)
+    if name == "PNDMScheduler":
+        return _pndm(cfg, steps)
     return _k_style(cfg, name, steps)
 
 
@@ -132,28 +141,66 @@ def _vp_space(cfg: dict, steps: int, solver: str, sigmas: list[float], timesteps
                 schedule_label=_label(cfg, steps), **extra)
 
 
-def _ddim(cfg: dict, steps: int) -> Preset:
+def _jump_grid(cfg: dict, steps: int, name: str, ts: np.ndarray) -> tuple[np.ndarray, list[float], list[str]]:
+    """σ's of a scheduler that steps from t to t − ⌊T/N⌋ (DDIM, PNDM), its last step to
+    ``final_alpha_cumprod`` (σ = 0 with set_alpha_to_one, else σ(t=0))."""
     T = int(cfg.get("num_train_timesteps", 1000))
-    spacing = cfg.get("timestep_spacing", "leading")
-    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=True)
     jump = T // steps
     prev = ts - jump
     if any(int(p) != int(n) for p, n in zip(prev[:-1], ts[1:])):
-        raise ValueError(f"diffusers' DDIM steps from t to t − {jump}, which with timestep_spacing={spacing!r} and "
-                         f"{steps} steps is not the next timestep; the explorer cannot follow that loop (use 'leading').")
+        raise ValueError(f"diffusers' {name} steps from t to t − {jump}, which with timestep_spacing="
+                         f"{cfg.get('timestep_spacing', 'leading')!r} and {steps} steps is not the next timestep; "
+                         "the explorer cannot follow that loop (use 'leading').")
     ac = _alphas_cumprod32(cfg).to(torch.float64)
     table = ((1 - ac) / ac).sqrt()
     sigmas = [float(table[int(t)]) for t in ts]
     notes = []
     if prev[-1] >= 0:
         sigmas.append(float(table[int(prev[-1])]))
-        notes.append(f"diffusers' DDIM stops at t = {int(prev[-1])} (σ = {sigmas[-1]:.4g}), not at σ = 0.")
+        ts = np.concatenate([ts, prev[-1:]])
+        notes.append(f"diffusers' {name} stops at t = {int(prev[-1])} (σ = {sigmas[-1]:.4g}), not at σ = 0.")
     elif cfg.get("set_alpha_to_one", True):
         sigmas.append(0.0)
+    elif int(ts[-1]) == 0:
+        notes.append(f"set_alpha_to_one=false with a last timestep of 0: diffusers' last {name} step goes from "
+                     "σ(t=0) to σ(t=0), a step of zero length that costs an evaluation and leaves the state "
+                     "unchanged; the explorer stops at σ(t=0) one evaluation earlier, with the same final state.")
     else:
         sigmas.append(float(table[0]))
+        ts = np.concatenate([ts, [0]])
         notes.append(f"set_alpha_to_one=false: the last step goes to σ = σ(t=0) = {sigmas[-1]:.4g}, not 0.")
+    return ts, sigmas, notes
+
+
+def _ddim(cfg: dict, steps: int) -> Preset:
+    T = int(cfg.get("num_train_timesteps", 1000))
+    spacing = cfg.get("timestep_spacing", "leading")
+    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=True)
+    ts, sigmas, notes = _jump_grid(cfg, steps, "DDIM", ts)
     return Preset(_vp_space(cfg, steps, "ddim", sigmas, ts.tolist()), notes)
+
+
+def _pndm(cfg: dict, steps: int) -> Preset:
+    """PNDMScheduler with skip_prk_steps is PLMS on the DDIM-like grid (N + 1 evaluations)."""
+    if not cfg.get("skip_prk_steps", False):
+        raise ValueError("PNDMScheduler with skip_prk_steps=false evaluates its Runge–Kutta midpoints at the integer "
+                         "timesteps t − ⌊T/N/2⌋, which are not the σ midpoints the explorer's pndm takes; set "
+                         "skip_prk_steps to true (the explorer's plms).")
+    if _grid_kind(cfg) is not None:
+        raise ValueError("PNDMScheduler has no Karras, exponential or beta σ's.")
+    if cfg.get("prediction_type", "epsilon") != "epsilon":
+        raise ValueError(f"PNDMScheduler with prediction_type={cfg['prediction_type']!r} combines the raw network "
+                         "outputs of earlier steps and converts the sum to ε with the current step's ᾱ and state, "
+                         "which is not the Adams–Bashforth step in ε the explorer's plms takes; only 'epsilon' is "
+                         "reproduced.")
+    T = int(cfg.get("num_train_timesteps", 1000))
+    spacing = cfg.get("timestep_spacing", "leading")
+    if spacing == "trailing":
+        raise ValueError("PNDMScheduler with timestep_spacing='trailing' is not reproduced (its steps skip t − ⌊T/N⌋).")
+    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=True)
+    ts, sigmas, notes = _jump_grid(cfg, steps, "PNDM", ts)
+    notes.append("PNDM's first timestep is evaluated twice (a Heun step); the explorer's plms does the same.")
+    return Preset(_vp_space(cfg, steps, "plms", sigmas, ts.tolist()), notes)
 
 
 def _dpm_multistep(cfg: dict, steps: int) -> Preset:
@@ -166,10 +213,27 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
         raise ValueError("DPMSolverMultistepScheduler with solver_type='heun' is not reproduced (only 'midpoint').")
     if order not in (1, 2, 3):
         raise ValueError(f"solver_order must be 1, 2 or 3 (got {order}).")
+    ts, sigmas, notes = _multistep_grid(cfg, steps, "DPMSolverMultistepScheduler")
+    final = cfg.get("final_sigmas_type", "zero")
+    n = len(sigmas) - 1
+    orders = _multistep_orders(n, order, bool(cfg.get("lower_order_final", True)), final == "zero")
+    solver = ("dpm-solver++" if algorithm == "dpmsolver++" else "dpm-solver-") + ("3m" if order == 3 else "2m")
+    return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders)), notes)
+
+
+def _multistep_grid(cfg: dict, steps: int, name: str) -> tuple[np.ndarray, list[float], list[str]]:
+    """Timesteps and σ's (last included) of diffusers' VP multistep schedulers.
+
+    DPMSolverMultistep, UniPC and DEIS share the spacing; they differ in how a Karras grid
+    is put on the network's timesteps (DPMSolverMultistep rounds it except for cosine
+    β's, UniPC and DEIS always round) and in the last σ (DEIS: σ(t=0) on the spaced grid,
+    a repeat of σ_min on a converted one; the others: ``final_sigmas_type``).
+    """
     T = int(cfg.get("num_train_timesteps", 1000))
     ac32 = _alphas_cumprod32(cfg)
     table32 = sp.sigma_table(ac32)
-    last = T - _clipped_index(ac32, float(cfg.get("lambda_min_clipped", -math.inf)))
+    clip = float(cfg.get("lambda_min_clipped", -math.inf)) if name == "DPMSolverMultistepScheduler" else -math.inf
+    last = T - _clipped_index(ac32, clip)
     kind = _grid_kind(cfg)
     notes: list[str] = []
     if kind is None:
@@ -179,7 +243,7 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
     else:
         sig = _converted(kind, float(table32[0]), float(table32[-1]), steps)
         ts = sp.sigma_to_t(sig, table32)
-        if kind == "karras" and cfg.get("beta_schedule") != "squaredcos_cap_v2":
+        if kind == "karras" and (name != "DPMSolverMultistepScheduler" or cfg.get("beta_schedule") != "squaredcos_cap_v2"):
             ts = ts.round()
         ts = ts.astype(np.int64)  # diffusers casts to int64 (truncation) for the network
         if len(ts) > 1 and ts[0] == ts[1]:
@@ -187,20 +251,69 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
                          "second one unless the pipeline sets a begin index; the explorer steps every σ once.")
         notes.append(f"diffusers evaluates the network at integer timesteps while stepping the {kind} σ's "
                      "(σ and t disagree slightly); reproduced.")
-    final = cfg.get("final_sigmas_type", "zero")
-    if final not in ("zero", "sigma_min"):
-        raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min' (got {final!r}).")
-    sig_last = 0.0 if final == "zero" else float(table32[0])
+    if name == "DEISMultistepScheduler" and kind is not None:
+        notes.append(f"diffusers' DEIS ends the {kind} grid with a step of zero length (σ_min repeated) that costs "
+                     "an evaluation and leaves the state unchanged; the explorer stops at σ_min one evaluation "
+                     "earlier, with the same final state.")
+        return ts, np.asarray(sig).astype(np.float32).astype(np.float64).tolist(), notes
+    if name == "DEISMultistepScheduler":
+        final, sig_last = "sigma_min", float(table32[0])
+        ts = np.concatenate([ts, [0]])  # the timestep of σ(t=0) (never evaluated: the last point)
+    else:
+        final = cfg.get("final_sigmas_type", "zero")
+        if final not in ("zero", "sigma_min"):
+            raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min' (got {final!r}).")
+        sig_last = 0.0 if final == "zero" else float(sig[-1] if kind is not None and name != "DPMSolverMultistepScheduler"
+                                                       else table32[0])
+        if final == "sigma_min":
+            ts = np.concatenate([ts, [0]])
     sigmas = np.concatenate([sig, [sig_last]]).astype(np.float32).astype(np.float64).tolist()
     if final == "sigma_min":
-        notes.append(f"final_sigmas_type=sigma_min: the run stops at σ = {sig_last:.4g}, not at 0.")
+        notes.append(f"The run stops at σ = {sigmas[-1]:.4g}, not at 0 (as {name} does).")
         if sigmas[-2] <= sigmas[-1]:
-            raise ValueError("final_sigmas_type=sigma_min with this grid repeats σ_min (a step of zero length "
-                             "that costs an evaluation); the explorer does not reproduce it.")
-    n = len(ts)
-    orders = _multistep_orders(n, order, bool(cfg.get("lower_order_final", True)), final == "zero")
-    solver = ("dpm-solver++" if algorithm == "dpmsolver++" else "dpm-solver-") + ("3m" if order == 3 else "2m")
-    return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders)), notes)
+            raise ValueError(f"{name} with this grid ends on a repeat of σ_min: a step of zero length that "
+                             "costs an evaluation and leaves the state unchanged, which the explorer's strictly "
+                             "decreasing σ grids cannot hold.")
+    return ts, sigmas, notes
+
+
+def _unipc(cfg: dict, steps: int) -> Preset:
+    """UniPCMultistepScheduler: UniP-k with UniC after every step but the last."""
+    order = int(cfg.get("solver_order", 2))
+    if order not in (1, 2, 3):
+        raise ValueError(f"solver_order must be 1, 2 or 3 (got {order}).")
+    variant = cfg.get("solver_type", "bh2")
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"UniPCMultistepScheduler solver_type must be 'bh1' or 'bh2' (got {variant!r}).")
+    if cfg.get("disable_corrector"):
+        raise ValueError("UniPCMultistepScheduler with disable_corrector (UniC off at some steps only) is not "
+                         "reproduced; the explorer's unipc takes the corrector on or off for the whole run.")
+    ts, sigmas, notes = _multistep_grid(cfg, steps, "UniPCMultistepScheduler")
+    predict_x0 = bool(cfg.get("predict_x0", True))
+    if sigmas[-1] == 0 and (variant == "bh1" or not predict_x0):
+        raise ValueError("UniPCMultistepScheduler with final_sigmas_type='zero' and "
+                         f"{'solver_type=bh1' if variant == 'bh1' else 'predict_x0=false'} divides by zero at σ = 0 "
+                         "(diffusers returns NaN); use final_sigmas_type='sigma_min'.")
+    n = len(sigmas) - 1
+    lower = bool(cfg.get("lower_order_final", True))
+    orders = [min(order, i + 1, n - i if lower else order) for i in range(n)]
+    options = {"variant": variant, "prediction": "data" if predict_x0 else "noise", "corrector": True}
+    return Preset(_vp_space(cfg, steps, f"unipc-{order}", sigmas, ts.tolist(), orders=tuple(orders),
+                            options=options), notes)
+
+
+def _deis(cfg: dict, steps: int) -> Preset:
+    """DEISMultistepScheduler: DEIS-k in the log-ρ basis, ending at σ(t=0) (not 0)."""
+    order = int(cfg.get("solver_order", 2))
+    if order not in (1, 2, 3):
+        raise ValueError(f"solver_order must be 1, 2 or 3 (got {order}).")
+    if cfg.get("algorithm_type", "deis") != "deis" or cfg.get("solver_type", "logrho") != "logrho":
+        raise ValueError("DEISMultistepScheduler is reproduced with algorithm_type='deis', solver_type='logrho' only.")
+    ts, sigmas, notes = _multistep_grid(cfg, steps, "DEISMultistepScheduler")
+    orders = _multistep_orders(steps, order, bool(cfg.get("lower_order_final", True)), False)
+    orders = orders[:len(sigmas) - 1]  # on converted grids the zero-length last step is dropped
+    return Preset(_vp_space(cfg, steps, f"deis-{order}", sigmas, ts.tolist(), orders=tuple(orders),
+                            options={"basis": "logrho"}), notes)
 
 
 def _clipped_index(ac32: torch.Tensor, lambda_min: float) -> int:
