@@ -223,3 +223,25 @@ def test_reading_combo_values_keeps_none_alive(panel):
         panel.label_box.value()  # the "unconditional" item's value is None
         panel.denoiser_box.value_at(panel.denoiser_box.count() + 5)
     assert sys.getrefcount(None) > before - 1000
+
+
+def test_nfe_follows_the_steps_while_they_are_typed(panel, qtbot):
+    """Each keystroke in the steps box updates the NFE (solver's rule, no plan); Enter commits."""
+    from PySide6.QtCore import Qt
+
+    set_combo(panel.solver_box, "heun")
+    box = panel.steps_box
+    box.show()
+    box.setFocus()
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "12")
+    assert panel.nfe_label.text().startswith("23")  # 2·12 − 1, before Enter
+    assert panel.model.value("steps") == 6  # not yet committed
+    qtbot.keyClick(box.lineEdit(), Qt.Key_Return)
+    assert panel.model.value("steps") == 12
+    assert panel.nfe_label.text().startswith("23")
+    set_combo(panel.solver_box, "restart")
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "4")
+    expected = panel._info().nfe(4, True)
+    assert panel.nfe_label.text().startswith(str(expected))

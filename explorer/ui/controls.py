@@ -311,6 +311,7 @@ class ControlPanel(QWidget):
         self.nfe_label.setObjectName("nfe_label")
         self.nfe_label.setStyleSheet("font-weight: bold;")
         form.addRow("NFE", self.nfe_label)
+        self.steps_box.lineEdit().textEdited.connect(self._preview_nfe)  # before Enter commits it
         self.final_box = _combo([(name, name) for name in FINALS])
         self._bind(form, "Final step", "final", self.final_box, self.final_box.value,
                    lambda v: _set_combo(self.final_box, v), self.final_box.currentIndexChanged)
@@ -396,6 +397,22 @@ class ControlPanel(QWidget):
     def _info(self):
         solver = self.model.value("solver")
         return get_solver(solver)
+
+    def _preview_nfe(self, _text: str = "") -> None:
+        """The NFE of the step count being typed, from the solver's declared rule (pure Python:
+        no plan, no tensors); the model takes the value on Enter or when focus leaves."""
+        values = self.model.values
+        try:
+            steps = int(self.steps_box.cleanText())
+            info = self._info()
+            options = {o.name: values[option_field(o.name)] for o in info.options}
+            nfe = None if info.adaptive else info.nfe(steps, values["final"] == "zero", options)
+        except (ValueError, TypeError, KeyError):
+            return
+        if nfe is None or values["sigmas"] is not None or values[BUDGET]:
+            return
+        extra = values["final"] == "denoise"
+        self.nfe_label.setText(f"{nfe + extra}   ({steps + extra} steps)")
 
     def _uses_vp(self) -> bool:
         sched = self.model.value("sigma_schedule") or PROCESSES[self.model.value("process")][0]
