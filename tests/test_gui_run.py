@@ -404,3 +404,13 @@ def test_a_saved_configuration_opens_its_denoiser(window, tmp_path):
     (tmp_path / "bad.json").write_text('{"denoiser": "no-such-model", "steps": 3}')
     assert not window.import_config(tmp_path / "bad.json")
     assert window.session.denoiser_spec == "ring" and window.model.config.steps == 7  # nothing changed
+
+
+def test_status_bar_names_the_runs_sigma_range_not_inf(window):
+    """A denoiser defined at every σ says so, and the planned run's σ range follows the settings."""
+    text = window.denoiser_status.text()
+    assert "inf" not in text and "any σ" in text
+    lo, hi = window.model.plan.sigma_range
+    assert f"run σ {lo:.3g}–{hi:.3g}" in text
+    window.model.set_value("sigma_max", 20.0)
+    assert "–20" in window.denoiser_status.text()
