@@ -414,3 +414,23 @@ def test_status_bar_names_the_runs_sigma_range_not_inf(window):
     assert f"run σ {lo:.3g}–{hi:.3g}" in text
     window.model.set_value("sigma_max", 20.0)
     assert "–20" in window.denoiser_status.text()
+
+
+def test_restart_jumps_are_drawn_apart_in_the_particle_paths(window, qtbot):
+    """Issue #11: Restart's forward jumps (σ rises between recorded states) are dashed, with a legend entry."""
+    from explorer.ui.trajectory_views import JUMP_NAME
+
+    window.model.load(RunConfig(solver="restart", steps=6, batch=8))
+    assert run(window, qtbot) == "finished"
+    paths = window.run_view.paths
+    sigmas = window.record.frame(window.record.num_states - 1).sigmas
+    rises = int((sigmas[1:] > sigmas[:-1]).sum())
+    assert rises >= 1
+    x, _ = paths.jumps.getData()
+    assert len(x) == rises * 8 * 2  # one segment per particle and jump
+    assert paths.legend.getLabel(paths.jumps).text == JUMP_NAME
+    window.model.load(RunConfig(solver="heun", steps=4, batch=8))
+    assert run(window, qtbot) == "finished"
+    x, _ = paths.jumps.getData()
+    assert x is None or len(x) == 0
+    assert paths.legend.getLabel(paths.jumps) is None
