@@ -434,3 +434,24 @@ def test_restart_jumps_are_drawn_apart_in_the_particle_paths(window, qtbot):
     x, _ = paths.jumps.getData()
     assert x is None or len(x) == 0
     assert paths.legend.getLabel(paths.jumps) is None
+
+
+@pytest.mark.parametrize("size", [(1024, 640), (1600, 1000)])
+def test_seed_batch_device_and_the_sigma_plot_fit_the_window(window, qtbot, size):
+    """At 1024×640 and larger: seed, batch and device in view without scrolling, and the σ(t)
+    plot (its right s(t) axis included) inside its widget (a long title used to widen it)."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    window.resize(*size)
+    window.show()
+    qtbot.waitExposed(window)
+    QApplication.processEvents()
+    viewport = window.panel.findChild(QScrollArea).viewport()
+    for box in (window.panel.seed_box, window.panel.batch_box, window.panel.device_box):
+        top = box.mapTo(viewport, QPoint(0, 0)).y()
+        assert 0 <= top and top + box.height() <= viewport.height(), box.objectName()
+    sigma = window.run_view.sigma_view
+    right = sigma.top.mapRectToScene(sigma.top.boundingRect()).right()
+    assert right <= sigma.graphics.width() + 1
+    assert sigma.top.getAxis("right").isVisible()

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
+from explorer.ui.sigma_view import allow_narrow
 
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
 EVAL_BRUSH = pg.mkBrush(230, 120, 0, 110)
@@ -155,7 +156,7 @@ class ImageTrajectoryView(QWidget):
         self.graphics.ci.layout.setColumnStretchFactor(1, 2)
         for plot in (self.traces, self.pca):
             plot.setMinimumWidth(150)
-            plot.titleLabel.setMinimumWidth(10)
+            allow_narrow(plot.titleLabel)
         self._data_range: tuple[float, float] = (-1.0, 1.0)
         self._floor = 1e-3
         self._stacked = False
