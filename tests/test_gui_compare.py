@@ -377,3 +377,15 @@ def test_parameter_grid_adds_solvers_by_step_counts_or_refuses_all(qtbot):
     assert not view.add_grid(["euler", "heun", "lms"], [2, 4, 6, 8, 10])
     assert len(view.columns) == 4 and "room for 12 more" in view.message.text()
     assert finish(view, qtbot, view.run_all) == "finished" and all(r is not None for r in view.runs)
+
+
+def test_image_tiles_carry_their_seeds(qtbot):
+    """Each tile of a column's mosaic is labelled with the seed that draws that sample again."""
+    view = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5), config=RunConfig(steps=3, batch=5, seed=40))
+    view.add_current()
+    assert finish(view, qtbot, view.run_all) == "finished"
+    labels = [item for item in view.panels[0].seed_labels if item.isVisible()]
+    assert [item.toPlainText() for item in labels] == ["40", "41", "42", "43", "44"]
+    positions = [(item.pos().x(), item.pos().y()) for item in labels]
+    assert positions[:4] == [(1, 1), (10, 1), (19, 1), (1, 10)]  # 3 tiles a row, 8 px + 1 px padding
+    assert "seeds 40–44" in view.panels[0].graphics.toolTip()
