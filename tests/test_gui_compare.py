@@ -389,3 +389,17 @@ def test_image_tiles_carry_their_seeds(qtbot):
     positions = [(item.pos().x(), item.pos().y()) for item in labels]
     assert positions[:4] == [(1, 1), (10, 1), (19, 1), (1, 10)]  # 3 tiles a row, 8 px + 1 px padding
     assert "seeds 40–44" in view.panels[0].graphics.toolTip()
+
+
+def test_parameter_grid_has_a_rho_axis(qtbot):
+    """Solvers × step counts × ρ values, ρ named in the column titles; ρ off the edm steps is refused."""
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    assert view.add_grid(["euler"], [3, 4], "3, 7")
+    assert [(c.steps, c.rho) for c in view.columns] == [(3, 3.0), (3, 7.0), (4, 3.0), (4, 7.0)]
+    titles = [p.title.text() for p in view.panels]
+    assert "ρ 3" in titles[0] and "ρ" not in titles[1]
+    assert not view.add_grid(["euler"], [3], "three")
+    assert "ρ values must be numbers" in view.message.text() and len(view.columns) == 4
+    view.session.set_config(view.session.config.replace(disc="time-uniform"))
+    assert not view.add_grid(["heun"], [3], "5")
+    assert "only the edm time steps" in view.message.text()
