@@ -49,9 +49,11 @@ class PathView(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget(title="Paths x/s(t) from noise to data (orange: stage evaluations, red: this step)")
+        self.widget = pg.PlotWidget()
         self.widget.setMinimumSize(240, 200)
         plot = self.plot = self.widget.getPlotItem()
+        allow_narrow(plot.titleLabel)  # the title must not widen the plot past its widget
+        plot.setTitle("Paths x/s(t), noise → data (orange: evaluations, red: this step)", size="9pt")
         plot.setAspectLocked(True)
         self.density = pg.ImageItem()
         self.density.setLookupTable(DENSITY_LUT)
