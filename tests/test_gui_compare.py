@@ -293,14 +293,16 @@ def test_difference_view_without_reference_does_not_lock_the_tab(qtbot):
 
 
 def test_denoiser_switch_mid_comparison_leaves_no_old_results(qtbot):
-    view = make_view(qtbot, Slow(0.01), spec="slow", config=RunConfig(steps=40, batch=2))
+    view = make_view(qtbot, Slow(hold_at=5), spec="slow", config=RunConfig(steps=40, batch=2))  # held mid-run
     view.add_current()
     view.add_column(RunConfig(solver="euler", steps=3))
     view.view_box.setCurrentIndex(view.view_box.findData("diff"))
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
         view.run_all()
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
         qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)
         view.session.set_denoiser(GaussianDenoiser((2,), std=0.3), "other")
+        OPEN.set()
     assert blocker.args == ["cancelled"]
     qtbot.wait(50)  # any result still queued from the old model arrives now, and is refused
     assert_usable(view)
@@ -309,14 +311,16 @@ def test_denoiser_switch_mid_comparison_leaves_no_old_results(qtbot):
 
 
 def test_cancel_mid_run_leaves_every_button_usable_and_shows_finished_columns_at_once(qtbot):
-    view = make_view(qtbot, Slow(0.01), spec="slow", config=RunConfig(steps=3, batch=2))
+    view = make_view(qtbot, Slow(hold_at=8), spec="slow", config=RunConfig(steps=3, batch=2))  # held in column 2
     view.add_current()
     view.add_column(RunConfig(solver="euler", steps=300))
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS):
         view.run_all()
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
         qtbot.waitUntil(lambda: view.runs[0] is not None, timeout=TIMEOUT_MS)  # shown before the run ends
         assert view.worker.is_running() and "step" in view.panels[0].title.text()
         view.cancel()
+        OPEN.set()
     assert_usable(view)
 
 
