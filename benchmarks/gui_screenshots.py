@@ -1,8 +1,10 @@
 """The screenshots in resources/screenshots/ that show the Compare tab and the small window.
 
-    python benchmarks/gui_screenshots.py OUTDIR
+    python benchmarks/gui_screenshots.py OUTDIR [run]
 
-Writes ``window-1024x640.png`` (the default run at 1024×640) and
+Writes ``window-1024x640.png`` / ``window-1600x1000.png`` (the default run at both sizes),
+``window-ring-restart-1024x640.png`` / ``…-1600x1000.png`` (Restart, 8 steps, batch 64 on the
+ring toy: its forward jumps dashed green) and (unless ``run`` is given, which stops there)
 ``compare-4-columns-x0.png`` / ``compare-4-columns-difference.png`` (heun 5 and 10 steps,
 dpm-solver++2m 10, euler 19 on a 3×32×32 Gaussian mixture, batch 16, reference rtol 1e-5,
 window 1400×900). Offscreen unless ``$DISPLAY`` is set; no settings are read or written.
@@ -35,17 +37,30 @@ def window(app, size: tuple[int, int]) -> MainWindow:
     return win
 
 
+def run_tab_shots(app, out: Path) -> None:
+    """The Run tab after a run, at the smallest supported size and a large one."""
+    for spec, config, name in ((None, None, "window"), ("ring", RunConfig(solver="restart", steps=8, batch=64), "window-ring-restart")):
+        win = window(app, (1024, 640))
+        if spec is not None:
+            win.choose_denoiser(spec)
+            win.model.load(config)
+        win.show()
+        settle(app, 300)
+        wait_for(win.runEnded, win.start_run)
+        for size in ((1024, 640), (1600, 1000)):
+            win.resize(*size)
+            settle(app, 500)
+            win.grab().save(str(out / f"{name}-{size[0]}x{size[1]}.png"))
+        win.close()
+
+
 def main() -> int:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
     out.mkdir(parents=True, exist_ok=True)
     app = application()
-    small = window(app, (1024, 640))
-    small.show()
-    settle(app, 300)
-    wait_for(small.runEnded, small.start_run)
-    settle(app, 500)
-    small.grab().save(str(out / "window-1024x640.png"))
-    small.close()
+    run_tab_shots(app, out)
+    if sys.argv[2:] == ["run"]:
+        return 0
     win = window(app, (1400, 900))
     win.use_denoiser(image_mixture(64), "mixture32")
     win.show()

@@ -293,14 +293,16 @@ def test_difference_view_without_reference_does_not_lock_the_tab(qtbot):
 
 
 def test_denoiser_switch_mid_comparison_leaves_no_old_results(qtbot):
-    view = make_view(qtbot, Slow(0.01), spec="slow", config=RunConfig(steps=40, batch=2))
+    view = make_view(qtbot, Slow(hold_at=5), spec="slow", config=RunConfig(steps=40, batch=2))  # held mid-run
     view.add_current()
     view.add_column(RunConfig(solver="euler", steps=3))
     view.view_box.setCurrentIndex(view.view_box.findData("diff"))
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS) as blocker:
         view.run_all()
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
         qtbot.waitUntil(lambda: "step" in view.progress.format(), timeout=TIMEOUT_MS)
         view.session.set_denoiser(GaussianDenoiser((2,), std=0.3), "other")
+        OPEN.set()
     assert blocker.args == ["cancelled"]
     qtbot.wait(50)  # any result still queued from the old model arrives now, and is refused
     assert_usable(view)
@@ -309,14 +311,16 @@ def test_denoiser_switch_mid_comparison_leaves_no_old_results(qtbot):
 
 
 def test_cancel_mid_run_leaves_every_button_usable_and_shows_finished_columns_at_once(qtbot):
-    view = make_view(qtbot, Slow(0.01), spec="slow", config=RunConfig(steps=3, batch=2))
+    view = make_view(qtbot, Slow(hold_at=8), spec="slow", config=RunConfig(steps=3, batch=2))  # held in column 2
     view.add_current()
     view.add_column(RunConfig(solver="euler", steps=300))
     with qtbot.waitSignal(view.runEnded, timeout=TIMEOUT_MS):
         view.run_all()
+        qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
         qtbot.waitUntil(lambda: view.runs[0] is not None, timeout=TIMEOUT_MS)  # shown before the run ends
         assert view.worker.is_running() and "step" in view.panels[0].title.text()
         view.cancel()
+        OPEN.set()
     assert_usable(view)
 
 
@@ -377,3 +381,29 @@ def test_parameter_grid_adds_solvers_by_step_counts_or_refuses_all(qtbot):
     assert not view.add_grid(["euler", "heun", "lms"], [2, 4, 6, 8, 10])
     assert len(view.columns) == 4 and "room for 12 more" in view.message.text()
     assert finish(view, qtbot, view.run_all) == "finished" and all(r is not None for r in view.runs)
+
+
+def test_image_tiles_carry_their_seeds(qtbot):
+    """Each tile of a column's mosaic is labelled with the seed that draws that sample again."""
+    view = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5), config=RunConfig(steps=3, batch=5, seed=40))
+    view.add_current()
+    assert finish(view, qtbot, view.run_all) == "finished"
+    labels = [item for item in view.panels[0].seed_labels if item.isVisible()]
+    assert [item.toPlainText() for item in labels] == ["40", "41", "42", "43", "44"]
+    positions = [(item.pos().x(), item.pos().y()) for item in labels]
+    assert positions[:4] == [(1, 1), (10, 1), (19, 1), (1, 10)]  # 3 tiles a row, 8 px + 1 px padding
+    assert "seeds 40–44" in view.panels[0].graphics.toolTip()
+
+
+def test_parameter_grid_has_a_rho_axis(qtbot):
+    """Solvers × step counts × ρ values, ρ named in the column titles; ρ off the edm steps is refused."""
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
+    assert view.add_grid(["euler"], [3, 4], "3, 7")
+    assert [(c.steps, c.rho) for c in view.columns] == [(3, 3.0), (3, 7.0), (4, 3.0), (4, 7.0)]
+    titles = [p.title.text() for p in view.panels]
+    assert "ρ 3" in titles[0] and "ρ" not in titles[1]
+    assert not view.add_grid(["euler"], [3], "three")
+    assert "ρ values must be numbers" in view.message.text() and len(view.columns) == 4
+    view.session.set_config(view.session.config.replace(disc="time-uniform"))
+    assert not view.add_grid(["heun"], [3], "5")
+    assert "only the edm time steps" in view.message.text()

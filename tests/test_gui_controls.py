@@ -244,3 +244,25 @@ def test_guidance_controls_need_a_class_for_classifier_free_guidance(qtbot):
     assert model.config.guide == "ring"  # autoguidance by another model of the same shape
     model.load(RunConfig(steps=6, guidance=1.5, guide="gaussian"))
     assert panel.guide_box.value() == "gaussian" and panel.guidance_box.value() == 1.5
+
+
+def test_nfe_follows_the_steps_while_they_are_typed(panel, qtbot):
+    """Each keystroke in the steps box updates the NFE (solver's rule, no plan); Enter commits."""
+    from PySide6.QtCore import Qt
+
+    set_combo(panel.solver_box, "heun")
+    box = panel.steps_box
+    box.show()
+    box.setFocus()
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "12")
+    assert panel.nfe_label.text().startswith("23")  # 2·12 − 1, before Enter
+    assert panel.model.value("steps") == 6  # not yet committed
+    qtbot.keyClick(box.lineEdit(), Qt.Key_Return)
+    assert panel.model.value("steps") == 12
+    assert panel.nfe_label.text().startswith("23")
+    set_combo(panel.solver_box, "restart")
+    box.lineEdit().selectAll()
+    qtbot.keyClicks(box.lineEdit(), "4")
+    expected = panel._info().nfe(4, True)
+    assert panel.nfe_label.text().startswith(str(expected))

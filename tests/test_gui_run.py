@@ -404,3 +404,54 @@ def test_a_saved_configuration_opens_its_denoiser(window, tmp_path):
     (tmp_path / "bad.json").write_text('{"denoiser": "no-such-model", "steps": 3}')
     assert not window.import_config(tmp_path / "bad.json")
     assert window.session.denoiser_spec == "ring" and window.model.config.steps == 7  # nothing changed
+
+
+def test_status_bar_names_the_runs_sigma_range_not_inf(window):
+    """A denoiser defined at every σ says so, and the planned run's σ range follows the settings."""
+    text = window.denoiser_status.text()
+    assert "inf" not in text and "any σ" in text
+    lo, hi = window.model.plan.sigma_range
+    assert f"run σ {lo:.3g}–{hi:.3g}" in text
+    window.model.set_value("sigma_max", 20.0)
+    assert "–20" in window.denoiser_status.text()
+
+
+def test_restart_jumps_are_drawn_apart_in_the_particle_paths(window, qtbot):
+    """Issue #11: Restart's forward jumps (σ rises between recorded states) are dashed, with a legend entry."""
+    from explorer.ui.trajectory_views import JUMP_NAME
+
+    window.model.load(RunConfig(solver="restart", steps=6, batch=8))
+    assert run(window, qtbot) == "finished"
+    paths = window.run_view.paths
+    sigmas = window.record.frame(window.record.num_states - 1).sigmas
+    rises = int((sigmas[1:] > sigmas[:-1]).sum())
+    assert rises >= 1
+    x, _ = paths.jumps.getData()
+    assert len(x) == rises * 8 * 2  # one segment per particle and jump
+    assert paths.legend.getLabel(paths.jumps).text == JUMP_NAME
+    window.model.load(RunConfig(solver="heun", steps=4, batch=8))
+    assert run(window, qtbot) == "finished"
+    x, _ = paths.jumps.getData()
+    assert x is None or len(x) == 0
+    assert paths.legend.getLabel(paths.jumps) is None
+
+
+@pytest.mark.parametrize("size", [(1024, 640), (1600, 1000)])
+def test_seed_batch_device_and_the_sigma_plot_fit_the_window(window, qtbot, size):
+    """At 1024×640 and larger: seed, batch and device in view without scrolling, and the σ(t)
+    plot (its right s(t) axis included) inside its widget (a long title used to widen it)."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    window.resize(*size)
+    window.show()
+    qtbot.waitExposed(window)
+    QApplication.processEvents()
+    viewport = window.panel.findChild(QScrollArea).viewport()
+    for box in (window.panel.seed_box, window.panel.batch_box, window.panel.device_box):
+        top = box.mapTo(viewport, QPoint(0, 0)).y()
+        assert 0 <= top and top + box.height() <= viewport.height(), box.objectName()
+    sigma = window.run_view.sigma_view
+    right = sigma.top.mapRectToScene(sigma.top.boundingRect()).right()
+    assert right <= sigma.graphics.width() + 1
+    assert sigma.top.getAxis("right").isVisible()

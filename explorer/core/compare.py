@@ -205,8 +205,11 @@ class ColumnRun:
 
 
 def column_label(config: RunConfig, trajectory: Optional[Trajectory] = None) -> str:
-    """'heun · 18 steps · NFE 35' (the steps and NFE actually spent once the run is done)."""
+    """'heun · 18 steps · NFE 35' (the steps and NFE actually spent once the run is done); a ρ
+    other than EDM's 7 is named ('· ρ 3'), so the columns of a ρ grid tell themselves apart."""
     grid = f" · {config.schedule_label or 'custom grid'}" if config.sigmas is not None or config.schedule_label else ""
+    if config.sigmas is None and config.disc == "edm" and config.rho != RunConfig.rho:
+        grid += f" · ρ {config.rho:g}"
     if trajectory is None:
         steps = len(config.sigmas) - 1 if config.sigmas is not None else (config.steps if config.nfe is None else None)
         spent = f"{steps} steps" if steps else (f"NFE ≤ {config.nfe}" if config.nfe else "adaptive")

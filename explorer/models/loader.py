@@ -7,6 +7,8 @@ diffusers ``UNet2DModel`` folder. Every failure is a ``ValueError`` naming the f
 """
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 from typing import Optional
@@ -109,10 +111,17 @@ def _read_array(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, dtype=np.float64))  # a writable copy
 
 
-def describe(denoiser: Denoiser) -> str:
-    """One line about a denoiser, for the CLI and the GUI's status bar."""
+def describe(denoiser: Denoiser, run_range: Optional[tuple[float, float]] = None) -> str:
+    """One line about a denoiser, for the CLI and the GUI's status bar.
+
+    A denoiser defined at every σ (EDM preconditioning, analytic toys) says so rather than
+    "σ ∈ [0, inf]"; ``run_range`` adds the σ range the current run actually covers (its plan's).
+    """
     shape = "×".join(map(str, denoiser.shape))
-    rng = f"σ ∈ [{denoiser.sigma_min:g}, {denoiser.sigma_max:g}]"
+    lo, hi = denoiser.sigma_min, denoiser.sigma_max
+    rng = "any σ" if lo <= 0 and math.isinf(hi) else f"σ ∈ [{lo:g}, {hi:g}]"
+    if run_range is not None:
+        rng += f"; run σ {run_range[0]:.3g}–{run_range[1]:.3g}"
     labels = f", {denoiser.label_dim} classes" if denoiser.label_dim else ""
     return f"{denoiser.name}: samples {shape}, {rng}{labels}"
 

@@ -12,15 +12,19 @@ from typing import Optional
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSlider, QVBoxLayout, QWidget
 
 from explorer.core.compare import column_label
 from explorer.export.grids import _HEAT
-from explorer.session.comparison import ComparisonSession, Frame
+from explorer.export.images import grid_shape
+from explorer.session.comparison import MAX_TILES, ComparisonSession, Frame
 from explorer.ui.compare_model import ComparisonModel
 
 VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference from reference"}
 PANEL_MIN_WIDTH = 190
+TILE_PAD = 1  # the mosaics' padding (explorer.session.comparison.image_mosaic)
+SEED_POINTS = 7  # the seed labels' font size
 
 
 class ColumnPanel(QWidget):
@@ -43,6 +47,7 @@ class ColumnPanel(QWidget):
             self.box.addItem(item)
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
+        self.seed_labels: list[pg.TextItem] = []  # one per image tile: the seed that draws it again
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
@@ -55,13 +60,18 @@ class ColumnPanel(QWidget):
             self._color = color
             self.title.setStyleSheet(f"QLabel {{ border-top: 5px solid {color}; padding-top: 2px; }}")
 
-    def show_image(self, mosaic: Optional[np.ndarray]) -> None:
+    def show_image(self, mosaic: Optional[np.ndarray], seed: int = 0, count: int = 0,
+                   tile_size: tuple[int, int] = (0, 0)) -> None:
+        """A column's mosaic of ``count`` tiles of ``tile_size`` (h, w), each labelled with its
+        sample's seed (sample b is drawn by seed + b, as ``--seed`` reproduces it)."""
         self.dots.setData([], [])
         self.ref_dots.setData([], [])
         self.links.setData([], [])
         if mosaic is None:
             self.image.clear()
+            self._show_seeds(0, 0, (0, 0))
             return
+        self._show_seeds(seed, count, tile_size)
         img = mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic
         self.box.invertY(True)
         self.image.setImage(img, levels=(0, 255), autoLevels=False)
@@ -70,8 +80,30 @@ class ColumnPanel(QWidget):
             self.box.setDefaultPadding(0.01)
             self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
 
+    def _show_seeds(self, seed: int, count: int, tile_size: tuple[int, int]) -> None:
+        """Put "seed N" at each tile's top-left corner (labels are reused; extra ones hidden)."""
+        h, w = tile_size
+        cols = grid_shape(count)[1] if count else 1
+        while len(self.seed_labels) < count:
+            label = pg.TextItem(color=(255, 255, 255), fill=pg.mkBrush(0, 0, 0, 150), anchor=(0, 0))
+            font = QFont()
+            font.setPointSize(SEED_POINTS)
+            label.setFont(font)
+            self.box.addItem(label, ignoreBounds=True)
+            self.seed_labels.append(label)
+        for k, label in enumerate(self.seed_labels):
+            if k >= count:
+                label.hide()
+                continue
+            r, q = divmod(k, cols)
+            label.setText(f"{seed + k}")
+            label.setPos(TILE_PAD + q * (w + TILE_PAD), TILE_PAD + r * (h + TILE_PAD))
+            label.show()
+        self.graphics.setToolTip(f"tiles: seeds {seed}–{seed + count - 1}, left to right, top to bottom" if count else "")
+
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
         """2-D samples in the column's colour; in the difference view also the reference points joined to them."""
+        self._show_seeds(0, 0, (0, 0))
         self.image.clear()
         self._shape = None
         self.box.invertY(False)
@@ -231,7 +263,7 @@ class PanelsView(QWidget):
             elif frame.points is not None:
                 panel.show_points(frame, colors[k], extent)
             else:
-                panel.show_image(frame.image)
+                panel.show_image(frame.image, s.seed, min(s.batch, MAX_TILES), tuple(s.shape[-2:]))
 
     def _title(self, k: int, panel: ColumnPanel, i: Optional[int], frame: Optional[Frame], color: str) -> None:
         config, run = self.session.columns[k], self.session.runs[k]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -37,7 +37,7 @@ from explorer.ui.compare_jobs import ColumnsJob, Job, ReferenceJob, SweepJob, ad
 from explorer.ui.compare_model import ComparisonModel
 from explorer.ui.compare_panels import VIEWS, ColumnPanel, PanelsView
 from explorer.ui.compare_plots import OverlayTabs
-from explorer.ui.compare_grid import GridDialog, grid_columns
+from explorer.ui.compare_grid import GridDialog, grid_columns, parse_rhos
 from explorer.ui.session import Session
 from explorer.ui.worker import GeneratorWorker
 
@@ -121,7 +121,7 @@ class CompareView(QWidget):
 
     def _build(self) -> None:
         self.add_button = self._button("Add", self.add_current, "Add a column with the control panel's configuration")
-        self.grid_button = self._button("Grid…", self.open_grid, "Add a column for every solver × step count")
+        self.grid_button = self._button("Grid…", self.open_grid, "Add a column for every solver × step count (× ρ)")
         self.replace_button = self._button("Replace", self.replace_selected, "Replace the selected column with the current configuration")
         self.remove_button = self._button("Remove", self.remove_selected, "Remove the selected column")
         self.sigmas_button = self._button("σ grid…", self._pick_sigmas,
@@ -240,10 +240,11 @@ class CompareView(QWidget):
             return False
         return self.add_column(config)
 
-    def add_grid(self, solvers: list[str], steps: list[int]) -> bool:
-        """A column for every solver × step count, from the current configuration (all or none)."""
+    def add_grid(self, solvers: list[str], steps: list[int], rhos: str | Sequence[float] = ()) -> bool:
+        """A column for every solver × step count × ρ, from the current configuration (all or none)."""
         try:
-            configs = grid_columns(self.session.config, solvers, steps, MAX_COLUMNS - len(self.columns))
+            rho_values = parse_rhos(rhos) if isinstance(rhos, str) else list(rhos)
+            configs = grid_columns(self.session.config, solvers, steps, MAX_COLUMNS - len(self.columns), rho_values)
         except ValueError as err:
             self.say(str(err), error=True)
             return False

@@ -91,6 +91,17 @@ def _option_editor(opt: Option, current: Callable[[], Option]) -> tuple[QWidget,
     return edit, read, write, edit.editingFinished
 
 
+def _pair(first: QWidget, label: str, second: QWidget) -> QWidget:
+    """Two controls on one form row: ``first``, then ``label`` and ``second``."""
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(first, 1)
+    layout.addWidget(QLabel(label))
+    layout.addWidget(second, 1)
+    return row
+
+
 def _combo(items: list[tuple[str, Any]]) -> DataCombo:
     return DataCombo(items)
 
@@ -134,10 +145,10 @@ class ControlPanel(QWidget):
         layout = QVBoxLayout(body)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self._denoiser_group())
+        layout.addWidget(self._batch_group())  # near the top: in view at 1024×640 without scrolling
         layout.addWidget(self._process_group())
         layout.addWidget(self._solver_group())
         layout.addWidget(self._options_group())
-        layout.addWidget(self._batch_group())
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -332,6 +343,7 @@ class ControlPanel(QWidget):
         self.nfe_label.setObjectName("nfe_label")
         self.nfe_label.setStyleSheet("font-weight: bold;")
         form.addRow("NFE", self.nfe_label)
+        self.steps_box.lineEdit().textEdited.connect(self._preview_nfe)  # before Enter commits it
         self.final_box = _combo([(name, name) for name in FINALS])
         self._bind(form, "Final step", "final", self.final_box, self.final_box.value,
                    lambda v: _set_combo(self.final_box, v), self.final_box.currentIndexChanged)
@@ -365,20 +377,24 @@ class ControlPanel(QWidget):
         return self.option_widgets[name]
 
     def _batch_group(self) -> QGroupBox:
+        """Seed and batch on one row, device and dtype on the next: four settings in two lines."""
         group, form = self._form("Samples and device")
         self.seed_box, self.batch_box = QSpinBox(), QSpinBox()
         self.seed_box.setRange(0, 2**31 - 1)
         self.batch_box.setRange(1, 65536)
         for box in (self.seed_box, self.batch_box):
             box.setKeyboardTracking(False)
-        self._bind(form, "Seed", "seed", self.seed_box, self.seed_box.value, self.seed_box.setValue, self.seed_box.valueChanged)
-        self._bind(form, "Batch", "batch", self.batch_box, self.batch_box.value, self.batch_box.setValue, self.batch_box.valueChanged)
         self.device_box = _combo([(d, d) for d in ("auto", "cpu", "cuda")])
         self.dtype_box = _combo([(d, d) for d in ("float32", "float64")])
+        seed_row, device_row = _pair(self.seed_box, "Batch", self.batch_box), _pair(self.device_box, "dtype", self.dtype_box)
+        self._bind(form, "Seed", "seed", self.seed_box, self.seed_box.value, self.seed_box.setValue,
+                   self.seed_box.valueChanged, row_widget=seed_row)
+        self._bind(form, "", "batch", self.batch_box, self.batch_box.value, self.batch_box.setValue,
+                   self.batch_box.valueChanged, own_row=False)
         self._bind(form, "Device", "device", self.device_box, self.device_box.value,
-                   lambda v: _set_combo(self.device_box, v), self.device_box.currentIndexChanged)
-        self._bind(form, "dtype", "dtype", self.dtype_box, self.dtype_box.value,
-                   lambda v: _set_combo(self.dtype_box, v), self.dtype_box.currentIndexChanged)
+                   lambda v: _set_combo(self.device_box, v), self.device_box.currentIndexChanged, row_widget=device_row)
+        self._bind(form, "", "dtype", self.dtype_box, self.dtype_box.value,
+                   lambda v: _set_combo(self.dtype_box, v), self.dtype_box.currentIndexChanged, own_row=False)
         return group
 
     def _run_group(self) -> QWidget:
@@ -417,6 +433,22 @@ class ControlPanel(QWidget):
     def _info(self):
         solver = self.model.value("solver")
         return get_solver(solver)
+
+    def _preview_nfe(self, _text: str = "") -> None:
+        """The NFE of the step count being typed, from the solver's declared rule (pure Python:
+        no plan, no tensors); the model takes the value on Enter or when focus leaves."""
+        values = self.model.values
+        try:
+            steps = int(self.steps_box.cleanText())
+            info = self._info()
+            options = {o.name: values[option_field(o.name)] for o in info.options}
+            nfe = None if info.adaptive else info.nfe(steps, values["final"] == "zero", options)
+        except (ValueError, TypeError, KeyError):
+            return
+        if nfe is None or values["sigmas"] is not None or values[BUDGET]:
+            return
+        extra = values["final"] == "denoise"
+        self.nfe_label.setText(f"{nfe + extra}   ({steps + extra} steps)")
 
     def _uses_vp(self) -> bool:
         sched = self.model.value("sigma_schedule") or PROCESSES[self.model.value("process")][0]

@@ -287,7 +287,7 @@ class MainWindow(QMainWindow):
     def _denoiser_ready(self, denoiser: Denoiser) -> None:
         self.panel.denoiser_changed()
         self._fill_denoisers()
-        self.denoiser_status.setText(describe(denoiser))
+        self._show_denoiser_status()
         self.run_view.set_denoiser(denoiser)
         self.run_view.set_plan(self.model.plan)
         self._update_actions()
@@ -408,9 +408,17 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ model
     def _model_changed(self) -> None:
         self.run_view.set_plan(self.model.plan)
+        self._show_denoiser_status()
         if self.model.config is not None:
             self.session.set_config(self.model.config)
         self._update_actions()
+
+    def _show_denoiser_status(self) -> None:
+        """The status bar's denoiser line with the σ range the planned run covers."""
+        plan = self.model.plan
+        text = describe(self.session.denoiser, plan.sigma_range if plan is not None else None)
+        if self.denoiser_status.text() != text:
+            self.denoiser_status.setText(text)
 
     def _update_actions(self) -> None:
         running = self.worker.is_running()

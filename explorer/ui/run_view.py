@@ -168,7 +168,7 @@ class RunView(QWidget):
             self.paths.show_frame(frame)
         else:
             full = self.record.frame(self.record.num_states - 1)
-            self.paths.show_frame(frame, paths=full.paths, evals=full.eval_points)
+            self.paths.show_frame(frame, paths=full.paths, evals=full.eval_points, sigmas=full.sigmas)
 
     def show_record(self, record: Optional[RunRecord]) -> None:
         """A finished run (or None): enable the slider and show its last step."""

@@ -18,15 +18,26 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from explorer.core.solvers.context import Plan
 from explorer.ui.widgets import DataCombo
 
-def _title(plot: pg.PlotItem, text: str) -> None:
-    """A 9-pt title that never sets the plot's minimum width (pyqtgraph sizes a label to its text;
-    a long title then widened the plot past its widget and cut its right side off)."""
-    plot.setTitle(text, size="9pt")
-    label = plot.titleLabel
+def _narrow_min(label: pg.LabelItem) -> None:
+    """LabelItem.updateMin, then a 10-px minimum width: the title may be clipped, the plot never."""
+    pg.LabelItem.updateMin(label)
     height = label._sizeHint[Qt.SizeHint.MinimumSize][1]  # LabelItem answers sizeHint from this table
     label._sizeHint[Qt.SizeHint.MinimumSize] = (10, height)
     label.setMinimumWidth(10)
-    label.updateGeometry()
+
+
+def allow_narrow(label: pg.LabelItem) -> None:
+    """Keep a plot title from setting its plot's minimum width. pyqtgraph sizes a label to its
+    text again on every setText and every resize (``updateMin``), so a long title widened the
+    plot past its widget and cut its right side off (the σ(t) plot at 1024×640)."""
+    label.updateMin = lambda: _narrow_min(label)
+    label.updateMin()
+
+
+def _title(plot: pg.PlotItem, text: str) -> None:
+    """A 9-pt title that never sets the plot's minimum width."""
+    allow_narrow(plot.titleLabel)
+    plot.setTitle(text, size="9pt")
 
 
 TOP_TITLE = "σ(t) solid (left), s(t) dashed (right)"

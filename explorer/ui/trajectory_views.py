@@ -10,20 +10,33 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF
+from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
+from explorer.ui.sigma_view import allow_narrow
 
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
 EVAL_BRUSH = pg.mkBrush(230, 120, 0, 110)
 CURRENT_BRUSH = pg.mkBrush(210, 0, 0, 230)
+JUMP_PEN = pg.mkPen(0, 150, 70, 200, width=1.5, style=Qt.DashLine)
+JUMP_NAME = "restart jump"
 # No grids on these live plots: a grid makes the axes span the plot, so every data
 # update repaints them (text included), several milliseconds a frame.
 PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
                  (127, 127, 127), (188, 189, 34)]
+
+
+def jump_segments(paths: np.ndarray, sigmas: np.ndarray) -> Optional[np.ndarray]:
+    """[2, B·J, 2] start and end of every particle's forward jumps (steps whose σ rises, as
+    Restart's noise injections are recorded), or None when the run has none."""
+    n = min(len(paths), len(sigmas))
+    jumps = np.nonzero(np.asarray(sigmas[1:n]) > np.asarray(sigmas[: n - 1]))[0]
+    if not len(jumps):
+        return None
+    return np.concatenate([paths[j : j + 2] for j in jumps], axis=1)
 
 
 def _sample_lines(x: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,9 +49,11 @@ class PathView(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget(title="Paths x/s(t) from noise to data (orange: stage evaluations, red: this step)")
+        self.widget = pg.PlotWidget()
         self.widget.setMinimumSize(240, 200)
         plot = self.plot = self.widget.getPlotItem()
+        allow_narrow(plot.titleLabel)  # the title must not widen the plot past its widget
+        plot.setTitle("Paths x/s(t), noise → data (orange: evaluations, red: this step)", size="9pt")
         plot.setAspectLocked(True)
         self.density = pg.ImageItem()
         self.density.setLookupTable(DENSITY_LUT)
@@ -46,6 +61,10 @@ class PathView(QWidget):
         plot.addItem(self.density)
         self.curve = pg.PlotCurveItem(pen=PATH_PEN)
         plot.addItem(self.curve)
+        self.jumps = pg.PlotCurveItem(pen=JUMP_PEN)  # Restart's forward jumps (σ rises), dashed
+        self.jumps.setZValue(5)
+        plot.addItem(self.jumps)
+        self.legend = plot.addLegend(offset=(6, 6))
         self.evals = pg.ScatterPlotItem(size=2.5, pen=None, brush=EVAL_BRUSH)
         plot.addItem(self.evals)
         self.current = pg.ScatterPlotItem(size=5, pen=None, brush=CURRENT_BRUSH)
@@ -66,13 +85,15 @@ class PathView(QWidget):
             self._rect = density.rect
             self.plot.setRange(QRectF(*density.rect), padding=0.0)
 
-    def show_frame(self, frame: StepFrame, paths: Optional[np.ndarray] = None, evals: Optional[np.ndarray] = None) -> None:
-        """Paths up to the frame's step (or the whole run's, given), its evaluations and its state."""
+    def show_frame(self, frame: StepFrame, paths: Optional[np.ndarray] = None, evals: Optional[np.ndarray] = None,
+                   sigmas: Optional[np.ndarray] = None) -> None:
+        """Paths up to the frame's step (or the whole run's, given with its σ's), its evaluations and its state."""
         paths = frame.paths if paths is None else paths
         if paths is None:
             return
         x, y, connect = path_arrays(paths)
         self.curve.setData(x, y, connect=connect)
+        self._show_jumps(paths, frame.sigmas if sigmas is None else sigmas)
         ev = frame.eval_points if evals is None else evals
         if ev is not None and len(ev):
             ok = np.isfinite(ev).all(1)
@@ -83,6 +104,19 @@ class PathView(QWidget):
             pts = frame.noisy_points
             ok = np.isfinite(pts).all(1)
             self.current.setData(pts[ok, 0], pts[ok, 1])
+
+
+    def _show_jumps(self, paths: np.ndarray, sigmas: np.ndarray) -> None:
+        """Draw the forward jumps apart from the descent, with a legend entry while there are any."""
+        segments = jump_segments(paths, sigmas)
+        if segments is None:
+            self.jumps.setData([], [])
+            self.legend.removeItem(self.jumps)
+            return
+        x, y, connect = path_arrays(segments)
+        self.jumps.setData(x, y, connect=connect)
+        if self.legend.getLabel(self.jumps) is None:
+            self.legend.addItem(self.jumps, JUMP_NAME)
 
 
 STACK_BELOW_PX = 560  # narrower than this, the PCA plot goes under the pixel plot
@@ -124,7 +158,7 @@ class ImageTrajectoryView(QWidget):
         self.graphics.ci.layout.setColumnStretchFactor(1, 2)
         for plot in (self.traces, self.pca):
             plot.setMinimumWidth(150)
-            plot.titleLabel.setMinimumWidth(10)
+            allow_narrow(plot.titleLabel)
         self._data_range: tuple[float, float] = (-1.0, 1.0)
         self._floor = 1e-3
         self._stacked = False
