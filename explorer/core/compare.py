@@ -31,7 +31,7 @@ from explorer.core.latents import NoiseStreams, seeds_for
 from explorer.core.sampling import make_plan, sample_steps
 from explorer.core.solvers import PALETTE, get_solver, solver_color  # noqa: F401 - PALETTE, solver_color re-exported
 from explorer.core.solvers.context import Plan
-from explorer.core.solvers.reference import DEFAULT_RTOL
+from explorer.core.solvers.options import REFERENCE_RTOL
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
 
 FORMAT = "explorer-comparison/1"
@@ -63,7 +63,7 @@ class Comparison:
     seed: int = 0
     batch: int = 8
     reference: bool = True
-    reference_rtol: float = DEFAULT_RTOL
+    reference_rtol: float = REFERENCE_RTOL
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():

@@ -28,7 +28,7 @@ from explorer.core.plan import resolve_steps
 from explorer.core.schedule_axis import schedule_config
 from explorer.core.sampling import make_plan, sample_steps
 from explorer.core.solvers import get_solver
-from explorer.core.solvers.reference import DEFAULT_RTOL
+from explorer.core.solvers.options import REFERENCE_RTOL
 from explorer.core.trajectory import Trajectory, TrajectoryRecorder
 
 MAX_BUDGET = 100_000
@@ -205,7 +205,7 @@ def sweep_events(
         plans = [make_plan(denoiser, c) for _, c in runs]
         ends = [s for p in plans for s in _end_sigmas(p)]
         plan = reference_plan(plans[0], plans, ends)
-        config = reference_config(base, reference_rtol or DEFAULT_RTOL).replace(final=plan.final)
+        config = reference_config(base, reference_rtol or REFERENCE_RTOL).replace(final=plan.final)
         ref, _ = _run(denoiser, config, noise, plan)
         done += 1
     for budget, config in runs:

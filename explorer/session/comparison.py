@@ -30,7 +30,7 @@ from explorer.core.compare import (
     index_at_step, match_sigma, sigma_axis_values,
 )
 from explorer.core.config import RunConfig
-from explorer.core.solvers.reference import DEFAULT_RTOL
+from explorer.core.solvers.options import REFERENCE_RTOL
 from explorer.core.sweep import SweepResult
 from explorer.export.grids import difference_cells, difference_limit, points_extent
 from explorer.export.images import grid_shape, tile, to_uint8
@@ -196,7 +196,7 @@ class ComparisonSession:
         self.shape = tuple(int(s) for s in shape)
         self.data_range = (float(data_range[0]), float(data_range[1]))
         self.seed, self.batch = seed, batch
-        self.reference_rtol = DEFAULT_RTOL
+        self.reference_rtol = REFERENCE_RTOL
         self.columns: tuple[RunConfig, ...] = ()
         self.prepared: list[Optional[PreparedColumn]] = []
         self.reference: Optional[ColumnRun] = None

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from explorer.core.compare import MAX_COLUMNS, ColumnRun, Comparison, ComparisonResult
 from explorer.core.config import RunConfig
-from explorer.core.solvers.reference import DEFAULT_RTOL
+from explorer.core.solvers.options import REFERENCE_RTOL
 from explorer.core.denoiser import Denoiser
 from explorer.core.sweep import parse_budgets
 from explorer.session.comparison import ComparisonSession
@@ -44,7 +44,7 @@ from explorer.ui.worker import GeneratorWorker
 __all__ = ["VIEWS", "ColumnPanel", "CompareView"]
 
 SWEEP_BATCH = 16  # enough samples for a steady RMSE, few enough to keep the sweep quick
-TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7, DEFAULT_RTOL, 1e-10)
+TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7, REFERENCE_RTOL, 1e-10)
 
 
 class CompareView(QWidget):
@@ -133,7 +133,7 @@ class CompareView(QWidget):
         self.rtol_box = QComboBox()
         for rtol in TOLERANCES:
             self.rtol_box.addItem(f"rtol {rtol:.0e}", rtol)
-        self.rtol_box.setCurrentIndex(TOLERANCES.index(DEFAULT_RTOL))
+        self.rtol_box.setCurrentIndex(TOLERANCES.index(REFERENCE_RTOL))
         self.rtol_box.currentIndexChanged.connect(lambda *_: self.model.set_reference_rtol(float(self.rtol_box.currentData())))
         self.rtol_box.setToolTip("The reference's relative tolerance: each step down costs about 1.6× the NFE")
         self.seed_box, self.batch_box = QSpinBox(), QSpinBox()

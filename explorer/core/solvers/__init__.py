@@ -10,17 +10,49 @@ config, the GUI's solver section, the CLI flags and the order tests pick it up f
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
-from explorer.core.events import StepEvent
-from explorer.core.solvers import adaptive, ancestral, deis, dpm, edm, lms, multistep, pndm, reference, restart, unipc
-from explorer.core.solvers.context import SolverContext
-from explorer.core.solvers.options import EDM_CHURN, ETA, MIN_ALPHA, S_NOISE, Option, check_churn_window, resolve
-from explorer.core.solvers.rules import Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, Singlestep, final_rule_option
+from explorer.core.solvers.options import (
+    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIN_ALPHA, REFERENCE_RTOL, RESTART_OPTIONS,
+    S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window, check_restart_interval, resolve,
+)
+from explorer.core.solvers.rules import (
+    Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, PLMSRule, PNDMRule, RestartRule, Singlestep, final_rule_option,
+)
 
-SolverFn = Callable[[SolverContext], Iterator[StepEvent]]
+if TYPE_CHECKING:
+    from explorer.core.events import StepEvent
+    from explorer.core.solvers.context import SolverContext
+
+SolverFn = Callable[["SolverContext"], Iterator["StepEvent"]]
 OptionsCheck = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A solver function named by ``"module.function"`` (a module of this package), imported
+    on its first call: the registry, and so ``--help``, ``solvers`` and config validation,
+    need no torch, and scipy comes in only when the reference solver runs."""
+
+    target: str
+
+    def resolve(self) -> SolverFn:
+        module, name = self.target.rsplit(".", 1)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+    def __call__(self, ctx: SolverContext) -> Iterator[StepEvent]:
+        return self.resolve()(ctx)
+
+
+def __getattr__(name: str) -> Any:
+    """``SolverContext`` stays importable from here without importing torch up front."""
+    if name == "SolverContext":
+        from explorer.core.solvers.context import SolverContext
+
+        return SolverContext
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # One colour per solver, the same in every view and export. Solvers that declare none get
 # the next colour of this palette in registry order, chosen so that the solvers usually
@@ -38,7 +70,7 @@ class SolverInfo:
 
     Attributes:
         name: registry key (CLI ``--solver``).
-        fn: the solver function.
+        fn: the solver function (the registry's own are :class:`Deferred`, imported when first run).
         order: the global convergence order expected on a smooth ODE (SPEC §5); the order
             tests measure it on the exact Gaussian.
         rule: the step rule (grid, NFE, per-step orders); see :mod:`explorer.core.solvers.rules`.
@@ -179,63 +211,63 @@ def solver_color(name: str) -> str:
 
 ALPHA = Option("alpha", float, 1.0, "Heun's intermediate point t + αh (EDM Algorithm 1; 1 = trapezoid rule)", "α",
                low=MIN_ALPHA, high=1.0)
-RTOL_12_23 = Option("rtol", float, adaptive.DEFAULT_RTOL, "relative tolerance of the step-size control", "rtol", low=0.0, low_open=True)
-ATOL_12_23 = Option("atol", float, adaptive.DEFAULT_ATOL, "absolute tolerance of the step-size control", "atol", low=0.0, low_open=True)
-RTOL_REF = Option("rtol", float, reference.DEFAULT_RTOL, "relative tolerance of RK45", "rtol", low=0.0, low_open=True)
+RTOL_12_23 = Option("rtol", float, ADAPTIVE_RTOL, "relative tolerance of the step-size control", "rtol", low=0.0, low_open=True)
+ATOL_12_23 = Option("atol", float, ADAPTIVE_ATOL, "absolute tolerance of the step-size control", "atol", low=0.0, low_open=True)
+RTOL_REF = Option("rtol", float, REFERENCE_RTOL, "relative tolerance of RK45", "rtol", low=0.0, low_open=True)
 ATOL_REF = Option("atol", float, None, "absolute tolerance of RK45 (default rtol · 1e-2)", "atol", low=0.0, low_open=True, optional=True)
 ANCESTRAL = (ETA, S_NOISE)
 DDIM_ETA = Option("eta", float, 0.0, "η of DDIM: 0 deterministic, 1 DDPM's posterior variance", "η", low=0.0, high=1.0)
 NODE2 = Option("node2", str, "official", "state at the second node of order 3: official (φ₂ term, official DPM-Solver) "
                "or diffusers (midpoint term, DPMSolverSinglestepScheduler)", "node 2", choices=("official", "diffusers"))
-DPM_MULTI = (final_rule_option("dpm-solver-10"), unipc.CORRECTOR_OFF)
-DPM_2M = (multistep.SOLVER_TYPE,) + DPM_MULTI
+DPM_MULTI = (final_rule_option("dpm-solver-10"), CORRECTOR_OFF)
+DPM_2M = (SOLVER_TYPE,) + DPM_MULTI
 
 CHURNED = dict(options=EDM_CHURN, check=check_churn_window, order_grid="edm")
-register(SolverInfo("euler", edm.euler, 1, **CHURNED, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
-register(SolverInfo("heun", edm.heun, 2, PerStep(2), options=(ALPHA,) + EDM_CHURN, check=check_churn_window, order_grid="edm",
+register(SolverInfo("euler", Deferred("edm.euler"), 1, **CHURNED, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
+register(SolverInfo("heun", Deferred("edm.heun"), 2, PerStep(2), options=(ALPHA,) + EDM_CHURN, check=check_churn_window, order_grid="edm",
                     summary="Heun in t, α option (EDM Alg. 1; with churn, Alg. 2)"))
-register(SolverInfo("ddim", dpm.ddim, 1, options=(DDIM_ETA,), order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1; η > 0 stochastic)"))
-register(SolverInfo("dpm-solver-1", dpm.dpm_solver, 1, Singlestep(order=1), summary="DPM-Solver-1 (noise prediction)"))
-register(SolverInfo("dpm-solver-2", dpm.dpm_solver, 2, Singlestep(order=2), summary="DPM-Solver-2, singlestep, node r₁=½"))
-register(SolverInfo("dpm-solver-3", dpm.dpm_solver, 3, Singlestep(order=3), summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔"))
-register(SolverInfo("dpm-solver-fast", dpm.dpm_solver, 3, Fast(), summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
-register(SolverInfo("dpm-solver-12", adaptive.dpm_solver_12, 2, Adaptive(2), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-12 (rtol/atol)"))
-register(SolverInfo("dpm-solver-23", adaptive.dpm_solver_23, 3, Adaptive(3), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-23 (rtol/atol)"))
-register(SolverInfo("dpm-solver-2m", multistep.dpm_solver_multistep, 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver-2M, multistep, noise prediction"))
-register(SolverInfo("dpm-solver-3m", multistep.dpm_solver_multistep, 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
-register(SolverInfo("dpm-solver-3m-taylor", multistep.dpm_solver_multistep_taylor, 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M with 2·D2 (3rd order)"))
-register(SolverInfo("dpm-solver++2s", dpm.dpm_solver_pp_singlestep, 2, Singlestep(order=2), summary="DPM-Solver++(2S), data prediction"))
-register(SolverInfo("dpm-solver++2m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver++(2M), data prediction"))
-register(SolverInfo("dpm-solver++3m", multistep.dpm_solver_pp_multistep, 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
-register(SolverInfo("dpm-solver++3m-taylor", multistep.dpm_solver_pp_multistep_taylor, 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
-register(SolverInfo("lms", lms.lms, 4, order_grid="edm", summary="linear multistep, order 4, in t (k-diffusion's lms for EDM)"))
-register(SolverInfo("euler-ancestral", ancestral.euler_ancestral, 1, options=ANCESTRAL, stochastic=True, summary="Euler ancestral (η)"))
-register(SolverInfo("dpm-solver++2m-sde", multistep.dpm_solver_pp_2m_sde, 1, Multistep(order=2), options=ANCESTRAL, stochastic=True,
+register(SolverInfo("ddim", Deferred("dpm.ddim"), 1, options=(DDIM_ETA,), order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1; η > 0 stochastic)"))
+register(SolverInfo("dpm-solver-1", Deferred("dpm.dpm_solver"), 1, Singlestep(order=1), summary="DPM-Solver-1 (noise prediction)"))
+register(SolverInfo("dpm-solver-2", Deferred("dpm.dpm_solver"), 2, Singlestep(order=2), summary="DPM-Solver-2, singlestep, node r₁=½"))
+register(SolverInfo("dpm-solver-3", Deferred("dpm.dpm_solver"), 3, Singlestep(order=3), summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔"))
+register(SolverInfo("dpm-solver-fast", Deferred("dpm.dpm_solver"), 3, Fast(), summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
+register(SolverInfo("dpm-solver-12", Deferred("adaptive.dpm_solver_12"), 2, Adaptive(2), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-12 (rtol/atol)"))
+register(SolverInfo("dpm-solver-23", Deferred("adaptive.dpm_solver_23"), 3, Adaptive(3), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-23 (rtol/atol)"))
+register(SolverInfo("dpm-solver-2m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver-2M, multistep, noise prediction"))
+register(SolverInfo("dpm-solver-3m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver-3m-taylor", Deferred("multistep.dpm_solver_multistep_taylor"), 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M with 2·D2 (3rd order)"))
+register(SolverInfo("dpm-solver++2s", Deferred("dpm.dpm_solver_pp_singlestep"), 2, Singlestep(order=2), summary="DPM-Solver++(2S), data prediction"))
+register(SolverInfo("dpm-solver++2m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver++(2M), data prediction"))
+register(SolverInfo("dpm-solver++3m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver++3m-taylor", Deferred("multistep.dpm_solver_pp_multistep_taylor"), 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
+register(SolverInfo("lms", Deferred("lms.lms"), 4, order_grid="edm", summary="linear multistep, order 4, in t (k-diffusion's lms for EDM)"))
+register(SolverInfo("euler-ancestral", Deferred("ancestral.euler_ancestral"), 1, options=ANCESTRAL, stochastic=True, summary="Euler ancestral (η)"))
+register(SolverInfo("dpm-solver++2m-sde", Deferred("multistep.dpm_solver_pp_2m_sde"), 1, Multistep(order=2), options=ANCESTRAL, stochastic=True,
                     summary="DPM-Solver++(2M) SDE (η; η=0 is ++2M)"))
-UNIPC = unipc.UNIPC_OPTIONS + (final_rule_option("always"),)
+UNIPC = UNIPC_OPTIONS + (final_rule_option("always"),)
 for _k in (1, 2, 3):
-    register(SolverInfo(f"unipc-{_k}", unipc.unipc, _k + 1, Multistep(order=_k, final_rule="always"), options=UNIPC,
+    register(SolverInfo(f"unipc-{_k}", Deferred("unipc.unipc"), _k + 1, Multistep(order=_k, final_rule="always"), options=UNIPC,
                         summary=f"UniPC-{_k}: UniP-{_k} + UniC (order {_k + 1}); bh1/bh2, data/noise prediction"))
 for _k in (1, 2, 3):
-    register(SolverInfo(f"deis-{_k}", deis.deis, _k, Multistep(order=_k, final_rule="diffusers-15"),
-                        options=(deis.BASIS, final_rule_option("diffusers-15")),
+    register(SolverInfo(f"deis-{_k}", Deferred("deis.deis"), _k, Multistep(order=_k, final_rule="diffusers-15"),
+                        options=(BASIS, final_rule_option("diffusers-15")),
                         summary=f"DEIS-{_k} multistep (tAB; ρAB, logρ = diffusers' as options)"))
 IPNDM_RULE = Multistep(order=4, final_rule="never", order_option="max_order")
-register(SolverInfo("ipndm", pndm.ipndm, 2, IPNDM_RULE, options=(pndm.MAX_ORDER,), order_grid="edm",
+register(SolverInfo("ipndm", Deferred("pndm.ipndm"), 2, IPNDM_RULE, options=(MAX_ORDER,), order_grid="edm",
                     summary="iPNDM: fixed-step Adams–Bashforth 4 in σ (order 4 on uniform grids, ≈2 on ρ=7)"))
-register(SolverInfo("ipndm-v", pndm.ipndm_v, 4, IPNDM_RULE, options=(pndm.MAX_ORDER,), order_grid="edm",
+register(SolverInfo("ipndm-v", Deferred("pndm.ipndm_v"), 4, IPNDM_RULE, options=(MAX_ORDER,), order_grid="edm",
                     summary="iPNDM_v: variable-step Adams–Bashforth 4 in σ"))
-register(SolverInfo("plms", pndm.plms, 2, pndm.PLMSRule(), order_grid="edm",
+register(SolverInfo("plms", Deferred("pndm.plms"), 2, PLMSRule(), order_grid="edm",
                     summary="PLMS (diffusers' PNDM with skip_prk_steps): Heun first step, then AB2–4 in σ"))
-register(SolverInfo("pndm", pndm.pndm, 2, pndm.PNDMRule(), order_grid="edm",
+register(SolverInfo("pndm", Deferred("pndm.pndm"), 2, PNDMRule(), order_grid="edm",
                     summary="PNDM (diffusers' PNDMScheduler): 3 pseudo Runge–Kutta steps, then AB4 in σ"))
-register(SolverInfo("ddpm", ancestral.ddpm, 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
-register(SolverInfo("dpm-solver++3s", dpm.dpm_solver_pp_singlestep, 3, Singlestep(order=3), options=(NODE2,),
+register(SolverInfo("ddpm", Deferred("ancestral.ddpm"), 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
+register(SolverInfo("dpm-solver++3s", Deferred("dpm.dpm_solver_pp_singlestep"), 3, Singlestep(order=3), options=(NODE2,),
                     summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔"))
-register(SolverInfo("restart", restart.restart, 2, restart.RestartRule(), options=restart.RESTART_OPTIONS,
-                    check=restart.check_interval, stochastic=True, order_grid="edm",
+register(SolverInfo("restart", Deferred("restart.restart"), 2, RestartRule(), options=RESTART_OPTIONS,
+                    check=check_restart_interval, stochastic=True, order_grid="edm",
                     summary="Restart: Heun, K forward jumps over [σ_min, σ_max] each followed by Heun back down"))
-register(SolverInfo("reference", reference.reference, 5, AdaptiveOnGrid(), options=(RTOL_REF, ATOL_REF), color="#000000", float64=True,
+register(SolverInfo("reference", Deferred("reference.reference"), 5, AdaptiveOnGrid(), options=(RTOL_REF, ATOL_REF), color="#000000", float64=True,
                     summary="RK45 (Dormand–Prince) in float64, rtol 1e-8: ground truth"))
 
 __all__ = ["SOLVERS", "Option", "SolverInfo", "carry_options", "get_solver", "register", "solver_color", "SolverContext"]

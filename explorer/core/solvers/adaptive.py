@@ -16,12 +16,11 @@ import torch
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext
 from explorer.core.solvers.dpm import dpm1_update, dpm2_update, dpm3_update, eps_hat, point, point_at_lambda
+from explorer.core.solvers.options import ADAPTIVE_ATOL, ADAPTIVE_RTOL
 
 H_INIT = 0.05
 THETA = 0.9
 T_ERR = 1e-5
-DEFAULT_ATOL = 0.0078
-DEFAULT_RTOL = 0.05
 MAX_ATTEMPTS = 100_000
 
 
@@ -48,8 +47,8 @@ def _pair(ctx: SolverContext, order: int, x: torch.Tensor, s, t) -> tuple[torch.
 
 def _adaptive(ctx: SolverContext, order: int) -> Iterator[StepEvent]:
     cfg = ctx.config
-    atol = cfg.atol if cfg.atol is not None else DEFAULT_ATOL
-    rtol = cfg.rtol if cfg.rtol is not None else DEFAULT_RTOL
+    atol = cfg.atol if cfg.atol is not None else ADAPTIVE_ATOL
+    rtol = cfg.rtol if cfg.rtol is not None else ADAPTIVE_RTOL
     t_start, t_end = ctx.plan.t[0], ctx.plan.t[-2] if ctx.plan.t[-1] == 0 else ctx.plan.t[-1]
     lam_end = ctx.lam(t_end)
     s = point(ctx, t_start)

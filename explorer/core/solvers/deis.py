@@ -25,10 +25,7 @@ from numpy.polynomial import Polynomial
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
 from explorer.core.solvers.dpm import eps_hat, point
-from explorer.core.solvers.options import Option
 
-BASIS = Option("basis", str, "t", "polynomial variable of ε̂: t (tAB), rho (ρAB = σ) or logrho (diffusers' DEIS)",
-               "basis", choices=("t", "rho", "logrho"))
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(24)
 
 

@@ -16,11 +16,8 @@ import torch
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
 from explorer.core.solvers.dpm import Point
-from explorer.core.solvers.options import Option
 from explorer.core.solvers.unipc import corrected_multistep
 
-SOLVER_TYPE = Option("solver_type", str, "midpoint", "second-order term of 2M: midpoint (official, diffusers' default) "
-                     "or heun (diffusers' solver_type='heun')", "2M type", choices=("midpoint", "heun"))
 
 
 def _step(

@@ -160,3 +160,37 @@ def check_churn_window(options: Mapping[str, Any]) -> None:
     """EDM's churn window must not be empty the wrong way round."""
     if options["s_min"] > options["s_max"]:
         raise ValueError(f"S_min ({options['s_min']:g}) must not exceed S_max ({options['s_max']:g}).")
+
+
+# --------------------------------------------------------------- options of single solvers
+# Declared here rather than beside each solver so that the registry, and with it the CLI's
+# `solvers` listing and config validation, reads them without importing torch or scipy.
+ADAPTIVE_ATOL = 0.0078  # default tolerances of DPM-Solver-12/-23's step-size control
+ADAPTIVE_RTOL = 0.05
+REFERENCE_RTOL = 1e-8  # RK45 of the reference solver
+BASIS = Option("basis", str, "t", "polynomial variable of ε̂: t (tAB), rho (ρAB = σ) or logrho (diffusers' DEIS)",
+               "basis", choices=("t", "rho", "logrho"))
+SOLVER_TYPE = Option("solver_type", str, "midpoint", "second-order term of 2M: midpoint (official, diffusers' default) "
+                     "or heun (diffusers' solver_type='heun')", "2M type", choices=("midpoint", "heun"))
+MAX_ORDER = Option("max_order", int, 4, "highest Adams–Bashforth order (the first steps ramp up from 1)", "max order",
+                   low=1, high=4)
+VARIANT = Option("variant", str, "bh2", "B(h) of UniPC: bh1 (B = h) or bh2 (B = e^h − 1, diffusers' default)", "B(h)",
+                 choices=("bh1", "bh2"))
+PREDICTION = Option("prediction", str, "data", "model output the polynomial runs through: data (x̂₀) or noise (ε̂)",
+                    "prediction", choices=("data", "noise"))
+CORRECTOR = Option("corrector", bool, True, "apply UniC after each predictor step (reuses the next evaluation)", "UniC")
+CORRECTOR_OFF = Option("corrector", bool, False, "apply UniC after each multistep step (reuses the next evaluation)", "UniC")
+UNIPC_OPTIONS = (VARIANT, PREDICTION, CORRECTOR)
+RESTART_OPTIONS = (
+    Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)", "restart σ_min",
+           low=0.0, low_open=True),
+    Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True),
+    Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100),
+    Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000),
+)
+
+
+def check_restart_interval(options: Mapping[str, Any]) -> None:
+    """Restart's interval must not be empty."""
+    if options["restart_min"] >= options["restart_max"]:
+        raise ValueError(f"The restart interval needs σ_min < σ_max (got {options['restart_min']:g} ≥ {options['restart_max']:g}).")

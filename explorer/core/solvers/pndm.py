@@ -25,20 +25,16 @@ both reference implementations.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import torch
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
 from explorer.core.solvers.deis import deis_coefficients
-from explorer.core.solvers.options import Option
-from explorer.core.solvers.rules import Multistep, Options
+from explorer.core.solvers.rules import PRK_STEPS
 
 AB_WEIGHTS = {1: (1.0,), 2: (1.5, -0.5), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
-MAX_ORDER = Option("max_order", int, 4, "highest Adams–Bashforth order (the first steps ramp up from 1)", "max order",
-                   low=1, high=4)
 
 
 def _eps(ctx: SolverContext, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -77,23 +73,6 @@ def ipndm_v(ctx: SolverContext) -> Iterator[StepEvent]:
     return _ab_loop(ctx, variable=True)
 
 
-@dataclass(frozen=True)
-class PLMSRule(Multistep):
-    """PLMS spends one extra evaluation on its Heun first step; orders 2, 2, 3, 4, 4, …"""
-
-    order: int = 4
-    final_rule: str = "never"
-
-    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
-        return steps + (0 if to_zero and steps == 1 else 1)
-
-    def nfe_rule(self) -> str:
-        return "N+1 (Heun first step)"
-
-    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
-        return [2] + [min(4, i + 1) for i in range(1, steps)]
-
-
 def _started_ab(ctx: SolverContext, start_steps: int, start: Callable[..., torch.Tensor], start_order: int) -> Iterator[StepEvent]:
     """Fixed-step AB in σ (orders ramping to 4) after ``start_steps`` steps of ``start``, which
     returns the ε̂ to step with from (y, ε̂ at the start, σ, t_cur, t_next) and may evaluate more."""
@@ -121,30 +100,6 @@ def plms(ctx: SolverContext) -> Iterator[StepEvent]:
         return 0.5 * (e1 + e_end)
 
     return _started_ab(ctx, 1, heun, 2)
-
-
-PRK_STEPS = 3
-
-
-@dataclass(frozen=True)
-class PNDMRule(Multistep):
-    """Three pseudo Runge–Kutta steps of 4 evaluations, then one per step; order 4 throughout."""
-
-    order: int = 4
-    final_rule: str = "never"
-
-    @staticmethod
-    def prk_steps(steps: int, to_zero: bool) -> int:
-        return min(PRK_STEPS, steps - (1 if to_zero else 0))
-
-    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
-        return steps + 3 * self.prk_steps(steps, to_zero)
-
-    def nfe_rule(self) -> str:
-        return "N+9 (three Runge–Kutta steps first)"
-
-    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
-        return [4] * steps
 
 
 def pndm(ctx: SolverContext) -> Iterator[StepEvent]:

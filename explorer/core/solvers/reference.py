@@ -15,13 +15,13 @@ from scipy.integrate import solve_ivp
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
+from explorer.core.solvers.options import REFERENCE_RTOL
 
-DEFAULT_RTOL = 1e-8
 METHOD = "RK45"
 
 
 def reference(ctx: SolverContext) -> Iterator[StepEvent]:
-    rtol = ctx.option("rtol", DEFAULT_RTOL)
+    rtol = ctx.option("rtol", REFERENCE_RTOL)
     atol = ctx.option("atol")
     atol = rtol * 1e-2 if atol is None else atol
     x = ctx.x0

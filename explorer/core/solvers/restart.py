@@ -10,60 +10,13 @@ are recorded as steps of their own (order 0, σ rising), so the trajectory shows
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator
 
 import torch
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
-from explorer.core.solvers.options import Option
-from explorer.core.solvers.rules import GridRequest, Layout, Options, PerStep
-
-RESTART_OPTIONS = (
-    Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)", "restart σ_min",
-           low=0.0, low_open=True),
-    Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True),
-    Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100),
-    Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000),
-)
-
-
-def restart_index(t: Sequence[float], sigma: Callable[[float], float], options: Options) -> Optional[int]:
-    """The main-grid point where the restarts happen, or None when there is none to use."""
-    candidates = [j for j in range(1, len(t)) if t[j] > 0]
-    if not candidates or options["restart_k"] == 0:
-        return None
-    j = min(candidates, key=lambda k: abs(math.log(sigma(t[k])) - math.log(options["restart_min"])))
-    return j if options["restart_max"] > sigma(t[j]) else None
-
-
-def check_interval(options: Options) -> None:
-    if options["restart_min"] >= options["restart_max"]:
-        raise ValueError(f"The restart interval needs σ_min < σ_max (got {options['restart_min']:g} ≥ {options['restart_max']:g}).")
-
-
-@dataclass(frozen=True)
-class RestartRule(PerStep):
-    """Heun's 2N − 1 evaluations plus 2 · restart_steps for each of the K restarts."""
-
-    evals_per_step: int = 2
-    fixed_grid = False  # the jumps and restart steps add states beyond the plan's grid
-
-    def nfe_rule(self) -> str:
-        return "2N−1 + 2·K·restart_steps (final zero)"
-
-    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
-        base = PerStep.nfe(self, steps, to_zero, options) or 0
-        has_interior = steps >= (2 if to_zero else 1)
-        return base + (2 * options["restart_k"] * options["restart_steps"] if has_interior else 0)
-
-    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
-        t, orders, _ = PerStep.layout(self, steps, req)
-        nfe = PerStep.nfe(self, steps or 1, req.to_zero, req.options) or 0
-        if restart_index(t, req.sigma, req.options) is not None:
-            nfe += 2 * req.options["restart_k"] * req.options["restart_steps"]
-        return t, orders, nfe + (1 if req.final == "denoise" else 0)
+from explorer.core.solvers.rules import restart_index
 
 
 def _heun(ctx: SolverContext, x: torch.Tensor, t_cur: float, t_next: float) -> tuple[torch.Tensor, int]:

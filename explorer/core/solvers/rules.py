@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from explorer.core.solvers.options import Option
 
@@ -197,3 +197,80 @@ def fast_orders(budget: int) -> list[int]:
     if rem == 1:
         return [3] * (k - 1) + [1]
     return [3] * (k - 1) + [2]
+
+
+# --------------------------------------------------------------- rules of single solvers
+# Here rather than beside their solvers so that the registry reads them without torch.
+
+
+@dataclass(frozen=True)
+class PLMSRule(Multistep):
+    """PLMS spends one extra evaluation on its Heun first step; orders 2, 2, 3, 4, 4, …"""
+
+    order: int = 4
+    final_rule: str = "never"
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        return steps + (0 if to_zero and steps == 1 else 1)
+
+    def nfe_rule(self) -> str:
+        return "N+1 (Heun first step)"
+
+    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
+        return [2] + [min(4, i + 1) for i in range(1, steps)]
+
+
+PRK_STEPS = 3
+
+
+@dataclass(frozen=True)
+class PNDMRule(Multistep):
+    """Three pseudo Runge–Kutta steps of 4 evaluations, then one per step; order 4 throughout."""
+
+    order: int = 4
+    final_rule: str = "never"
+
+    @staticmethod
+    def prk_steps(steps: int, to_zero: bool) -> int:
+        return min(PRK_STEPS, steps - (1 if to_zero else 0))
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        return steps + 3 * self.prk_steps(steps, to_zero)
+
+    def nfe_rule(self) -> str:
+        return "N+9 (three Runge–Kutta steps first)"
+
+    def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
+        return [4] * steps
+
+
+def restart_index(t: Sequence[float], sigma: Callable[[float], float], options: Options) -> Optional[int]:
+    """The main-grid point where the restarts happen, or None when there is none to use."""
+    candidates = [j for j in range(1, len(t)) if t[j] > 0]
+    if not candidates or options["restart_k"] == 0:
+        return None
+    j = min(candidates, key=lambda k: abs(math.log(sigma(t[k])) - math.log(options["restart_min"])))
+    return j if options["restart_max"] > sigma(t[j]) else None
+
+
+@dataclass(frozen=True)
+class RestartRule(PerStep):
+    """Heun's 2N − 1 evaluations plus 2 · restart_steps for each of the K restarts."""
+
+    evals_per_step: int = 2
+    fixed_grid = False  # the jumps and restart steps add states beyond the plan's grid
+
+    def nfe_rule(self) -> str:
+        return "2N−1 + 2·K·restart_steps (final zero)"
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        base = PerStep.nfe(self, steps, to_zero, options) or 0
+        has_interior = steps >= (2 if to_zero else 1)
+        return base + (2 * options["restart_k"] * options["restart_steps"] if has_interior else 0)
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        t, orders, _ = PerStep.layout(self, steps, req)
+        nfe = PerStep.nfe(self, steps or 1, req.to_zero, req.options) or 0
+        if restart_index(t, req.sigma, req.options) is not None:
+            nfe += 2 * req.options["restart_k"] * req.options["restart_steps"]
+        return t, orders, nfe + (1 if req.final == "denoise" else 0)

@@ -24,15 +24,7 @@ import torch
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
 from explorer.core.solvers.dpm import Point, point
-from explorer.core.solvers.options import Option
 
-VARIANT = Option("variant", str, "bh2", "B(h) of UniPC: bh1 (B = h) or bh2 (B = e^h − 1, diffusers' default)", "B(h)",
-                 choices=("bh1", "bh2"))
-PREDICTION = Option("prediction", str, "data", "model output the polynomial runs through: data (x̂₀) or noise (ε̂)",
-                    "prediction", choices=("data", "noise"))
-CORRECTOR = Option("corrector", bool, True, "apply UniC after each predictor step (reuses the next evaluation)", "UniC")
-CORRECTOR_OFF = Option("corrector", bool, False, "apply UniC after each multistep step (reuses the next evaluation)", "UniC")
-UNIPC_OPTIONS = (VARIANT, PREDICTION, CORRECTOR)
 
 
 def _coefficients(h: float, rks: Sequence[float], variant: str, data_form: bool) -> tuple[float, float, np.ndarray, np.ndarray]:
