@@ -2,14 +2,8 @@
 # The one GPU session behind benchmarks/results/: CUDA tests, the benchmark, and generate's scaling.
 # Run from the repository root on a machine with 1 or more CUDA GPUs; OUT is where results go.
 # k-diffusion (and torchsde, trampoline) come as wheels in .whl/ when the machine cannot install them.
-set -uo pipefail
-OUT="${OUT:-benchmarks/results}"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site
-fi
+# shellcheck source=benchmarks/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/session.txt"
 
 # 1. the tests that need a GPU (graphs, streaming), on one card

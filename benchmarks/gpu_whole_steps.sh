@@ -2,14 +2,8 @@
 # Issue #14's GPU rows: whole-step CUDA graphs against NFE × graph-replayed D, streaming with recording,
 # and float32 at batch 256 compiled against k-diffusion. Run from the repository root on one H200;
 # OUT is where results go. k-diffusion (torchsde, trampoline) come as wheels in .whl/ as in gpu_session.sh.
-set -uo pipefail
-OUT="${OUT:-benchmarks/results}"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site
-fi
+# shellcheck source=benchmarks/gpu_common.sh
+. "$(dirname "$0")/gpu_common.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/whole-steps-session.txt"
 
 # 1. the CUDA tests of the fast path, whole-step graphs included (they skip on a CPU)
