@@ -1,7 +1,6 @@
 """benchmarks/fd_sweep.py on the CPU: tiny models, a tiny classifier, 2 NFE values."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,17 +14,15 @@ from explorer.models.classifier import FashionClassifier, save_classifier
 from explorer.models.networks import build_denoiser
 from explorer.train import fd_tables
 
+from benchmark_scripts import load_benchmark
+
 ARCH = {"class": "SongUNet", "img_resolution": 32, "in_channels": 1, "out_channels": 1, "model_channels": 8,
         "channel_mult": [1], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fd_sweep.py"
-    spec = importlib.util.spec_from_file_location("fd_sweep", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fd_sweep")
 
 
 @pytest.fixture(scope="module")

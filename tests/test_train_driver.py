@@ -1,7 +1,6 @@
 """The GPU training driver's modes, dry-run on the CPU with a tiny net (benchmarks/train_checkpoints.py)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,14 @@ import torch
 
 from explorer.train.datasets import ImageSet, save_packed
 
+from benchmark_scripts import load_benchmark
+
 TINY = "--arch-channels 16 --arch-mult 1,2 --arch-blocks 1 --arch-attn 4 --kimg 0.016"
 
 
 @pytest.fixture(scope="module")
 def driver():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_checkpoints.py"
-    spec = importlib.util.spec_from_file_location("train_checkpoints", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_checkpoints")
 
 
 def _packed(folder: Path) -> Path:
