@@ -103,6 +103,17 @@ def test_wrappers_are_cached_refreshed_and_forgotten():
     assert key not in _CACHE
 
 
+def test_a_model_loaded_under_inference_mode_runs_fast():
+    """FD sweeps load and sample inside ``torch.inference_mode``: weights without version counters."""
+    with torch.inference_mode():
+        den = _network()
+        opts = FastOptions(precision="bfloat16")
+        first = fast_denoiser(den, opts)
+        assert fast_denoiser(den, opts) is first
+        cfg = RunConfig(solver="euler", steps=2, batch=1, fast=True)
+        assert torch.isfinite(_final(den, cfg, fast=opts)).all()
+
+
 # ------------------------------------------------------------------------------ on a GPU
 
 @cuda

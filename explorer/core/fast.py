@@ -118,8 +118,12 @@ def module_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _fingerprint(module: torch.nn.Module) -> tuple:
-    """Where the weights live and how often they were changed in place (EMA updates, loads)."""
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in module_tensors(module))
+    """Where the weights live and how often they were changed in place (EMA updates, loads).
+
+    Tensors made under ``torch.inference_mode`` (a model loaded inside it) keep no version counter;
+    for them only the storage, dtype and device count: a new load or ``.to()`` still changes those.
+    """
+    return tuple((t.data_ptr(), -1 if t.is_inference() else t._version, t.dtype, t.device) for t in module_tensors(module))
 
 
 @dataclass
