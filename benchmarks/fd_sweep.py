@@ -40,7 +40,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -207,24 +207,41 @@ def _setup(args: argparse.Namespace, kind: str, extra: dict) -> tuple[Denoiser, 
 
 # Named solver lists (a preset sets --solvers and --nfe). low-nfe: issue 11's comparison of the
 # solvers after DPM-Solver++ at very low NFE (from branch solvers).
+LOW_NFE = "euler,heun,dpm-solver++2m,dpm-solver++3m,unipc-3:variant=bh1,unipc-3:variant=bh2,deis-3,ipndm,ipndm-v"
+
+
+def on_grid(specs: str, disc: str) -> str:
+    """The same solver specs run on another discretization ('heun' → 'heun:disc=logsnr')."""
+    return ",".join(f"{spec}:disc={disc}" for spec in specs.split(","))
+
+
 PRESETS = {
-    "low-nfe": ("euler,heun,dpm-solver++2m,dpm-solver++3m,unipc-3:variant=bh1,unipc-3:variant=bh2,deis-3,ipndm,ipndm-v",
-                "3,4,5,6,8,10"),
+    "low-nfe": (LOW_NFE, "3,4,5,6,8,10"),
+    # the same solvers on the grid uniform in log-SNR (DPM-Solver's and UniPC's own choice): FD turns on the grid
+    "low-nfe-logsnr": (on_grid(LOW_NFE, "logsnr"), "3,4,5,6,8,10"),
 }
+GRID_FIELDS = {"disc": str, "rho": float}  # run-level fields a spec may set beside the solver's own options
 
 
-def solver_spec(text: str) -> tuple[str, dict]:
-    """'unipc-3:variant=bh1' → ('unipc-3', {'variant': 'bh1'}), values parsed by the solver's declarations."""
+def solver_spec(text: str) -> tuple[str, dict, dict]:
+    """'unipc-3:disc=logsnr:variant=bh1' → ('unipc-3', {'variant': 'bh1'}, {'disc': 'logsnr'}).
+
+    Options are parsed by the solver's declarations; ``disc`` and ``rho`` set the run's time grid.
+    """
     name, *pairs = text.strip().split(":")
     info = get_solver(name)
-    options = {}
+    options: dict = {}
+    fields: dict = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
+        if key in GRID_FIELDS:
+            fields[key] = GRID_FIELDS[key](value)
+            continue
         try:
             options[key] = info.option(key).parse(value)
         except KeyError:
             raise ValueError(f"{name} has no option {key!r} (in {text!r}).") from None
-    return name, options
+    return name, options, fields
 
 
 def solver_names(filter_text: Optional[str], exclude: str = "") -> list[str]:
@@ -263,10 +280,10 @@ def run_solvers(args: argparse.Namespace) -> dict:
     names = solver_names(args.solvers, args.exclude)
     for nfe in nfes:  # NFE-major: a budget that runs out leaves whole columns
         for spec in names:
-            name, options = solver_spec(spec)
+            name, options, fields = solver_spec(spec)
             if not SOLVERS[name].adaptive:
                 sweep.measure({"solver": spec, "nfe": nfe, "rtol": None},
-                              runner(base.replace(solver=name, steps=None, nfe=nfe, options=options)), nfe)
+                              runner(base.replace(solver=name, steps=None, nfe=nfe, options=options, **fields)), nfe)
     for name in names:
         info = SOLVERS.get(name)
         if info is None:  # a spec with options: adaptive solvers are measured at their defaults

@@ -57,7 +57,9 @@ def test_solver_names_come_from_the_registry(sweep):
     assert "reference" not in sweep.solver_names(None, "reference") and sweep.solver_names("heun,euler", "euler") == ["heun"]
     with pytest.raises(ValueError, match="Unknown solver"):
         sweep.solver_names("heun,nope")
-    assert sweep.solver_spec("heun:alpha=0.5") == ("heun", {"alpha": 0.5})
+    assert sweep.solver_spec("heun:alpha=0.5") == ("heun", {"alpha": 0.5}, {})
+    assert sweep.solver_spec("unipc-3:variant=bh2:disc=logsnr") == ("unipc-3", {"variant": "bh2"}, {"disc": "logsnr"})
+    assert all(sweep.solver_spec(s)[2] == {"disc": "logsnr"} for s in sweep.PRESETS["low-nfe-logsnr"][0].split(","))
     with pytest.raises(ValueError, match="no option"):
         sweep.solver_names("heun:beta=2")
 
