@@ -10,7 +10,7 @@ nothing else changes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 KINDS = (float, int, bool, str, tuple)
@@ -249,16 +249,36 @@ PREDICTION = Option("prediction", str, "data", "model output the polynomial runs
 CORRECTOR = Option("corrector", bool, True, "apply UniC after each predictor step (reuses the next evaluation)", "UniC")
 CORRECTOR_OFF = Option("corrector", bool, False, "apply UniC after each multistep step (reuses the next evaluation)", "UniC")
 UNIPC_OPTIONS = (VARIANT, PREDICTION, CORRECTOR)
-RESTART_OPTIONS = (
-    Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)", "restart σ_min",
-           low=0.0, low_open=True),
-    Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True),
-    Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100),
-    Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000),
-)
+RESTART_MIN = Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)",
+                     "restart σ_min", low=0.0, low_open=True)
+RESTART_MAX = Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True)
+RESTART_K = Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100)
+RESTART_STEPS = Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000)
+SINGLE_RESTART = (RESTART_MIN, RESTART_MAX, RESTART_K, RESTART_STEPS)
+# One interval of the list: the same bounds as the single-interval options, shorter names.
+RESTART_FIELDS = tuple(replace(o, name=name, label=label) for o, (name, label) in
+                       zip(SINGLE_RESTART, (("sigma_min", "σ_min"), ("sigma_max", "σ_max"), ("k", "K"), ("steps", "steps"))))
+RESTART_INTERVALS = Option(
+    "restart_intervals", tuple, None, "several restart intervals (e.g. 0.06:0.3:2:3,0.3:2:1:3), each run when the main "
+    "path reaches its σ_min; none = the single interval of the four options above",
+    "restart intervals", optional=True, fields=RESTART_FIELDS, item="restart interval")
+RESTART_OPTIONS = SINGLE_RESTART + (RESTART_INTERVALS,)
 
 
 def check_restart_interval(options: Mapping[str, Any]) -> None:
-    """Restart's interval must not be empty."""
-    if options["restart_min"] >= options["restart_max"]:
-        raise ValueError(f"The restart interval needs σ_min < σ_max (got {options['restart_min']:g} ≥ {options['restart_max']:g}).")
+    """Restart's intervals must not be empty, and the list replaces the single interval
+    rather than silently overriding values the user set for it."""
+    intervals = options.get("restart_intervals")
+    if intervals is None:
+        _check_one_interval("The restart interval", options["restart_min"], options["restart_max"])
+        return
+    changed = [o.title for o in SINGLE_RESTART if options[o.name] != o.default]
+    if changed:
+        raise ValueError(f"Restart intervals replace the single interval: leave {join_names(changed)} at the default.")
+    for number, (sigma_min, sigma_max, _, _) in enumerate(intervals, 1):
+        _check_one_interval(f"Restart interval {number}", sigma_min, sigma_max)
+
+
+def _check_one_interval(what: str, sigma_min: float, sigma_max: float) -> None:
+    if sigma_min >= sigma_max:
+        raise ValueError(f"{what} needs σ_min < σ_max (got {sigma_min:g} ≥ {sigma_max:g}).")
