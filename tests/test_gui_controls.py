@@ -114,6 +114,27 @@ def test_options_of_the_same_name_start_from_each_solvers_own_default(panel):
     assert panel.option_widget("atol").placeholderText() == "solver's choice"
 
 
+def test_restart_intervals_row_reads_the_cli_syntax(panel):
+    """Issue #11: the interval list is one text row, parsed and checked by its declaration."""
+    rows = panel.option_widget("restart_intervals")
+    assert rows.isHidden()
+    set_combo(panel.solver_box, "restart")
+    assert not rows.isHidden() and rows.placeholderText() == "σ_min:σ_max:K:steps,…"
+    set_text(rows, "0.3:2:1")
+    assert_blocked(panel, "options.restart_intervals", "Restart interval 1 needs 4 numbers")
+    set_text(rows, "0.06:0.3:2:3, 0.3:2:1:3")
+    assert_ok(panel)
+    assert panel.model.config.options["restart_intervals"] == ((0.06, 0.3, 2, 3), (0.3, 2.0, 1, 3))
+    panel.option_widget("restart_k").setValue(4)
+    assert_blocked(panel, "options.restart_k", "leave K at the default")
+    panel.option_widget("restart_k").setValue(2)
+    panel.model.load(panel.model.config)
+    assert rows.text() == "0.06:0.3:2:3,0.3:2:1:3"  # written back in the same syntax
+    set_text(rows, "")
+    assert_ok(panel)
+    assert panel.model.config.options["restart_intervals"] is None
+
+
 def test_nfe_budget_too_small(panel):
     set_combo(panel.solver_box, "dpm-solver-3")
     set_combo(panel.final_box, "sigma_min")

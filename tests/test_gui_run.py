@@ -417,7 +417,8 @@ def test_status_bar_names_the_runs_sigma_range_not_inf(window):
 
 
 def test_restart_jumps_are_drawn_apart_in_the_particle_paths(window, qtbot):
-    """Issue #11: Restart's forward jumps (σ rises between recorded states) are dashed, with a legend entry."""
+    """Issue #11: Restart's forward jumps (σ rises between recorded states) are dashed, with a legend
+    entry; with several intervals, the jumps of each."""
     from explorer.ui.trajectory_views import JUMP_NAME
 
     window.model.load(RunConfig(solver="restart", steps=6, batch=8))
@@ -429,6 +430,14 @@ def test_restart_jumps_are_drawn_apart_in_the_particle_paths(window, qtbot):
     x, _ = paths.jumps.getData()
     assert len(x) == rises * 8 * 2  # one segment per particle and jump
     assert paths.legend.getLabel(paths.jumps).text == JUMP_NAME
+    two = {"restart_intervals": "0.06:0.3:1:2,1:5:2:1"}  # one jump up to σ 5 at σ 0.97, then one to 0.3 at 0.085
+    window.model.load(RunConfig(solver="restart", steps=6, batch=8, options=two))
+    assert run(window, qtbot) == "finished"
+    sigmas = window.record.frame(window.record.num_states - 1).sigmas
+    jumps = sigmas[1:][sigmas[1:] > sigmas[:-1]]
+    assert jumps.tolist() == pytest.approx([5.0, 5.0, 0.3])
+    x, _ = paths.jumps.getData()
+    assert len(x) == 3 * 8 * 2
     window.model.load(RunConfig(solver="heun", steps=4, batch=8))
     assert run(window, qtbot) == "finished"
     x, _ = paths.jumps.getData()

@@ -32,10 +32,15 @@ def test_same_seed_same_trajectory_bit_for_bit():
     assert torch.equal(a.x, b.x) and torch.equal(a.denoised, b.denoised)
 
 
-@pytest.mark.parametrize("solver", ["heun", "euler-ancestral", "dpm-solver++2m-sde"])
+# Options that make each solver draw noise during the run (Restart: the jumps of two intervals).
+NOISY = {"heun": {"churn": 3.0}, "euler-ancestral": {}, "dpm-solver++2m-sde": {},
+         "restart": {"restart_intervals": "0.3:2:2:2,1.5:10:1:1"}}
+
+
+@pytest.mark.parametrize("solver", list(NOISY))
 def test_sample_k_independent_of_batch_size(solver):
-    one = sample(RING, RunConfig(solver=solver, steps=6, batch=1, seed=10, churn=3.0 if solver == "heun" else 0.0))
-    eight = sample(RING, RunConfig(solver=solver, steps=6, batch=8, seed=3, churn=3.0 if solver == "heun" else 0.0))
+    one = sample(RING, RunConfig(solver=solver, steps=6, batch=1, seed=10, options=NOISY[solver]))
+    eight = sample(RING, RunConfig(solver=solver, steps=6, batch=8, seed=3, options=NOISY[solver]))
     # sample 7 of the batch started at seed 3 is seed 10
     assert torch.equal(one.x[:, 0], eight.x[:, 7])
 

@@ -76,7 +76,7 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("solver options (each applies to the solvers named)")
     for name, opt in all_options().items():
         extra = f"; {opt.bounds_text()}" if opt.kind is not float or opt.low is not None or opt.high is not None else ""
-        g.add_argument(opt.flag, dest=OPTION_DEST + name, metavar=opt.kind.__name__.upper(), default=None,
+        g.add_argument(opt.flag, dest=OPTION_DEST + name, metavar=opt.metavar, default=None,
                        help=f"{opt.help}{extra} ({_defaults_by_solver(name)})")
 
 

@@ -70,6 +70,8 @@ def _option_editor(opt: Option, current: Callable[[], Option]) -> tuple[QWidget,
     if opt.kind is str:
         combo = _combo([(c, c) for c in opt.choices])
         return combo, combo.value, lambda v: _set_combo(combo, v), combo.currentIndexChanged
+    if opt.kind is tuple:
+        return _items_editor(current)
     if opt.kind is int:
         spin = QSpinBox()
         spin.setRange(int(opt.low) if opt.low is not None else -(2**31), int(opt.high) if opt.high is not None else 2**31 - 1)
@@ -89,6 +91,21 @@ def _option_editor(opt: Option, current: Callable[[], Option]) -> tuple[QWidget,
         edit.setText("inf" if isinstance(value, float) and math.isinf(value) else _format(value))
 
     return edit, read, write, edit.editingFinished
+
+
+def _items_editor(current: Callable[[], Option]) -> tuple[QWidget, Callable[[], Any], Callable[[Any], None], Any]:
+    """A line edit for a list option (Restart's intervals): the same text as its CLI flag,
+    parsed by the declaration, so both front ends read and write one syntax."""
+    edit = QLineEdit()
+
+    def read() -> Any:
+        decl = current()
+        try:
+            return decl.parse(edit.text())
+        except ValueError as error:
+            return Invalid(str(error))
+
+    return edit, read, lambda value: edit.setText(current().text(value)), edit.editingFinished
 
 
 def _pair(first: QWidget, label: str, second: QWidget) -> QWidget:
@@ -475,7 +492,8 @@ class ControlPanel(QWidget):
                 opt = active[name]
                 widget.setToolTip(f"{opt.help} ({opt.bounds_text()})")
                 if isinstance(widget, QLineEdit):
-                    widget.setPlaceholderText("solver's choice" if opt.optional else "")
+                    shown = opt.metavar if opt.kind is tuple else "solver's choice" if opt.optional else ""
+                    widget.setPlaceholderText(shown)  # a list option shows its syntax
                 label = self._options_form.labelForField(widget)
                 if isinstance(label, QLabel):
                     label.setText(opt.title)

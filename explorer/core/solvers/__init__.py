@@ -266,7 +266,7 @@ register(SolverInfo("dpm-solver++3s", Deferred("dpm.dpm_solver_pp_singlestep"), 
                     summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔"))
 register(SolverInfo("restart", Deferred("restart.restart"), 2, RestartRule(), options=RESTART_OPTIONS,
                     check=check_restart_interval, stochastic=True, order_grid="edm",
-                    summary="Restart: Heun, K forward jumps over [σ_min, σ_max] each followed by Heun back down"))
+                    summary="Restart: Heun; per interval [σ_min, σ_max], K forward jumps each followed by Heun back down"))
 register(SolverInfo("reference", Deferred("reference.reference"), 5, AdaptiveOnGrid(), options=(RTOL_REF, ATOL_REF), color="#000000", float64=True,
                     summary="RK45 (Dormand–Prince) in float64, rtol 1e-8: ground truth"))
 

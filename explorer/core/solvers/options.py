@@ -10,10 +10,11 @@ nothing else changes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-KINDS = (float, int, bool, str)
+KINDS = (float, int, bool, str, tuple)
+ITEM_SEP, FIELD_SEP = ",", ":"  # the text of a tuple option: items by commas, an item's fields by colons
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,9 @@ class Option:
 
     Attributes:
         name: key in ``RunConfig.options``; the CLI flag is ``--name`` with ``_`` → ``-``.
-        kind: float, int, bool or str (str options take one of ``choices``).
+        kind: float, int, bool, str (str options take one of ``choices``) or tuple: a list of
+            items, each a tuple of numbers declared by ``fields``, written as text
+            ``a:b,c:d`` (the CLI and the GUI) and stored as a list of lists in JSON.
         default: the value when none is given; None only for ``optional`` options.
         help: one line, shown by ``--help`` and as the GUI tooltip.
         label: the short name shown in the GUI and in error messages.
@@ -30,6 +33,9 @@ class Option:
         choices: the allowed strings of a str option.
         optional: None is allowed and means "the solver's own choice" (said in ``help``).
         allow_inf: a float option may be +∞ (S_max).
+        fields: a tuple option's fields of one item, in the order the text gives them.
+        item: a tuple option's word for one item, in error messages ("restart interval 2: …").
+        max_items: the most items a tuple option takes.
     """
 
     name: str
@@ -44,12 +50,17 @@ class Option:
     choices: tuple[str, ...] = ()
     optional: bool = False
     allow_inf: bool = False
+    fields: tuple["Option", ...] = ()
+    item: str = "item"
+    max_items: int = 100
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise TypeError(f"Option {self.name}: kind must be one of float, int, bool, str.")
+            raise TypeError(f"Option {self.name}: kind must be one of float, int, bool, str, tuple.")
         if self.kind is str and not self.choices:
             raise TypeError(f"Option {self.name}: a str option needs its choices.")
+        if (self.kind is tuple) != bool(self.fields) or any(f.kind not in (float, int) for f in self.fields):
+            raise TypeError(f"Option {self.name}: a tuple option, and only one, needs its fields (numbers).")
         if not (self.optional and self.default is None):
             self.validate(self.default)
 
@@ -61,8 +72,22 @@ class Option:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
+    @property
+    def metavar(self) -> str:
+        """The value's placeholder in ``--help``: FLOAT, INT…, or a tuple option's item form."""
+        if self.kind is tuple:
+            return self.item_form + ITEM_SEP + "…"
+        return self.kind.__name__.upper()
+
+    @property
+    def item_form(self) -> str:
+        """One item of a tuple option as text ("σ_min:σ_max:K:steps")."""
+        return FIELD_SEP.join(f.title for f in self.fields)
+
     def bounds_text(self) -> str:
         """The allowed range in words, for help texts and errors."""
+        if self.kind is tuple:
+            return f"{self.item_form} items separated by '{ITEM_SEP}', at most {self.max_items}"
         if self.kind is str:
             return "one of " + ", ".join(self.choices)
         if self.kind is bool:
@@ -77,6 +102,9 @@ class Option:
             if self.optional:
                 return None
             raise ValueError(f"{self.title} needs a value ({self.bounds_text()}).")
+        if self.kind is tuple:
+            items = self.parse(value) if isinstance(value, str) else value
+            return self.validate(None) if items is None else self._validate_items(items)
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise ValueError(f"{self.title} must be true or false (got {value!r}).")
@@ -101,11 +129,45 @@ class Option:
             raise ValueError(f"{self.title} must satisfy {self.bounds_text()} (got {value:g}).")
         return value
 
+    def _validate_items(self, value: Any) -> tuple[tuple[Any, ...], ...]:
+        """A tuple option's items, each field checked by its own declaration; a tuple of
+        tuples, so that configs holding it stay hashable (JSON gives lists of lists)."""
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value:
+            raise ValueError(f"{self.title} must be a list of {self.bounds_text()} (got {value!r}).")
+        if len(value) > self.max_items:
+            raise ValueError(f"{self.title} takes at most {self.max_items} items (got {len(value)}).")
+        return tuple(self._item(number, item, Option.validate) for number, item in enumerate(value, 1))
+
+    def _item(self, number: int, values: Any, convert: Callable[["Option", Any], Any], shown: Any = None) -> tuple[Any, ...]:
+        """Item ``number`` of a tuple option, each field through ``convert`` (its parse or
+        validate), with errors that say which item (``shown``: the item as the user wrote it)."""
+        where = f"{self.item.capitalize()} {number}"
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != len(self.fields):
+            got = values if shown is None else shown
+            raise ValueError(f"{where} needs {len(self.fields)} numbers {self.item_form} (got {got!r}).")
+        try:
+            return tuple(convert(f, v) for f, v in zip(self.fields, values))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    def text(self, value: Any) -> str:
+        """``value`` as text that :meth:`parse` reads back to the same value (CLI, GUI rows)."""
+        if value is None:
+            return ""
+        if self.kind is tuple:
+            return ITEM_SEP.join(FIELD_SEP.join(_number_text(v) for v in item) for item in value)
+        if self.kind is bool:
+            return str(value).lower()
+        return _number_text(value) if self.kind in (float, int) else str(value)
+
     def parse(self, text: str) -> Any:
         """A value from command-line text ('none' for an optional option's default)."""
         text = text.strip()
-        if self.optional and text.lower() in ("none", "default", ""):
+        if self.optional and text.lower() in ("none", "default", "auto", ""):  # "auto": as `solvers` shows it
             return None
+        if self.kind is tuple:
+            parts = enumerate(text.split(ITEM_SEP), 1)  # fields parsed here, bounds checked by validate
+            return tuple(self._item(n, part.split(FIELD_SEP), Option.parse, part.strip()) for n, part in parts)
         if self.kind is bool:
             lowered = text.lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -120,6 +182,12 @@ class Option:
         except ValueError:
             raise ValueError(f"{self.title} must be a number (got {text!r}).") from None
         return int(number) if self.kind is int and number.is_integer() else number
+
+
+def _number_text(value: float) -> str:
+    """A short form of a number that reads back exactly (``1`` for 1.0, full digits only when needed)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def join_names(names: Sequence[str]) -> str:
@@ -181,16 +249,36 @@ PREDICTION = Option("prediction", str, "data", "model output the polynomial runs
 CORRECTOR = Option("corrector", bool, True, "apply UniC after each predictor step (reuses the next evaluation)", "UniC")
 CORRECTOR_OFF = Option("corrector", bool, False, "apply UniC after each multistep step (reuses the next evaluation)", "UniC")
 UNIPC_OPTIONS = (VARIANT, PREDICTION, CORRECTOR)
-RESTART_OPTIONS = (
-    Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)", "restart σ_min",
-           low=0.0, low_open=True),
-    Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True),
-    Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100),
-    Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000),
-)
+RESTART_MIN = Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)",
+                     "restart σ_min", low=0.0, low_open=True)
+RESTART_MAX = Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True)
+RESTART_K = Option("restart_k", int, 2, "how many times the interval is re-run (K; 0 = plain Heun)", "K", low=0, high=100)
+RESTART_STEPS = Option("restart_steps", int, 3, "Heun steps back down through the interval", "restart steps", low=1, high=1000)
+SINGLE_RESTART = (RESTART_MIN, RESTART_MAX, RESTART_K, RESTART_STEPS)
+# One interval of the list: the same bounds as the single-interval options, shorter names.
+RESTART_FIELDS = tuple(replace(o, name=name, label=label) for o, (name, label) in
+                       zip(SINGLE_RESTART, (("sigma_min", "σ_min"), ("sigma_max", "σ_max"), ("k", "K"), ("steps", "steps"))))
+RESTART_INTERVALS = Option(
+    "restart_intervals", tuple, None, "several restart intervals (e.g. 0.06:0.3:2:3,0.3:2:1:3), each run when the main "
+    "path reaches its σ_min; none = the single interval of the four options above",
+    "restart intervals", optional=True, fields=RESTART_FIELDS, item="restart interval")
+RESTART_OPTIONS = SINGLE_RESTART + (RESTART_INTERVALS,)
 
 
 def check_restart_interval(options: Mapping[str, Any]) -> None:
-    """Restart's interval must not be empty."""
-    if options["restart_min"] >= options["restart_max"]:
-        raise ValueError(f"The restart interval needs σ_min < σ_max (got {options['restart_min']:g} ≥ {options['restart_max']:g}).")
+    """Restart's intervals must not be empty, and the list replaces the single interval
+    rather than silently overriding values the user set for it."""
+    intervals = options.get("restart_intervals")
+    if intervals is None:
+        _check_one_interval("The restart interval", options["restart_min"], options["restart_max"])
+        return
+    changed = [o.title for o in SINGLE_RESTART if options[o.name] != o.default]
+    if changed:
+        raise ValueError(f"Restart intervals replace the single interval: leave {join_names(changed)} at the default.")
+    for number, (sigma_min, sigma_max, _, _) in enumerate(intervals, 1):
+        _check_one_interval(f"Restart interval {number}", sigma_min, sigma_max)
+
+
+def _check_one_interval(what: str, sigma_min: float, sigma_max: float) -> None:
+    if sigma_min >= sigma_max:
+        raise ValueError(f"{what} needs σ_min < σ_max (got {sigma_min:g} ≥ {sigma_max:g}).")

@@ -1,11 +1,13 @@
-"""Restart sampling (Xu et al. 2023): EDM's Heun on the main path, and K times over a
-restart interval [σ_min, σ_max], a forward jump with fresh noise followed by Heun back down.
+"""Restart sampling (Xu et al. 2023): EDM's Heun on the main path, and for each restart
+interval [σ_min, σ_max], K times a forward jump with fresh noise followed by Heun back down.
 
 The jump adds √(σ_max² − σ_min²)·z (z from the run's own noise streams, so runs are
 reproducible per sample), which undoes the contraction the ODE applies to accumulated
-errors; the Heun steps inside the interval follow EDM's ρ = 7 spacing in σ. σ_min is
-snapped to the nearest interior point of the main grid, where the restarts happen. Jumps
-are recorded as steps of their own (order 0, σ rising), so the trajectory shows them.
+errors; the Heun steps inside the interval follow EDM's ρ = 7 spacing in σ. Each σ_min is
+snapped to the nearest point of the main grid after the first (σ = 0 never), and an
+interval's restarts run when the main path reaches that point, so with several intervals
+(the paper's ImageNet setting) the high ones come first. Jumps are recorded as steps of
+their own (order 0, σ rising), so the trajectory shows them.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
-from explorer.core.solvers.rules import restart_index
+from explorer.core.solvers.rules import RestartInterval, restart_schedule
 
 
 def _heun(ctx: SolverContext, x: torch.Tensor, t_cur: float, t_next: float) -> tuple[torch.Tensor, int]:
@@ -37,10 +39,9 @@ def _interval(ctx: SolverContext, sigma_hi: float, sigma_lo: float, n: int, rho:
 
 
 def restart(ctx: SolverContext) -> Iterator[StepEvent]:
-    """Heun on the grid; at the restart point, K × (jump up to σ_max, Heun back down)."""
-    opts = ctx.config.options
+    """Heun on the grid; at each interval's grid point, K × (jump up to σ_max, Heun back down)."""
     t = ctx.plan.t
-    j = restart_index(t, ctx.sigma, opts)
+    schedule = restart_schedule(t, ctx.sigma, ctx.config.options)
     x, index = ctx.x0, 0
     last_denoised = None
 
@@ -52,15 +53,13 @@ def restart(ctx: SolverContext) -> Iterator[StepEvent]:
         last_denoised = ev.denoised
         return ev
 
-    for i, t_cur, t_next in steps_of(t):
-        yield heun_event(t_cur, t_next)
-        if i + 1 != j:
-            continue
-        sigma_lo, sigma_hi = ctx.sigma(t_next), opts["restart_max"]
-        inner = _interval(ctx, sigma_hi, sigma_lo, opts["restart_steps"])
-        inner[-1] = t_next
-        for _ in range(opts["restart_k"]):
-            y = x / ctx.s(t_next) + math.sqrt(sigma_hi**2 - sigma_lo**2) * ctx.randn_like(x)
+    def restarts(t_grid: float, interval: RestartInterval) -> Iterator[StepEvent]:
+        nonlocal x, index
+        sigma_lo, sigma_hi = ctx.sigma(t_grid), interval.sigma_max
+        inner = _interval(ctx, sigma_hi, sigma_lo, interval.steps)
+        inner[-1] = t_grid
+        for _ in range(interval.k):
+            y = x / ctx.s(t_grid) + math.sqrt(sigma_hi**2 - sigma_lo**2) * ctx.randn_like(x)
             x = ctx.s(inner[0]) * y
             index += 1
             jump = ctx.event(index, inner[0], x, 0)
@@ -68,3 +67,8 @@ def restart(ctx: SolverContext) -> Iterator[StepEvent]:
             yield jump
             for _, a, b in steps_of(inner):
                 yield heun_event(a, b)
+
+    for i, t_cur, t_next in steps_of(t):
+        yield heun_event(t_cur, t_next)
+        for _, interval in (pair for pair in schedule if pair[0] == i + 1):
+            yield from restarts(t_next, interval)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from explorer.core.solvers.options import Option
 
@@ -244,33 +244,65 @@ class PNDMRule(Multistep):
         return [4] * steps
 
 
-def restart_index(t: Sequence[float], sigma: Callable[[float], float], options: Options) -> Optional[int]:
-    """The main-grid point where the restarts happen, or None when there is none to use."""
+class RestartInterval(NamedTuple):
+    """One restart interval: K times, jump from the grid point nearest σ_min up to σ_max and
+    take ``steps`` Heun steps back down."""
+
+    sigma_min: float
+    sigma_max: float
+    k: int
+    steps: int
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.k * self.steps
+
+
+def restart_intervals(options: Options) -> list[RestartInterval]:
+    """The run's intervals: the ``restart_intervals`` list, else the single interval of
+    ``restart_min``, ``restart_max``, ``restart_k`` and ``restart_steps``."""
+    listed = options.get("restart_intervals")
+    if listed is not None:
+        return [RestartInterval(*item) for item in listed]
+    return [RestartInterval(options["restart_min"], options["restart_max"], options["restart_k"], options["restart_steps"])]
+
+
+def restart_schedule(t: Sequence[float], sigma: Callable[[float], float], options: Options) -> list[tuple[int, RestartInterval]]:
+    """(main-grid index, interval) of every restart the run makes, in the order it makes them.
+
+    Each interval's σ_min snaps to the nearest grid point after the first (in log σ; σ = 0
+    never). An interval with K = 0, or whose snapped point is not below its σ_max, is left
+    out; intervals sharing a point run there in the order given.
+    """
     candidates = [j for j in range(1, len(t)) if t[j] > 0]
-    if not candidates or options["restart_k"] == 0:
-        return None
-    j = min(candidates, key=lambda k: abs(math.log(sigma(t[k])) - math.log(options["restart_min"])))
-    return j if options["restart_max"] > sigma(t[j]) else None
+    if not candidates:
+        return []
+    placed = []
+    for interval in restart_intervals(options):
+        j = min(candidates, key=lambda k: abs(math.log(sigma(t[k])) - math.log(interval.sigma_min)))
+        if interval.k > 0 and interval.sigma_max > sigma(t[j]):
+            placed.append((j, interval))
+    return sorted(placed, key=lambda pair: pair[0])  # stable: list order at a shared point
 
 
 @dataclass(frozen=True)
 class RestartRule(PerStep):
-    """Heun's 2N − 1 evaluations plus 2 · restart_steps for each of the K restarts."""
+    """Heun's 2N − 1 evaluations plus 2 · steps for each of an interval's K restarts."""
 
     evals_per_step: int = 2
     fixed_grid = False  # the jumps and restart steps add states beyond the plan's grid
 
     def nfe_rule(self) -> str:
-        return "2N−1 + 2·K·restart_steps (final zero)"
+        return "2N−1 + 2·K·steps per interval (final zero)"
 
     def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        """Without the grid: every interval counted (the plan leaves out those the grid can't place)."""
         base = PerStep.nfe(self, steps, to_zero, options) or 0
         has_interior = steps >= (2 if to_zero else 1)
-        return base + (2 * options["restart_k"] * options["restart_steps"] if has_interior else 0)
+        return base + (sum(i.nfe for i in restart_intervals(options)) if has_interior else 0)
 
     def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
         t, orders, _ = PerStep.layout(self, steps, req)
         nfe = PerStep.nfe(self, steps or 1, req.to_zero, req.options) or 0
-        if restart_index(t, req.sigma, req.options) is not None:
-            nfe += 2 * req.options["restart_k"] * req.options["restart_steps"]
+        nfe += sum(interval.nfe for _, interval in restart_schedule(t, req.sigma, req.options))
         return t, orders, nfe + (1 if req.final == "denoise" else 0)
