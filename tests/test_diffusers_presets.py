@@ -25,6 +25,12 @@ KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscrete
           "UniPCMultistepScheduler", "DEISMultistepScheduler"}
 EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True}}
 STEPS = (10, 12, 20)
+VARIANTS = {  # further configs of one scheduler: case name → (class, its config beyond the model's)
+    "PNDMScheduler-trailing": ("PNDMScheduler", {"skip_prk_steps": True, "timestep_spacing": "trailing"}),
+    "PNDMScheduler-prk": ("PNDMScheduler", {"skip_prk_steps": False}),
+    "PNDMScheduler-prk-trailing": ("PNDMScheduler", {"skip_prk_steps": False, "timestep_spacing": "trailing"}),
+}
+VARIANT_STEPS = (10, 20)  # ⌊T/N⌋ even (100, 50): the Runge–Kutta midpoints are consistent (odd is refused)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +56,8 @@ def build_models(mktemp) -> dict:
 
 
 def scheduler(name: str, sched: dict, karras: bool):
-    cls = getattr(diffusers, name)
-    extra = dict(EXTRA.get(name, {}))
+    cls_name, extra = VARIANTS.get(name, (name, EXTRA.get(name, {})))
+    cls, extra = getattr(diffusers, cls_name), dict(extra)
     if karras:
         extra["use_karras_sigmas"] = True
     return cls(**sched, **extra)
@@ -108,16 +114,16 @@ def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tenso
 REFUSED = {  # what the tiny-model table leaves out, and why (the messages are tested below)
     "DPMSolverSinglestepScheduler": "its order-k steps take their nodes at the grid's own points",
     "KDPM2DiscreteScheduler": "no k-diffusion DPM-2 in the solver registry",
-    "PNDMScheduler (v prediction)": "Adams–Bashforth over the raw v outputs",
-    "PNDMScheduler (skip_prk_steps=false)": "Runge–Kutta midpoints at integer timesteps",
+    "PNDMScheduler (skip_prk_steps=false, ⌊T/N⌋ odd, e.g. N = 12)": "two different Runge–Kutta midpoints per step",
+    "PNDMScheduler and DDIMScheduler (linspace)": "steps to t − ⌊T/N⌋, then evaluates at another timestep",
 }
-EPS_ONLY = {"PNDMScheduler"}  # v prediction refused (test_unreproducible_configs_say_why says why)
 CASES = [(m, n, k, steps) for m in MODELS for n in SCHEDULERS for k in (False, True) if not k or n in KARRAS
-         for steps in STEPS if m == "eps-linear" or n not in EPS_ONLY]
+         for steps in STEPS]
+CASES += [(m, n, False, steps) for m in MODELS for n in VARIANTS for steps in VARIANT_STEPS]
 
 
 @pytest.mark.parametrize("model,name,karras,steps", CASES,
-                         ids=[f"{m}-{n[:-9]}-{'karras' if k else 'default'}-{s}" for m, n, k, s in CASES])
+                         ids=[f"{m}-{n.replace('Scheduler', '')}-{'karras' if k else 'default'}-{s}" for m, n, k, s in CASES])
 def test_preset_equals_diffusers_loop(models, model, name, karras, steps, monkeypatch):
     den, unet, sched = models[model]
     latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(steps), dtype=torch.float64)
@@ -132,9 +138,9 @@ def zero_length_steps(name: str, karras: bool) -> int:
     """Evaluations diffusers spends on steps that do not move, which the explorer's strictly
     decreasing grids leave out (its run stops one evaluation earlier, same final state):
     DEIS on a Karras grid repeats σ_min as its last σ (``np.concatenate([sigmas, sigmas[-1:]])``);
-    PNDM with set_alpha_to_one=false (its default) and steps_offset=0 ends with a step from
-    t = 0 to ᾱ_0, i.e. from σ(t=0) to itself."""
-    return int((name == "DEISMultistepScheduler" and karras) or name == "PNDMScheduler")
+    PNDM with set_alpha_to_one=false (its default), steps_offset=0 and leading spacing ends with
+    a step from t = 0 to ᾱ_0, i.e. from σ(t=0) to itself (trailing ends at t = T/N − 1)."""
+    return int((name == "DEISMultistepScheduler" and karras) or name in ("PNDMScheduler", "PNDMScheduler-prk"))
 
 
 def test_deis_karras_last_step_is_zero_length(models):
@@ -161,6 +167,16 @@ def test_pndm_without_zero_length_step_costs_the_same(models, offset, alpha_to_o
     assert float((ours - ref).norm() / ref.norm()) < 1e-10
 
 
+def test_pndm_runge_kutta_start_needs_four_steps():
+    """With N < 4 diffusers' Runge–Kutta start ends the run (no multistep phase): refused."""
+    with pytest.raises(ValueError, match="use 4 or more"):
+        apply_preset("diffusers", {"_class_name": "PNDMScheduler"}, 3, RunConfig())
+    config, _ = apply_preset("diffusers", {"_class_name": "PNDMScheduler"}, 4, RunConfig())
+    assert config.solver == "pndm" and config.options == {"prk_nodes": "grid", "combine": "eps"}
+    assert config.timesteps == (750, 625, 500, 375, 250, 125, 0)
+    assert config.sigmas[-1] > 0  # PNDM's set_alpha_to_one defaults to false (DDIM's to true)
+
+
 def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
     """Without the stand-in, diffusers' Euler rounds the float64 state to float32 each step:
     the runs then agree to float32 precision only (which is what users see)."""
@@ -175,10 +191,9 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
 @pytest.mark.parametrize("config,match", [
     ({"_class_name": "DPMSolverSinglestepScheduler"}, "nodes are the grid's own points"),
     ({"_class_name": "KDPM2DiscreteScheduler"}, "k-diffusion's DPM2 step"),
-    ({"_class_name": "PNDMScheduler"}, "Runge–Kutta midpoints at the integer timesteps"),
-    ({"_class_name": "PNDMScheduler", "skip_prk_steps": False}, "skip_prk_steps to true"),
-    ({"_class_name": "PNDMScheduler", "skip_prk_steps": True, "prediction_type": "v_prediction"},
-     "converts the sum to ε"),
+    ({"_class_name": "PNDMScheduler", "num_train_timesteps": 1010}, r"⌊T/N⌋ = 101 \(odd\).* t − 50 .* t − 51"),
+    ({"_class_name": "PNDMScheduler", "timestep_spacing": "linspace"}, "t − 100"),
+    ({"_class_name": "PNDMScheduler", "skip_prk_steps": True, "prediction_type": "sample"}, "rejects it"),
     ({"_class_name": "UniPCMultistepScheduler", "solver_type": "bh1"}, "divides by zero at σ = 0"),
     ({"_class_name": "UniPCMultistepScheduler", "disable_corrector": [1]}, "disable_corrector"),
     ({"_class_name": "UniPCMultistepScheduler", "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},

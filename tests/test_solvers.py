@@ -62,6 +62,7 @@ VARIANTS = [
     ("dpm-solver++3s", {"node2": "diffusers"}, 3),
     ("dpm-solver++2m", {"solver_type": "heun"}, 2), ("dpm-solver-2m", {"solver_type": "heun"}, 2),
     ("dpm-solver++2m", {"corrector": True}, 3), ("dpm-solver-2m", {"corrector": True}, 3),
+    ("pndm", {"prk_nodes": "grid"}, 2),
 ]
 
 
@@ -90,6 +91,33 @@ def test_ipndm_fixed_weights_order_4_on_uniform_steps_about_2_on_rho_7():
     ns = [32, 64, 128]
     rho7 = {s: slope(ns, [gaussian_error(s, "edm", "edm", n, sigma_range=(0.002, 80)) for n in ns]) for s in ("ipndm", "ipndm-v")}
     assert 1.7 <= rho7["ipndm"] <= 2.5 and rho7["ipndm-v"] >= 3.3, rho7
+
+
+def test_pndm_grid_nodes_at_the_t_midpoints_are_the_default_pndm():
+    """prk_nodes=grid only moves the Runge–Kutta midpoints onto the grid: on a grid that holds
+    the default's t-midpoints it is the default pndm (same states at shared points, same NFE)."""
+    cfg = RunConfig(solver="pndm", process="vp", disc="edm", steps=8, final="sigma_min", dtype="float64")
+    plan = plan_run(cfg)
+    t, sigma = plan.t, lambda v: float(plan.process.sigma(v))
+    with_mids = [v for i, ti in enumerate(t) for v in ([ti, 0.5 * (ti + t[i + 1])] if i < 3 else [ti])]
+    default = sample(GAUSS, cfg.replace(sigmas=tuple(map(sigma, t))), noise=NOISE)
+    grid = sample(GAUSS, cfg.replace(sigmas=tuple(map(sigma, with_mids)), steps=11, options={"prk_nodes": "grid"}),
+                  noise=NOISE)
+    assert default.nfe == grid.nfe == 8 + 9
+    shared = [0, 2, 4] + list(range(6, 12))
+    assert torch.allclose(grid.x[shared], default.x, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(grid.x[1], grid.x[2])  # the midpoint states are events of their own
+
+
+def test_v_combination_is_a_first_order_convention():
+    """combine=v (diffusers' PNDM on v models) turns earlier v outputs into ε as if they had been
+    evaluated at the current node: it converges, at first order only, where eps keeps order 2."""
+    ns = [16, 32, 64]
+    for solver in ("plms", "pndm"):
+        slopes = {c: slope(ns, [gaussian_error(solver, "vp", "edm", n, {"combine": c}, lower_order_final=False)
+                                for n in ns]) for c in ("v", "eps")}
+        assert 0.7 <= slopes["v"] <= 1.3 and slopes["eps"] >= 1.7, (solver, slopes)
+    assert SOLVERS["pndm"].resolve_options({}) == {"prk_nodes": "midpoint", "combine": "eps"}
 
 
 def mixture_and_reference():

@@ -141,6 +141,12 @@ def _vp_space(cfg: dict, steps: int, solver: str, sigmas: list[float], timesteps
                 schedule_label=_label(cfg, steps), **extra)
 
 
+def _sigma_table64(cfg: dict) -> torch.Tensor:
+    """σ_t = sqrt((1 − ᾱ_t)/ᾱ_t) in float64 from diffusers' float32 ᾱ (what its float64 loop steps with)."""
+    ac = _alphas_cumprod32(cfg).to(torch.float64)
+    return ((1 - ac) / ac).sqrt()
+
+
 def _jump_grid(cfg: dict, steps: int, name: str, ts: np.ndarray) -> tuple[np.ndarray, list[float], list[str]]:
     """σ's of a scheduler that steps from t to t − ⌊T/N⌋ (DDIM, PNDM), its last step to
     ``final_alpha_cumprod`` (σ = 0 with set_alpha_to_one, else σ(t=0))."""
@@ -151,15 +157,14 @@ def _jump_grid(cfg: dict, steps: int, name: str, ts: np.ndarray) -> tuple[np.nda
         raise ValueError(f"diffusers' {name} steps from t to t − {jump}, which with timestep_spacing="
                          f"{cfg.get('timestep_spacing', 'leading')!r} and {steps} steps is not the next timestep; "
                          "the explorer cannot follow that loop (use 'leading').")
-    ac = _alphas_cumprod32(cfg).to(torch.float64)
-    table = ((1 - ac) / ac).sqrt()
+    table = _sigma_table64(cfg)
     sigmas = [float(table[int(t)]) for t in ts]
     notes = []
     if prev[-1] >= 0:
         sigmas.append(float(table[int(prev[-1])]))
         ts = np.concatenate([ts, prev[-1:]])
         notes.append(f"diffusers' {name} stops at t = {int(prev[-1])} (σ = {sigmas[-1]:.4g}), not at σ = 0.")
-    elif cfg.get("set_alpha_to_one", True):
+    elif cfg.get("set_alpha_to_one", name == "DDIM"):  # the class defaults: DDIM true, PNDM false
         sigmas.append(0.0)
     elif int(ts[-1]) == 0:
         notes.append(f"set_alpha_to_one=false with a last timestep of 0: diffusers' last {name} step goes from "
@@ -181,26 +186,53 @@ def _ddim(cfg: dict, steps: int) -> Preset:
 
 
 def _pndm(cfg: dict, steps: int) -> Preset:
-    """PNDMScheduler with skip_prk_steps is PLMS on the DDIM-like grid (N + 1 evaluations)."""
-    if not cfg.get("skip_prk_steps", False):
-        raise ValueError("PNDMScheduler with skip_prk_steps=false evaluates its Runge–Kutta midpoints at the integer "
-                         "timesteps t − ⌊T/N/2⌋, which are not the σ midpoints the explorer's pndm takes; set "
-                         "skip_prk_steps to true (the explorer's plms).")
+    """PNDMScheduler on the DDIM-like grid: PLMS with skip_prk_steps (N + 1 evaluations), else
+    PNDM with its Runge–Kutta midpoints on the grid; v models combine their raw v outputs."""
     if _grid_kind(cfg) is not None:
         raise ValueError("PNDMScheduler has no Karras, exponential or beta σ's.")
-    if cfg.get("prediction_type", "epsilon") != "epsilon":
-        raise ValueError(f"PNDMScheduler with prediction_type={cfg['prediction_type']!r} combines the raw network "
-                         "outputs of earlier steps and converts the sum to ε with the current step's ᾱ and state, "
-                         "which is not the Adams–Bashforth step in ε the explorer's plms takes; only 'epsilon' is "
-                         "reproduced.")
+    prediction = cfg.get("prediction_type", "epsilon")
+    if prediction not in ("epsilon", "v_prediction"):
+        raise ValueError(f"PNDMScheduler with prediction_type={prediction!r} is not reproduced: diffusers' own "
+                         "PNDMScheduler.step rejects it (it takes 'epsilon' or 'v_prediction').")
     T = int(cfg.get("num_train_timesteps", 1000))
-    spacing = cfg.get("timestep_spacing", "leading")
-    if spacing == "trailing":
-        raise ValueError("PNDMScheduler with timestep_spacing='trailing' is not reproduced (its steps skip t − ⌊T/N⌋).")
-    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=True)
+    ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "leading"), steps, T, int(cfg.get("steps_offset", 0)),
+                             integer=True)
     ts, sigmas, notes = _jump_grid(cfg, steps, "PNDM", ts)
-    notes.append("PNDM's first timestep is evaluated twice (a Heun step); the explorer's plms does the same.")
-    return Preset(_vp_space(cfg, steps, "plms", sigmas, ts.tolist()), notes)
+    options = {"combine": "v" if prediction == "v_prediction" else "eps"}
+    if prediction == "v_prediction":
+        notes.append("diffusers' PNDM combines the raw v outputs of earlier evaluations and converts the sum to ε with "
+                     "the current step's ᾱ and sample; the explorer's combine=v does the same (about first order).")
+    if cfg.get("skip_prk_steps", False):
+        notes.append("PNDM's first timestep is evaluated twice (a Heun step); the explorer's plms does the same.")
+        return Preset(_vp_space(cfg, steps, "plms", sigmas, ts.tolist(), options=options), notes)
+    ts, sigmas = _prk_midpoints(cfg, steps, ts, sigmas)
+    notes.append(f"PNDM's three Runge–Kutta steps take their midpoints at the integer timesteps t − {T // steps // 2}; "
+                 "the preset puts them on the grid (pndm with prk_nodes=grid: N + 6 evaluations).")
+    return Preset(_vp_space(cfg, steps, "pndm", sigmas, ts.tolist(), options={**options, "prk_nodes": "grid"}), notes)
+
+
+def _prk_midpoints(cfg: dict, steps: int, ts: np.ndarray, sigmas: list[float]) -> tuple[np.ndarray, list[float]]:
+    """The grid with diffusers' Runge–Kutta midpoints t − ⌊T/N/2⌋ inserted after each of its first three points.
+
+    diffusers lands the first midpoint state at t − ⌊T/N/2⌋ but evaluates it at the timestep
+    t − ⌊T/N⌋ + ⌊T/N/2⌋ of its ``prk_timesteps``, and the second at t − ⌊T/N/2⌋ again; the
+    two agree (one midpoint per step, as ``prk_nodes=grid`` has) only when ⌊T/N⌋ is even.
+    """
+    T = int(cfg.get("num_train_timesteps", 1000))
+    jump = T // steps
+    if steps < 4:
+        raise ValueError(f"PNDMScheduler's Runge–Kutta start spans its last four timesteps; with {steps} steps it "
+                         "ends early without the multistep phase, which the preset does not reproduce (use 4 or more).")
+    if jump % 2:
+        raise ValueError(f"PNDMScheduler with skip_prk_steps=false and ⌊T/N⌋ = {jump} (odd) lands each Runge–Kutta "
+                         f"midpoint state at t − {jump // 2} but evaluates the network on it at t − {jump - jump // 2}, "
+                         "a second midpoint the explorer's pndm does not have; choose N with ⌊T/N⌋ even or set "
+                         "skip_prk_steps to true.")
+    table = _sigma_table64(cfg)
+    mids = [int(t) - jump // 2 for t in ts[:3]]
+    out_ts = np.array([v for k, t in enumerate(ts) for v in ([t, mids[k]] if k < 3 else [t])])
+    out_sig = [v for k, sig in enumerate(sigmas) for v in ([sig, float(table[mids[k]])] if k < 3 else [sig])]
+    return out_ts, out_sig
 
 
 def _dpm_multistep(cfg: dict, steps: int) -> Preset:

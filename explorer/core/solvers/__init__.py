@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from explorer.core.solvers.options import (
-    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIN_ALPHA, REFERENCE_RTOL, RESTART_OPTIONS,
-    S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window, check_restart_interval, resolve,
+    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, COMBINE, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIN_ALPHA, PRK_NODES,
+    REFERENCE_RTOL, RESTART_OPTIONS, S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window, check_restart_interval, resolve,
 )
 from explorer.core.solvers.rules import (
     Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, PLMSRule, PNDMRule, RestartRule, Singlestep, final_rule_option,
@@ -257,9 +257,9 @@ register(SolverInfo("ipndm", Deferred("pndm.ipndm"), 2, IPNDM_RULE, options=(MAX
                     summary="iPNDM: fixed-step Adams–Bashforth 4 in σ (order 4 on uniform grids, ≈2 on ρ=7)"))
 register(SolverInfo("ipndm-v", Deferred("pndm.ipndm_v"), 4, IPNDM_RULE, options=(MAX_ORDER,), order_grid="edm",
                     summary="iPNDM_v: variable-step Adams–Bashforth 4 in σ"))
-register(SolverInfo("plms", Deferred("pndm.plms"), 2, PLMSRule(), order_grid="edm",
+register(SolverInfo("plms", Deferred("pndm.plms"), 2, PLMSRule(), options=(COMBINE,), order_grid="edm",
                     summary="PLMS (diffusers' PNDM with skip_prk_steps): Heun first step, then AB2–4 in σ"))
-register(SolverInfo("pndm", Deferred("pndm.pndm"), 2, PNDMRule(), order_grid="edm",
+register(SolverInfo("pndm", Deferred("pndm.pndm"), 2, PNDMRule(), options=(PRK_NODES, COMBINE), order_grid="edm",
                     summary="PNDM (diffusers' PNDMScheduler): 3 pseudo Runge–Kutta steps, then AB4 in σ"))
 register(SolverInfo("ddpm", Deferred("ancestral.ddpm"), 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
 register(SolverInfo("dpm-solver++3s", Deferred("dpm.dpm_solver_pp_singlestep"), 3, Singlestep(order=3), options=(NODE2,),

@@ -249,6 +249,15 @@ PREDICTION = Option("prediction", str, "data", "model output the polynomial runs
 CORRECTOR = Option("corrector", bool, True, "apply UniC after each predictor step (reuses the next evaluation)", "UniC")
 CORRECTOR_OFF = Option("corrector", bool, False, "apply UniC after each multistep step (reuses the next evaluation)", "UniC")
 UNIPC_OPTIONS = (VARIANT, PREDICTION, CORRECTOR)
+# PLMS/PNDM: diffusers' PNDMScheduler conventions as options (the explorer's own method is the default).
+COMBINE = Option("combine", str, "eps", "what the multistep weights combine: eps (ε̂, each at its own node) or v "
+                 "(the network's v = (ε̂ − σ·x̂₀)/√(1+σ²), the sum turned into ε with the current step's σ and state: "
+                 "diffusers' PNDMScheduler convention for v-prediction models; about first order)", "combine",
+                 choices=("eps", "v"))
+PRK_NODES = Option("prk_nodes", str, "midpoint", "midpoint of each Runge–Kutta start step: midpoint (the step's "
+                   "t-midpoint, the paper's RK4) or grid (each Runge–Kutta step spans two grid intervals, its midpoint "
+                   "the grid point between them: diffusers' PNDMScheduler, whose preset puts its integer timesteps "
+                   "t − ⌊T/N/2⌋ there)", "RK nodes", choices=("midpoint", "grid"))
 RESTART_MIN = Option("restart_min", float, 0.06, "σ where the restart interval ends (snapped to the nearest grid point)",
                      "restart σ_min", low=0.0, low_open=True)
 RESTART_MAX = Option("restart_max", float, 0.30, "σ the forward jump goes up to", "restart σ_max", low=0.0, low_open=True)

@@ -221,24 +221,32 @@ class PLMSRule(Multistep):
 
 
 PRK_STEPS = 3
+PRK_SPAN = {"midpoint": 1, "grid": 2}  # grid intervals one Runge–Kutta step covers, by PNDM's prk_nodes
+
+
+def prk_steps(steps: int, to_zero: bool, options: Options) -> int:
+    """How many Runge–Kutta steps PNDM starts with: up to three, none ending at σ = 0 (its
+    last evaluation would be there); with prk_nodes=grid each covers two grid intervals."""
+    span = PRK_SPAN[options.get("prk_nodes", "midpoint")]
+    return min(PRK_STEPS, (steps - (1 if to_zero else 0)) // span)
 
 
 @dataclass(frozen=True)
 class PNDMRule(Multistep):
-    """Three pseudo Runge–Kutta steps of 4 evaluations, then one per step; order 4 throughout."""
+    """Three pseudo Runge–Kutta steps of 4 evaluations, then one per step; order 4 throughout.
+
+    A Runge–Kutta step spends 4 evaluations where one multistep step per interval would
+    spend ``span``, so NFE = N + (4 − span)·(Runge–Kutta steps)."""
 
     order: int = 4
     final_rule: str = "never"
 
-    @staticmethod
-    def prk_steps(steps: int, to_zero: bool) -> int:
-        return min(PRK_STEPS, steps - (1 if to_zero else 0))
-
     def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
-        return steps + 3 * self.prk_steps(steps, to_zero)
+        span = PRK_SPAN[options.get("prk_nodes", "midpoint")]
+        return steps + (4 - span) * prk_steps(steps, to_zero, options)
 
     def nfe_rule(self) -> str:
-        return "N+9 (three Runge–Kutta steps first)"
+        return "N+9 (three Runge–Kutta steps first; N+6 with prk_nodes=grid)"
 
     def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
         return [4] * steps
