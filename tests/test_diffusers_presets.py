@@ -20,10 +20,12 @@ MODELS = {  # the two tiny models of the issue: ε on a linear β table, v on th
     "v-cosine": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
 }
 SCHEDULERS = ["DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
-              "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "PNDMScheduler"]
+              "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "PNDMScheduler",
+              "DPMSolverSinglestepScheduler"]
 KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
-          "UniPCMultistepScheduler", "DEISMultistepScheduler"}
-EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True}}
+          "UniPCMultistepScheduler", "DEISMultistepScheduler", "DPMSolverSinglestepScheduler"}
+EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True},
+         "DPMSolverSinglestepScheduler": {"solver_order": 3}}  # its blocks of 3, 2 and 1 grid intervals
 STEPS = (10, 12, 20)
 
 
@@ -106,7 +108,6 @@ def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tenso
 
 
 REFUSED = {  # what the tiny-model table leaves out, and why (the messages are tested below)
-    "DPMSolverSinglestepScheduler": "its order-k steps take their nodes at the grid's own points",
     "KDPM2DiscreteScheduler": "no k-diffusion DPM-2 in the solver registry",
     "PNDMScheduler (v prediction)": "Adams–Bashforth over the raw v outputs",
     "PNDMScheduler (skip_prk_steps=false)": "Runge–Kutta midpoints at integer timesteps",
@@ -161,6 +162,22 @@ def test_pndm_without_zero_length_step_costs_the_same(models, offset, alpha_to_o
     assert float((ours - ref).norm() / ref.norm()) < 1e-10
 
 
+@pytest.mark.parametrize("extra", [
+    dict(solver_order=3, solver_type="heun"),  # a block's second node with the φ₂ term, the taylor end
+    dict(solver_order=3, algorithm_type="dpmsolver", final_sigmas_type="sigma_min", lower_order_final=True),
+    dict(solver_order=2, algorithm_type="dpmsolver", solver_type="heun", final_sigmas_type="sigma_min"),
+], ids=["pp3-heun", "noise3-midpoint", "noise2-heun"])
+def test_singlestep_types_and_forms_equal_diffusers_loop(models, extra, monkeypatch):
+    """The rest of DPMSolverSinglestep's formulas: heun, noise prediction, order 2, to σ_min."""
+    den, unet, sched = models["eps-linear"]
+    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    make = lambda: diffusers.DPMSolverSinglestepScheduler(**sched, **extra)  # noqa: E731
+    ref, ref_nfe = diffusers_loop(unet, make(), latents, 9, monkeypatch)
+    ours, nfe = explorer_run(den, make(), latents, 9)
+    assert nfe == ref_nfe == 9
+    assert float((ours - ref).norm() / ref.norm()) < 1e-10
+
+
 def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
     """Without the stand-in, diffusers' Euler rounds the float64 state to float32 each step:
     the runs then agree to float32 precision only (which is what users see)."""
@@ -173,7 +190,8 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
 
 
 @pytest.mark.parametrize("config,match", [
-    ({"_class_name": "DPMSolverSinglestepScheduler"}, "nodes are the grid's own points"),
+    ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "dpmsolver"}, "diffusers raises"),
+    ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "sde-dpmsolver++"}, "only dpmsolver"),
     ({"_class_name": "KDPM2DiscreteScheduler"}, "k-diffusion's DPM2 step"),
     ({"_class_name": "PNDMScheduler"}, "Runge–Kutta midpoints at the integer timesteps"),
     ({"_class_name": "PNDMScheduler", "skip_prk_steps": False}, "skip_prk_steps to true"),
