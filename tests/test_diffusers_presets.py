@@ -178,6 +178,20 @@ def test_singlestep_types_and_forms_equal_diffusers_loop(models, extra, monkeypa
     assert float((ours - ref).norm() / ref.norm()) < 1e-10
 
 
+def test_singlestep_preset_is_grid_nodes_with_diffusers_order_list():
+    """What the preset sets: ++3S on the grid, node2 following the solver type, get_order_list's
+    orders; and the spacing it has not (diffusers' singlestep is linspace whatever the config says)."""
+    cfg = {"_class_name": "DPMSolverSinglestepScheduler", "solver_order": 3, "timestep_spacing": "leading"}
+    config, notes = apply_preset("diffusers", cfg, 8, RunConfig())
+    assert config.solver == "dpm-solver++3s" and config.nfe is None and config.steps == 8
+    assert config.options == {"nodes": "grid", "node2": "diffusers", "solver_type": "midpoint"}
+    assert config.orders == (1, 2, 3, 1, 2, 3, 1, 1) and any("linspace" in n for n in notes)
+    config, _ = apply_preset("diffusers", {**cfg, "solver_type": "heun", "algorithm_type": "dpmsolver",
+                                           "final_sigmas_type": "sigma_min", "solver_order": 2}, 8, RunConfig())
+    assert config.solver == "dpm-solver-2" and config.options["solver_type"] == "heun"
+    assert config.orders == (1, 2) * 4 and config.sigmas[-1] > 0  # lower_order_final off (its default): full blocks
+
+
 def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
     """Without the stand-in, diffusers' Euler rounds the float64 state to float32 each step:
     the runs then agree to float32 precision only (which is what users see)."""

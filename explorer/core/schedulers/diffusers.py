@@ -251,6 +251,9 @@ def _dpm_singlestep(cfg: dict, steps: int) -> Preset:
         raise ValueError(f"{name} refuses algorithm_type='dpmsolver' with final_sigmas_type='zero' (diffusers raises); "
                          "use final_sigmas_type='sigma_min'.")
     ts, sigmas, notes = _multistep_grid(cfg, steps, name)
+    if cfg.get("timestep_spacing", "linspace") != "linspace":
+        notes.append(f"{name} has no timestep_spacing (diffusers ignores {cfg['timestep_spacing']!r}): its "
+                     "timesteps are linspace, as reproduced.")
     n = len(sigmas) - 1
     orders = grid_block_orders(n, order, bool(cfg.get("lower_order_final", False)), sigmas[-1] == 0)
     solver = SINGLESTEP_SOLVERS[algorithm, max(order, 2)]  # order 1: every step of order 1
