@@ -204,3 +204,34 @@ def test_dpm_solver_2m_types_equal_diffusers(model, solver, solver_type, algorit
     wrong, _ = _ours(denoiser, solver, sched.sigmas.double().tolist(), latents, final=final,
                      options={"solver_type": other, "final_rule": "diffusers-15"})
     assert _rel(wrong, expected) > 100 * _rel(got, expected)  # the test tells the two types apart
+
+
+# One singlestep step of order 3 (nodes at λ_s + h/3 and λ_s + 2h/3, what dpm-solver-3 and ++3s
+# take) is diffusers' DPMSolverSinglestepScheduler over the four σ's [σ_s, σ_⅓, σ_⅔, σ_t]: its
+# steps of orders 1, 2, 3 go from σ_s to the two nodes and then to σ_t. diffusers' singlestep
+# step keeps the state's dtype (no float32 cast), so the agreement is float64's.
+@pytest.mark.parametrize("solver,algorithm,node2,solver_type", [
+    ("dpm-solver++3s", "dpmsolver++", "diffusers", "midpoint"),
+    ("dpm-solver++3s", "dpmsolver++", "official", "heun"),
+    ("dpm-solver-3", "dpmsolver", "diffusers", "midpoint"),
+])
+def test_singlestep_order_3_step_equals_diffusers(model, solver, algorithm, node2, solver_type):
+    folder, denoiser, unet = model
+    sig_s, sig_t = float(denoiser.sigmas[800]), float(denoiser.sigmas[200])
+    h = math.log(sig_s) - math.log(sig_t)
+    sigmas = [sig_s * math.exp(-j * h / 3) for j in range(3)] + [sig_t]
+    sched = _scheduler(diffusers.DPMSolverSinglestepScheduler, folder, solver_order=3, algorithm_type=algorithm,
+                       solver_type=solver_type, final_sigmas_type="sigma_min", lower_order_final=False)
+    sched.set_timesteps(3)
+    assert sched.order_list == [1, 2, 3]
+    sched.sigmas = torch.tensor(sigmas, dtype=torch.float64)
+    sched.timesteps = denoiser.timestep(torch.tensor(sigmas[:3], dtype=torch.float64))
+    sched.set_begin_index(0)
+    latents = _latents(12)
+    expected = _theirs(unet, sched, latents)
+    options = {"node2": node2, "solver_type": solver_type}
+    got, _ = _ours(denoiser, solver, [sig_s, sig_t], latents, final="sigma_min", options=options)
+    assert _rel(got, expected) < 1e-10
+    other = {**options, "node2": "official" if node2 == "diffusers" else "diffusers"}
+    wrong, _ = _ours(denoiser, solver, [sig_s, sig_t], latents, final="sigma_min", options=other)
+    assert _rel(wrong, expected) > 1e4 * max(_rel(got, expected), 1e-16)  # node2 is what makes them agree

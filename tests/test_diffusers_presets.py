@@ -20,10 +20,12 @@ MODELS = {  # the two tiny models of the issue: ε on a linear β table, v on th
     "v-cosine": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2"),
 }
 SCHEDULERS = ["DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
-              "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "PNDMScheduler"]
+              "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "PNDMScheduler",
+              "DPMSolverSinglestepScheduler"]
 KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
-          "UniPCMultistepScheduler", "DEISMultistepScheduler"}
-EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True}}
+          "UniPCMultistepScheduler", "DEISMultistepScheduler", "DPMSolverSinglestepScheduler"}
+EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True},
+         "DPMSolverSinglestepScheduler": {"solver_order": 3}}  # its blocks of 3, 2 and 1 grid intervals
 STEPS = (10, 12, 20)
 VARIANTS = {  # further configs of one scheduler: case name → (class, its config beyond the model's)
     "PNDMScheduler-trailing": ("PNDMScheduler", {"skip_prk_steps": True, "timestep_spacing": "trailing"}),
@@ -112,7 +114,6 @@ def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tenso
 
 
 REFUSED = {  # what the tiny-model table leaves out, and why (the messages are tested below)
-    "DPMSolverSinglestepScheduler": "its order-k steps take their nodes at the grid's own points",
     "KDPM2DiscreteScheduler": "no k-diffusion DPM-2 in the solver registry",
     "PNDMScheduler (skip_prk_steps=false, ⌊T/N⌋ odd, e.g. N = 12)": "two different Runge–Kutta midpoints per step",
     "PNDMScheduler and DDIMScheduler (linspace)": "steps to t − ⌊T/N⌋, then evaluates at another timestep",
@@ -177,6 +178,36 @@ def test_pndm_runge_kutta_start_needs_four_steps():
     assert config.sigmas[-1] > 0  # PNDM's set_alpha_to_one defaults to false (DDIM's to true)
 
 
+@pytest.mark.parametrize("extra", [
+    dict(solver_order=3, solver_type="heun"),  # a block's second node with the φ₂ term, the taylor end
+    dict(solver_order=3, algorithm_type="dpmsolver", final_sigmas_type="sigma_min", lower_order_final=True),
+    dict(solver_order=2, algorithm_type="dpmsolver", solver_type="heun", final_sigmas_type="sigma_min"),
+], ids=["pp3-heun", "noise3-midpoint", "noise2-heun"])
+def test_singlestep_types_and_forms_equal_diffusers_loop(models, extra, monkeypatch):
+    """The rest of DPMSolverSinglestep's formulas: heun, noise prediction, order 2, to σ_min."""
+    den, unet, sched = models["eps-linear"]
+    latents = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    make = lambda: diffusers.DPMSolverSinglestepScheduler(**sched, **extra)  # noqa: E731
+    ref, ref_nfe = diffusers_loop(unet, make(), latents, 9, monkeypatch)
+    ours, nfe = explorer_run(den, make(), latents, 9)
+    assert nfe == ref_nfe == 9
+    assert float((ours - ref).norm() / ref.norm()) < 1e-10
+
+
+def test_singlestep_preset_is_grid_nodes_with_diffusers_order_list():
+    """What the preset sets: ++3S on the grid, node2 following the solver type, get_order_list's
+    orders; and the spacing it has not (diffusers' singlestep is linspace whatever the config says)."""
+    cfg = {"_class_name": "DPMSolverSinglestepScheduler", "solver_order": 3, "timestep_spacing": "leading"}
+    config, notes = apply_preset("diffusers", cfg, 8, RunConfig())
+    assert config.solver == "dpm-solver++3s" and config.nfe is None and config.steps == 8
+    assert config.options == {"nodes": "grid", "node2": "diffusers", "solver_type": "midpoint"}
+    assert config.orders == (1, 2, 3, 1, 2, 3, 1, 1) and any("linspace" in n for n in notes)
+    config, _ = apply_preset("diffusers", {**cfg, "solver_type": "heun", "algorithm_type": "dpmsolver",
+                                           "final_sigmas_type": "sigma_min", "solver_order": 2}, 8, RunConfig())
+    assert config.solver == "dpm-solver-2" and config.options["solver_type"] == "heun"
+    assert config.orders == (1, 2) * 4 and config.sigmas[-1] > 0  # lower_order_final off (its default): full blocks
+
+
 def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
     """Without the stand-in, diffusers' Euler rounds the float64 state to float32 each step:
     the runs then agree to float32 precision only (which is what users see)."""
@@ -189,7 +220,8 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
 
 
 @pytest.mark.parametrize("config,match", [
-    ({"_class_name": "DPMSolverSinglestepScheduler"}, "nodes are the grid's own points"),
+    ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "dpmsolver"}, "diffusers raises"),
+    ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "sde-dpmsolver++"}, "only dpmsolver"),
     ({"_class_name": "KDPM2DiscreteScheduler"}, "k-diffusion's DPM2 step"),
     ({"_class_name": "PNDMScheduler", "num_train_timesteps": 1010}, r"⌊T/N⌋ = 101 \(odd\).* t − 50 .* t − 51"),
     ({"_class_name": "PNDMScheduler", "timestep_spacing": "linspace"}, "t − 100"),

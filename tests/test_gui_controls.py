@@ -88,7 +88,7 @@ def test_churn_belongs_to_the_solvers_that_declare_it(panel):
     set_text(churn, "5")
     assert_ok(panel)
     assert panel.model.config.options["churn"] == 5 and not panel.option_widget("s_noise").isHidden()
-    set_combo(panel.solver_box, "dpm-solver-2")  # no churn there: the row goes, the value is not used
+    set_combo(panel.solver_box, "lms")  # no churn there: the row goes, the value is not used
     assert_ok(panel)
     assert churn.isHidden() and panel.model.config.options == {}
     assert not panel.no_options.isHidden()
@@ -133,6 +133,16 @@ def test_restart_intervals_row_reads_the_cli_syntax(panel):
     set_text(rows, "")
     assert_ok(panel)
     assert panel.model.config.options["restart_intervals"] is None
+
+
+def test_grid_nodes_make_lower_order_final_apply_and_cost_one_evaluation_a_step(panel):
+    set_combo(panel.solver_box, "dpm-solver++3s")
+    panel.steps_box.setValue(6)
+    assert not panel.lof_box.isEnabled() and panel.nfe_label.text().startswith("16")
+    set_combo(panel.option_widget("nodes"), "grid")
+    assert_ok(panel)
+    assert panel.lof_box.isEnabled() and panel.nfe_label.text().startswith("6")
+    assert panel.model.plan.orders == [1, 2, 3, 1, 2, 1]
 
 
 def test_nfe_budget_too_small(panel):

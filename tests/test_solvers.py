@@ -288,3 +288,39 @@ def test_stochastic_churn_runs_and_differs_from_deterministic():
     b = run("heun")
     assert not torch.allclose(a.x[-1], b.x[-1])
     assert torch.equal(a.x, run("heun", churn=10.0, s_min=0.05, s_max=50).x)
+
+
+GRID_NODES = {"nodes": "grid"}
+
+
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+@pytest.mark.parametrize("solver,k", [("dpm-solver-2", 2), ("dpm-solver-3", 3), ("dpm-solver++2s", 2),
+                                      ("dpm-solver++3s", 3)])
+def test_grid_nodes_on_a_logsnr_grid_are_the_interval_nodes(solver, k, solver_type):
+    """On k·M intervals uniform in λ, nodes=grid puts a block's inner nodes at the λ fractions
+    j/k where nodes=interval puts them on M intervals: the same states at the same NFE."""
+    gmm = GMMDenoiser(torch.tensor([[-1.0, 0.5], [1.0, -0.3]]), [0.3, 0.4], [0.6, 0.4], (2,))
+    noise = torch.randn(3, 2, generator=torch.Generator().manual_seed(2))
+    base = dict(solver=solver, process="vp", disc="logsnr", final="sigma_min", dtype="float64", lower_order_final=False)
+    coarse = sample(gmm, RunConfig(steps=4, options={"solver_type": solver_type}, **base), noise=noise)
+    fine = sample(gmm, RunConfig(steps=4 * k, options={"solver_type": solver_type, **GRID_NODES}, **base), noise=noise)
+    assert fine.nfe == coarse.nfe == 4 * k
+    assert torch.allclose(fine.x[::k], coarse.x, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(fine.x[1::k], coarse.x[1:], rtol=1e-3, atol=1e-3)  # the inner states are its own
+
+
+def test_grid_nodes_rule():
+    """nodes=grid: one evaluation a step, blocks ramping 1, 2, 3 (diffusers' get_order_list)."""
+    info = SOLVERS["dpm-solver++3s"]
+    assert info.step_orders(7, True, GRID_NODES) == [1, 2, 3, 1, 2, 3, 1]
+    assert info.step_orders(6, True, GRID_NODES) == [1, 2, 3, 1, 2, 1]
+    assert info.step_orders(6, False, GRID_NODES) == [1, 2, 3, 1, 2, 3]
+    assert SOLVERS["dpm-solver-2"].step_orders(5, False, GRID_NODES) == [1, 2, 1, 2, 1]
+    assert info.nfe(7, True, GRID_NODES) == 7 and info.nfe(7, True) == 19
+    assert info.rule.applies_lower_order_final(GRID_NODES) and not info.rule.applies_lower_order_final({})
+    plan = plan_run(RunConfig(solver="dpm-solver++3s", steps=8, options=GRID_NODES))
+    assert plan.orders == [1, 2, 3, 1, 2, 3, 1, 1] and plan.nfe == 8  # the step to σ = 0: a block of its own
+    assert plan_run(RunConfig(solver="dpm-solver-3", nfe=10, steps=None, options=GRID_NODES)).n_steps == 10
+    bad = RunConfig(solver="dpm-solver++3s", sigmas=(10.0, 5.0, 1.0, 0.5), orders=(1, 3, 1), options=GRID_NODES)
+    with pytest.raises(ValueError, match="orders 1, 2, 3 in turn"):
+        sample(GAUSS, bad, noise=NOISE)

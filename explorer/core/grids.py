@@ -247,7 +247,8 @@ def explicit_plan(config: Any, info: Any, make_process: Any) -> Any:
         raise ValueError("The σ grid gives no usable time steps for this process (σ⁻¹ is not finite or not decreasing).")
     steps = len(t) - 1
     final = "zero" if to_zero else ("denoise" if config.final == "denoise" else "sigma_min")
-    orders = list(config.orders) if config.orders is not None else info.step_orders(steps, config.lower_order_final)
+    orders = (list(config.orders) if config.orders is not None
+              else info.step_orders(steps, config.lower_order_final, config.options))
     nfe = info.nfe(steps, to_zero, config.options)
     extra = 1 if final == "denoise" else 0
     return Plan(process, (lo, hi), t, orders, final, None if nfe is None else nfe + extra, "custom")

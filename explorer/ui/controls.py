@@ -366,7 +366,8 @@ class ControlPanel(QWidget):
                    lambda v: _set_combo(self.final_box, v), self.final_box.currentIndexChanged)
         self.lof_box = QCheckBox("lower-order final steps")
         self._bind(form, "", "lower_order_final", self.lof_box, self.lof_box.isChecked, self.lof_box.setChecked,
-                   self.lof_box.toggled, applies=lambda: self._info().rule.lower_order_final)
+                   self.lof_box.toggled,
+                   applies=lambda: self._info().rule.applies_lower_order_final(self._solver_options()))
         return group
 
     def _options_group(self) -> QGroupBox:
@@ -451,6 +452,11 @@ class ControlPanel(QWidget):
         solver = self.model.value("solver")
         return get_solver(solver)
 
+    def _solver_options(self) -> dict[str, Any]:
+        """The chosen solver's option values as the panel holds them (some change its step rule)."""
+        values = self.model.values
+        return {o.name: values[option_field(o.name)] for o in self._info().options}
+
     def _preview_nfe(self, _text: str = "") -> None:
         """The NFE of the step count being typed, from the solver's declared rule (pure Python:
         no plan, no tensors); the model takes the value on Enter or when focus leaves."""
@@ -458,8 +464,7 @@ class ControlPanel(QWidget):
         try:
             steps = int(self.steps_box.cleanText())
             info = self._info()
-            options = {o.name: values[option_field(o.name)] for o in info.options}
-            nfe = None if info.adaptive else info.nfe(steps, values["final"] == "zero", options)
+            nfe = None if info.adaptive else info.nfe(steps, values["final"] == "zero", self._solver_options())
         except (ValueError, TypeError, KeyError):
             return
         if nfe is None or values["sigmas"] is not None or values[BUDGET]:

@@ -7,7 +7,7 @@ walks on the same latents: final states agree to ~1e-13 relative in float64 (tes
 
 Two families:
 
-- VP-space schedulers (DDIM, DPMSolverMultistep): the state is diffusers' ``x_t`` — the
+- VP-space schedulers (DDIM, DPMSolverMultistep, DPMSolverSinglestep, …): the state is diffusers' ``x_t`` — the
   explorer's process with σ(t) = t and s = 1/sqrt(1 + σ²) — started from the latents
   themselves (``init_noise_sigma = 1``, not σ̄(t_0)).
 - k-diffusion-style schedulers (Euler, Heun, LMS): the state is unscaled (EDM process),
@@ -30,20 +30,19 @@ import numpy as np
 import torch
 
 from explorer.core.schedulers import spacing as sp
+from explorer.core.solvers.rules import grid_block_orders
 
-VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
-            "PNDMScheduler")
+VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
+            "DEISMultistepScheduler", "PNDMScheduler")
 K_STYLE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler")
 WAITING = {  # why the explorer cannot walk their loops (yet)
-    "DPMSolverSinglestepScheduler": "singlestep steps whose intermediate nodes are the grid's own points (a step of "
-                                    "order k spans k grid intervals), while the explorer's dpm-solver-2/3 and "
-                                    "++2s/3s place their nodes at fixed λ fractions (½; ⅓, ⅔) inside one interval",
     "KDPM2DiscreteScheduler": "k-diffusion's DPM2 step (a midpoint at the geometric mean σ, interpolated in log σ "
                               "onto the network's timesteps, each step 2 evaluations), which the explorer's "
                               "solver registry does not have (dpm-solver-2 takes its node at the λ midpoint of the "
                               "VP ODE)",
 }
 SUPPORTED = VP_SPACE + K_STYLE
+DPM_SOLVERS = ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler")  # λ clipping, σ(t=0) as sigma_min
 
 
 @dataclass
@@ -81,6 +80,8 @@ def diffusers_fields(cfg: dict, steps: int) -> Preset:
         return _ddim(cfg, steps)
     if name == "DPMSolverMultistepScheduler":
         return _dpm_multistep(cfg, steps)
+    if name == "DPMSolverSinglestepScheduler":
+        return _dpm_singlestep(cfg, steps)
     if name == "UniPCMultistepScheduler":
         return _unipc(cfg, steps)
     if name == "DEISMultistepScheduler":
@@ -253,23 +254,67 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
     return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders)), notes)
 
 
-def _multistep_grid(cfg: dict, steps: int, name: str) -> tuple[np.ndarray, list[float], list[str]]:
-    """Timesteps and σ's (last included) of diffusers' VP multistep schedulers.
+SINGLESTEP_SOLVERS = {("dpmsolver++", 2): "dpm-solver++2s", ("dpmsolver++", 3): "dpm-solver++3s",
+                      ("dpmsolver", 2): "dpm-solver-2", ("dpmsolver", 3): "dpm-solver-3"}
 
-    DPMSolverMultistep, UniPC and DEIS share the spacing; they differ in how a Karras grid
-    is put on the network's timesteps (DPMSolverMultistep rounds it except for cosine
-    β's, UniPC and DEIS always round) and in the last σ (DEIS: σ(t=0) on the spaced grid,
+
+def _dpm_singlestep(cfg: dict, steps: int) -> Preset:
+    """DPMSolverSinglestepScheduler: the explorer's singlestep DPM-Solvers with ``nodes="grid"``.
+
+    diffusers' order-k step goes from the state where its block began over k grid
+    intervals, its inner nodes at the grid points in between, and the order list
+    (``get_order_list``) ramps 1, 2, …, k within each block: the same steps as the
+    explorer's singlestep solvers on the same grid with nodes at the grid's points. Its
+    midpoint type takes the midpoint term at a block's second node too (node2="diffusers"),
+    its heun type the φ₂ term there (node2="official", as the official code).
+    """
+    name = "DPMSolverSinglestepScheduler"
+    algorithm = cfg.get("algorithm_type", "dpmsolver++")
+    order = int(cfg.get("solver_order", 2))
+    if algorithm not in ("dpmsolver++", "dpmsolver"):
+        raise ValueError(f"{name} with algorithm_type={algorithm!r} is not reproduced (only dpmsolver++ and dpmsolver).")
+    if order not in (1, 2, 3):
+        raise ValueError(f"solver_order must be 1, 2 or 3 (got {order}).")
+    solver_type = cfg.get("solver_type", "midpoint")
+    solver_type = "midpoint" if solver_type in ("logrho", "bh1", "bh2") else solver_type  # diffusers' own fallback
+    if solver_type not in ("midpoint", "heun"):
+        raise ValueError(f"{name} solver_type must be 'midpoint' or 'heun' (got {solver_type!r}).")
+    if algorithm == "dpmsolver" and cfg.get("final_sigmas_type", "zero") == "zero":
+        raise ValueError(f"{name} refuses algorithm_type='dpmsolver' with final_sigmas_type='zero' (diffusers raises); "
+                         "use final_sigmas_type='sigma_min'.")
+    ts, sigmas, notes = _multistep_grid(cfg, steps, name)
+    if cfg.get("timestep_spacing", "linspace") != "linspace":
+        notes.append(f"{name} has no timestep_spacing (diffusers ignores {cfg['timestep_spacing']!r}): its "
+                     "timesteps are linspace, as reproduced.")
+    n = len(sigmas) - 1
+    orders = grid_block_orders(n, order, bool(cfg.get("lower_order_final", False)), sigmas[-1] == 0)
+    solver = SINGLESTEP_SOLVERS[algorithm, max(order, 2)]  # order 1: every step of order 1
+    options = {"nodes": "grid", "solver_type": solver_type}
+    if order == 3:
+        options["node2"] = "diffusers" if solver_type == "midpoint" else "official"
+    return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders), options=options), notes)
+
+
+def _multistep_grid(cfg: dict, steps: int, name: str) -> tuple[np.ndarray, list[float], list[str]]:
+    """Timesteps and σ's (last included) of diffusers' VP multistep schedulers and of
+    DPMSolverSinglestep.
+
+    They share the spacing (DPMSolverSinglestep has linspace only, whatever the config
+    says); they differ in whether λ may be clipped (the two DPM-Solvers), in how a Karras
+    grid is put on the network's timesteps (DPMSolverMultistep rounds it except for cosine
+    β's, the others always round) and in the last σ (DEIS: σ(t=0) on the spaced grid,
     a repeat of σ_min on a converted one; the others: ``final_sigmas_type``).
     """
     T = int(cfg.get("num_train_timesteps", 1000))
     ac32 = _alphas_cumprod32(cfg)
     table32 = sp.sigma_table(ac32)
-    clip = float(cfg.get("lambda_min_clipped", -math.inf)) if name == "DPMSolverMultistepScheduler" else -math.inf
+    clip = float(cfg.get("lambda_min_clipped", -math.inf)) if name in DPM_SOLVERS else -math.inf
     last = T - _clipped_index(ac32, clip)
     kind = _grid_kind(cfg)
     notes: list[str] = []
     if kind is None:
-        ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "linspace"), steps, T, int(cfg.get("steps_offset", 0)),
+        spacing = "linspace" if name == "DPMSolverSinglestepScheduler" else cfg.get("timestep_spacing", "linspace")
+        ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)),
                                  extra_point=True, integer=True, last=last)
         sig = np.interp(ts, np.arange(0, len(table32)), table32)
     else:
@@ -295,7 +340,7 @@ def _multistep_grid(cfg: dict, steps: int, name: str) -> tuple[np.ndarray, list[
         final = cfg.get("final_sigmas_type", "zero")
         if final not in ("zero", "sigma_min"):
             raise ValueError(f"final_sigmas_type must be 'zero' or 'sigma_min' (got {final!r}).")
-        sig_last = 0.0 if final == "zero" else float(sig[-1] if kind is not None and name != "DPMSolverMultistepScheduler"
+        sig_last = 0.0 if final == "zero" else float(sig[-1] if kind is not None and name not in DPM_SOLVERS
                                                        else table32[0])
         if final == "sigma_min":
             ts = np.concatenate([ts, [0]])

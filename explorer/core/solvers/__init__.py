@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from explorer.core.solvers.options import (
-    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, COMBINE, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIN_ALPHA, PRK_NODES,
-    REFERENCE_RTOL, RESTART_OPTIONS, S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window, check_restart_interval, resolve,
+    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, COMBINE, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIN_ALPHA, NODES, PRK_NODES,
+    REFERENCE_RTOL, RESTART_OPTIONS, S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window, check_restart_interval,
+    resolve,
 )
 from explorer.core.solvers.rules import (
     Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, PLMSRule, PNDMRule, RestartRule, Singlestep, final_rule_option,
@@ -217,8 +218,11 @@ RTOL_REF = Option("rtol", float, REFERENCE_RTOL, "relative tolerance of RK45", "
 ATOL_REF = Option("atol", float, None, "absolute tolerance of RK45 (default rtol · 1e-2)", "atol", low=0.0, low_open=True, optional=True)
 ANCESTRAL = (ETA, S_NOISE)
 DDIM_ETA = Option("eta", float, 0.0, "η of DDIM: 0 deterministic, 1 DDPM's posterior variance", "η", low=0.0, high=1.0)
-NODE2 = Option("node2", str, "official", "state at the second node of order 3: official (φ₂ term, official DPM-Solver) "
-               "or diffusers (midpoint term, DPMSolverSinglestepScheduler)", "node 2", choices=("official", "diffusers"))
+NODE2 = Option("node2", str, "official", "state at the second inner node of an order-3 step: official (φ₂ term, official "
+               "DPM-Solver) or diffusers (midpoint term, DPMSolverSinglestepScheduler)", "node 2",
+               choices=("official", "diffusers"))
+SINGLESTEP_2 = (NODES, SOLVER_TYPE)
+SINGLESTEP_3 = (NODES, NODE2, SOLVER_TYPE)
 DPM_MULTI = (final_rule_option("dpm-solver-10"), CORRECTOR_OFF)
 DPM_2M = (SOLVER_TYPE,) + DPM_MULTI
 
@@ -228,15 +232,18 @@ register(SolverInfo("heun", Deferred("edm.heun"), 2, PerStep(2), options=(ALPHA,
                     summary="Heun in t, α option (EDM Alg. 1; with churn, Alg. 2)"))
 register(SolverInfo("ddim", Deferred("dpm.ddim"), 1, options=(DDIM_ETA,), order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1; η > 0 stochastic)"))
 register(SolverInfo("dpm-solver-1", Deferred("dpm.dpm_solver"), 1, Singlestep(order=1), summary="DPM-Solver-1 (noise prediction)"))
-register(SolverInfo("dpm-solver-2", Deferred("dpm.dpm_solver"), 2, Singlestep(order=2), summary="DPM-Solver-2, singlestep, node r₁=½"))
-register(SolverInfo("dpm-solver-3", Deferred("dpm.dpm_solver"), 3, Singlestep(order=3), summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔"))
+register(SolverInfo("dpm-solver-2", Deferred("dpm.dpm_solver"), 2, Singlestep(order=2), options=SINGLESTEP_2,
+                    summary="DPM-Solver-2, singlestep, node r₁=½ (or the next grid point)"))
+register(SolverInfo("dpm-solver-3", Deferred("dpm.dpm_solver"), 3, Singlestep(order=3), options=SINGLESTEP_3,
+                    summary="DPM-Solver-3, singlestep, nodes ⅓, ⅔ (or the next grid points)"))
 register(SolverInfo("dpm-solver-fast", Deferred("dpm.dpm_solver"), 3, Fast(), summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
 register(SolverInfo("dpm-solver-12", Deferred("adaptive.dpm_solver_12"), 2, Adaptive(2), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-12 (rtol/atol)"))
 register(SolverInfo("dpm-solver-23", Deferred("adaptive.dpm_solver_23"), 3, Adaptive(3), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-23 (rtol/atol)"))
 register(SolverInfo("dpm-solver-2m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver-2M, multistep, noise prediction"))
 register(SolverInfo("dpm-solver-3m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
 register(SolverInfo("dpm-solver-3m-taylor", Deferred("multistep.dpm_solver_multistep_taylor"), 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M with 2·D2 (3rd order)"))
-register(SolverInfo("dpm-solver++2s", Deferred("dpm.dpm_solver_pp_singlestep"), 2, Singlestep(order=2), summary="DPM-Solver++(2S), data prediction"))
+register(SolverInfo("dpm-solver++2s", Deferred("dpm.dpm_solver_pp_singlestep"), 2, Singlestep(order=2), options=SINGLESTEP_2,
+                    summary="DPM-Solver++(2S), data prediction, node r₁=½ (or the next grid point)"))
 register(SolverInfo("dpm-solver++2m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver++(2M), data prediction"))
 register(SolverInfo("dpm-solver++3m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
 register(SolverInfo("dpm-solver++3m-taylor", Deferred("multistep.dpm_solver_pp_multistep_taylor"), 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
@@ -262,8 +269,8 @@ register(SolverInfo("plms", Deferred("pndm.plms"), 2, PLMSRule(), options=(COMBI
 register(SolverInfo("pndm", Deferred("pndm.pndm"), 2, PNDMRule(), options=(PRK_NODES, COMBINE), order_grid="edm",
                     summary="PNDM (diffusers' PNDMScheduler): 3 pseudo Runge–Kutta steps, then AB4 in σ"))
 register(SolverInfo("ddpm", Deferred("ancestral.ddpm"), 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
-register(SolverInfo("dpm-solver++3s", Deferred("dpm.dpm_solver_pp_singlestep"), 3, Singlestep(order=3), options=(NODE2,),
-                    summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔"))
+register(SolverInfo("dpm-solver++3s", Deferred("dpm.dpm_solver_pp_singlestep"), 3, Singlestep(order=3), options=SINGLESTEP_3,
+                    summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔ (or the next grid points)"))
 register(SolverInfo("restart", Deferred("restart.restart"), 2, RestartRule(), options=RESTART_OPTIONS,
                     check=check_restart_interval, stochastic=True, order_grid="edm",
                     summary="Restart: Heun; per interval [σ_min, σ_max], K forward jumps each followed by Heun back down"))

@@ -15,7 +15,7 @@ import torch
 
 from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext
-from explorer.core.solvers.dpm import dpm1_update, dpm2_update, dpm3_update, eps_hat, point, point_at_lambda
+from explorer.core.solvers.dpm import eps_hat, inner_outputs, point, point_at_lambda, singlestep_update
 from explorer.core.solvers.options import ADAPTIVE_ATOL, ADAPTIVE_RTOL
 
 H_INIT = 0.05
@@ -32,17 +32,12 @@ def _error(x_low: torch.Tensor, x_high: torch.Tensor, x_prev: torch.Tensor, atol
 
 def _pair(ctx: SolverContext, order: int, x: torch.Tensor, s, t) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_low, x_high) of one attempted step; ``order`` evaluations of D."""
-    e = eps_hat(ctx, x, s)
-    if order == 2:
-        return dpm1_update(x, s, t, e), dpm2_update(ctx, x, s, t, 0.5, e)
-    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
     h = t.lam - s.lam
-    s1 = point_at_lambda(ctx, s.lam + r1 * h)
-    u1 = (s1.alpha / s.alpha) * x - (s1.sigma_bar * math.expm1(r1 * h)) * e
-    e1 = eps_hat(ctx, u1, s1)
-    phi_1 = math.expm1(h)
-    x_low = (t.alpha / s.alpha) * x - (t.sigma_bar * phi_1) * e - (0.5 / r1) * (t.sigma_bar * phi_1) * (e1 - e)
-    return x_low, dpm3_update(ctx, x, s, t, r1, r2, e, eps_s1=e1)
+    nodes = [point_at_lambda(ctx, s.lam + (j / order) * h) for j in range(1, order)]
+    ms = inner_outputs(ctx, x, s, nodes[:-1], [eps_hat(ctx, x, s)], data_form=False)
+    x_low = singlestep_update(x, s, t, nodes[:-1], ms, data_form=False)
+    ms = inner_outputs(ctx, x, s, nodes, ms, data_form=False)
+    return x_low, singlestep_update(x, s, t, nodes, ms, data_form=False)
 
 
 def _adaptive(ctx: SolverContext, order: int) -> Iterator[StepEvent]:

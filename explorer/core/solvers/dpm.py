@@ -2,14 +2,17 @@
 
 With α_t = s(t), σ̄_t = s(t)σ(t) and λ_t = −ln σ(t), the noise prediction is
 ε̂(x, t) = (x − α_t D(x/α_t; σ(t)))/σ̄_t and the data prediction x̂₀ = D(x/α_t; σ(t)).
-The update formulas are those of the official DPM-Solver (``dpmsolver`` solver type).
+The update formulas are those of the official DPM-Solver: its ``dpmsolver`` type
+(``solver_type`` midpoint, the default) and its ``taylor`` type (heun, as diffusers names
+it). The inner nodes sit at fixed λ fractions of each step, or, with ``nodes="grid"``, at
+the grid's own points as diffusers' DPMSolverSinglestepScheduler takes them.
 The step to σ = 0 is first order: x = s(0) D (SPEC §2).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Sequence
 
 import torch
 
@@ -47,86 +50,79 @@ def x0_hat(ctx: SolverContext, x: torch.Tensor, p: Point) -> torch.Tensor:
     return ctx.denoise(x, p.t)
 
 
-# --------------------------------------------------------------------- noise form
-def dpm1_update(x: torch.Tensor, s: Point, t: Point, eps_s: torch.Tensor) -> torch.Tensor:
-    """DPM-Solver-1: x_t = (α_t/α_s) x_s − σ̄_t (e^h − 1) ε̂_s."""
-    h = t.lam - s.lam
-    return (t.alpha / s.alpha) * x - (t.sigma_bar * math.expm1(h)) * eps_s
+def model_output(ctx: SolverContext, x: torch.Tensor, p: Point, data_form: bool) -> torch.Tensor:
+    """The prediction a form integrates: x̂₀ (data form, DPM-Solver++) or ε̂ (noise form)."""
+    return x0_hat(ctx, x, p) if data_form else eps_hat(ctx, x, p)
 
 
-def dpm2_update(ctx: SolverContext, x: torch.Tensor, s: Point, t: Point, r1: float, eps_s: torch.Tensor) -> torch.Tensor:
-    """DPM-Solver-2 with intermediate node at λ_s + r₁h."""
-    h = t.lam - s.lam
-    s1 = point_at_lambda(ctx, s.lam + r1 * h)
-    u = (s1.alpha / s.alpha) * x - (s1.sigma_bar * math.expm1(r1 * h)) * eps_s
-    eps_s1 = eps_hat(ctx, u, s1)
-    phi_1 = math.expm1(h)
-    return (t.alpha / s.alpha) * x - (t.sigma_bar * phi_1) * eps_s - (0.5 / r1) * (t.sigma_bar * phi_1) * (eps_s1 - eps_s)
-
-
-def dpm3_update(
-    ctx: SolverContext, x: torch.Tensor, s: Point, t: Point, r1: float, r2: float, eps_s: torch.Tensor,
-    eps_s1: Optional[torch.Tensor] = None,
+# ------------------------------------------------------------------ the updates
+def singlestep_update(
+    x: torch.Tensor, s: Point, t: Point, nodes: Sequence[Point], ms: Sequence[torch.Tensor], data_form: bool,
+    heun: bool = False,
 ) -> torch.Tensor:
-    """DPM-Solver-3 (lecture Algorithm 2) with nodes at λ_s + r₁h and λ_s + r₂h.
+    """x_t from x_s and the model outputs ``ms`` at s and at the inner ``nodes`` (order len(ms)).
 
-    ``eps_s1`` may be passed in when the first node was already evaluated (adaptive -23).
+    Both forms are x_t = c₀ x_s − c (φ₁ m₀ + φ₂ D₁ + φ₃ D₂) with φ₁ = e^g − 1, φ₂ = φ₁/g − 1,
+    φ₃ = φ₂/g − ½, where g = h, c₀ = α_t/α_s, c = σ̄_t in the noise form and g = −h,
+    c₀ = σ̄_t/σ̄_s, c = α_t in the data form (h = λ_t − λ_s, node j at λ_s + r_j h). Order 2:
+    midpoint replaces φ₂ D₁ by φ₁ (m₁ − m₀)/(2r₁), heun takes D₁ = (m₁ − m₀)/r₁. Order 3:
+    midpoint (the official "dpmsolver" type) uses the last node only, D₁ = (m₂ − m₀)/r₂;
+    heun (the official "taylor" type) fits D₁ and D₂ through both nodes.
     """
     h = t.lam - s.lam
-    s1 = point_at_lambda(ctx, s.lam + r1 * h)
-    s2 = point_at_lambda(ctx, s.lam + r2 * h)
-    if eps_s1 is None:
-        u1 = (s1.alpha / s.alpha) * x - (s1.sigma_bar * math.expm1(r1 * h)) * eps_s
-        eps_s1 = eps_hat(ctx, u1, s1)
-    phi_12 = math.expm1(r2 * h)
-    phi_22 = phi_12 / (r2 * h) - 1.0
-    u2 = (s2.alpha / s.alpha) * x - (s2.sigma_bar * phi_12) * eps_s - (r2 / r1) * (s2.sigma_bar * phi_22) * (eps_s1 - eps_s)
-    eps_s2 = eps_hat(ctx, u2, s2)
-    phi_1 = math.expm1(h)
-    phi_2 = phi_1 / h - 1.0
-    return (t.alpha / s.alpha) * x - (t.sigma_bar * phi_1) * eps_s - (1.0 / r2) * (t.sigma_bar * phi_2) * (eps_s2 - eps_s)
-
-
-# ---------------------------------------------------------------------- data form
-def dpmpp2s_update(ctx: SolverContext, x: torch.Tensor, s: Point, t: Point, r1: float, x0_s: torch.Tensor) -> torch.Tensor:
-    """DPM-Solver++(2S) with intermediate node at λ_s + r₁h."""
-    h = t.lam - s.lam
-    s1 = point_at_lambda(ctx, s.lam + r1 * h)
-    u = (s1.sigma_bar / s.sigma_bar) * x - (s1.alpha * math.expm1(-r1 * h)) * x0_s
-    x0_s1 = x0_hat(ctx, u, s1)
-    phi_1 = math.expm1(-h)
-    return (t.sigma_bar / s.sigma_bar) * x - (t.alpha * phi_1) * x0_s - (0.5 / r1) * (t.alpha * phi_1) * (x0_s1 - x0_s)
-
-
-def dpmpp3s_update(ctx: SolverContext, x: torch.Tensor, s: Point, t: Point, r1: float, r2: float, x0_s: torch.Tensor,
-                   node2: str = "official") -> torch.Tensor:
-    """DPM-Solver++(3S) with nodes at λ_s + r₁h, λ_s + r₂h (the official "dpmsolver" form).
-
-    ``node2`` picks the second node's state: "official" uses the φ₂ term of the official
-    DPM-Solver, (r₂/r₁) α φ₂₂ (m₁ − m₀); "diffusers" the midpoint term −½ (r₂/r₁) α φ₁₂ (m₁ − m₀)
-    of diffusers' DPMSolverSinglestepScheduler, whose second sub-step is its 2S midpoint update.
-    """
-    h = t.lam - s.lam
-    s1 = point_at_lambda(ctx, s.lam + r1 * h)
-    s2 = point_at_lambda(ctx, s.lam + r2 * h)
-    phi_11, phi_12, phi_1 = math.expm1(-r1 * h), math.expm1(-r2 * h), math.expm1(-h)
-    u1 = (s1.sigma_bar / s.sigma_bar) * x - (s1.alpha * phi_11) * x0_s
-    m1 = x0_hat(ctx, u1, s1)
-    if node2 == "diffusers":
-        second = -0.5 * (r2 / r1) * (s2.alpha * phi_12)
+    if data_form:
+        g, lin, coef = -h, t.sigma_bar / s.sigma_bar, t.alpha
     else:
-        second = (r2 / r1) * (s2.alpha * (phi_12 / (r2 * h) + 1.0))
-    u2 = (s2.sigma_bar / s.sigma_bar) * x - (s2.alpha * phi_12) * x0_s + second * (m1 - x0_s)
-    m2 = x0_hat(ctx, u2, s2)
-    phi_2 = phi_1 / h + 1.0
-    return (t.sigma_bar / s.sigma_bar) * x - (t.alpha * phi_1) * x0_s + (1.0 / r2) * (t.alpha * phi_2) * (m2 - x0_s)
+        g, lin, coef = h, t.alpha / s.alpha, t.sigma_bar
+    phi_1 = math.expm1(g)
+    phi_2 = phi_1 / g - 1.0
+    m0 = ms[0]
+    if len(ms) == 1:
+        return lin * x - (coef * phi_1) * m0
+    r = [(p.lam - s.lam) / h for p in nodes]
+    if len(ms) == 2:
+        d1 = (1.0 / r[0]) * (ms[1] - m0)
+        return lin * x - (coef * phi_1) * m0 - (coef * (phi_2 if heun else 0.5 * phi_1)) * d1
+    d1_a, d1_b = (1.0 / r[0]) * (ms[1] - m0), (1.0 / r[1]) * (ms[2] - m0)
+    if not heun:
+        return lin * x - (coef * phi_1) * m0 - (coef * phi_2) * d1_b
+    d1 = (r[1] * d1_a - r[0] * d1_b) / (r[1] - r[0])
+    d2 = (2.0 / (r[1] - r[0])) * (d1_b - d1_a)
+    phi_3 = phi_2 / g - 0.5
+    return lin * x - (coef * phi_1) * m0 - (coef * phi_2) * d1 - (coef * phi_3) * d2
+
+
+def node_state(
+    x: torch.Tensor, s: Point, node: int, nodes: Sequence[Point], ms: Sequence[torch.Tensor], data_form: bool,
+    node2: str,
+) -> torch.Tensor:
+    """The state at inner node ``node`` (0 or 1) of a step from s: the order-1 update to the
+    first node, the order-2 one to the second. ``node2``="official" takes the φ₂ (heun) term
+    there, as the official DPM-Solver-3 does; "diffusers" the midpoint term."""
+    return singlestep_update(x, s, nodes[node], nodes[:node], ms[:node + 1], data_form, heun=node2 == "official")
+
+
+def inner_outputs(
+    ctx: SolverContext, x: torch.Tensor, s: Point, nodes: Sequence[Point], ms: list[torch.Tensor], data_form: bool,
+    node2: str = "official",
+) -> list[torch.Tensor]:
+    """``ms`` (the outputs at s and possibly at the first nodes) extended by one evaluation at
+    each remaining inner node."""
+    ms = list(ms)
+    for j in range(len(ms) - 1, len(nodes)):
+        ms.append(model_output(ctx, node_state(x, s, j, nodes, ms, data_form, node2), nodes[j], data_form))
+    return ms
 
 
 # --------------------------------------------------------------------- the loops
 def _singlestep(ctx: SolverContext, data_form: bool) -> Iterator[StepEvent]:
     """Steps of per-step order ``ctx.plan.orders`` (1, 2 or 3) along the plan's grid."""
+    if ctx.option("nodes", "interval") == "grid":
+        yield from _on_grid(ctx, data_form)
+        return
     x = ctx.x0
     orders = ctx.plan.orders or []
+    heun, node2 = ctx.option("solver_type", "midpoint") == "heun", ctx.option("node2", "official")
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         k = orders[i]
         if t_next == 0:
@@ -135,28 +131,51 @@ def _singlestep(ctx: SolverContext, data_form: bool) -> Iterator[StepEvent]:
             continue
         s, t = point(ctx, t_cur), point(ctx, t_next)
         r = interval_nodes(ctx.plan.disc, t_cur, t_next, k, ctx.process)
-        if data_form:
-            x0_s = x0_hat(ctx, x, s)
-            if k == 3:
-                x = dpmpp3s_update(ctx, x, s, t, r[0], r[1], x0_s, ctx.option("node2", "official"))
-            elif k == 2:
-                x = dpmpp2s_update(ctx, x, s, t, r[0], x0_s)
-            else:
-                x = _ddim_data(x, s, t, x0_s)
-        else:
-            e = eps_hat(ctx, x, s)
-            if k == 1:
-                x = dpm1_update(x, s, t, e)
-            elif k == 2:
-                x = dpm2_update(ctx, x, s, t, r[0], e)
-            else:
-                x = dpm3_update(ctx, x, s, t, r[0], r[1], e)
+        nodes = [point_at_lambda(ctx, s.lam + rj * (t.lam - s.lam)) for rj in r]
+        ms = inner_outputs(ctx, x, s, nodes, [model_output(ctx, x, s, data_form)], data_form, node2)
+        x = singlestep_update(x, s, t, nodes, ms, data_form, heun)
         yield ctx.event(i + 1, t_next, x, k)
 
 
-def _ddim_data(x: torch.Tensor, s: Point, t: Point, x0_s: torch.Tensor) -> torch.Tensor:
-    """First-order data-form step (DPM-Solver++1, algebraically DDIM)."""
-    return (t.sigma_bar / s.sigma_bar) * x - (t.alpha * math.expm1(s.lam - t.lam)) * x0_s
+def _on_grid(ctx: SolverContext, data_form: bool) -> Iterator[StepEvent]:
+    """Singlestep blocks whose inner nodes are the grid's own points (``nodes="grid"``).
+
+    A step of order 1 starts a block; a step of order k evaluates the model at its own start
+    (the block's (k−1)-th inner node) and goes from the block's first state to the next grid
+    point with the k outputs of the block. So each step costs one evaluation and each state
+    is the one diffusers' DPMSolverSinglestepScheduler reaches there. The state at a block's
+    second node (an order-2 step followed by an order-3 one) follows ``node2``, the end of a
+    block ``solver_type``.
+    """
+    x = ctx.x0
+    orders = ctx.plan.orders or []
+    _check_blocks(orders)
+    heun, node2 = ctx.option("solver_type", "midpoint") == "heun", ctx.option("node2", "official")
+    x_b, s_b, nodes, ms = x, point(ctx, ctx.plan.t[0]), [], []
+    for i, t_cur, t_next in steps_of(ctx.plan.t):
+        k = orders[i]
+        if t_next == 0:
+            x = ctx.final_denoise(x, t_cur)
+            yield ctx.event(i + 1, t_next, x, 1)
+            continue
+        p = point(ctx, t_cur)
+        if k == 1:
+            x_b, s_b, nodes, ms = x, p, [], []
+        else:
+            nodes.append(p)
+        ms.append(model_output(ctx, x, p, data_form))
+        second_node = k == 2 and i + 1 < len(orders) and orders[i + 1] == 3
+        step_heun = node2 == "official" if second_node else heun
+        x = singlestep_update(x_b, s_b, point(ctx, t_next), nodes, ms, data_form, step_heun)
+        yield ctx.event(i + 1, t_next, x, k)
+
+
+def _check_blocks(orders: Sequence[int]) -> None:
+    """With nodes=grid a block starts with an order-1 step and each further step is one order higher."""
+    for i, k in enumerate(orders):
+        if k != 1 and (i == 0 or k != orders[i - 1] + 1):
+            raise ValueError(f"Step {i + 1} has order {k}: with nodes=grid the steps of a block have orders "
+                             f"1, 2, 3 in turn (got {list(orders)}).")
 
 
 def dpm_solver(ctx: SolverContext) -> Iterator[StepEvent]:

@@ -238,8 +238,13 @@ ADAPTIVE_RTOL = 0.05
 REFERENCE_RTOL = 1e-8  # RK45 of the reference solver
 BASIS = Option("basis", str, "t", "polynomial variable of ε̂: t (tAB), rho (ρAB = σ) or logrho (diffusers' DEIS)",
                "basis", choices=("t", "rho", "logrho"))
-SOLVER_TYPE = Option("solver_type", str, "midpoint", "second-order term of 2M: midpoint (official, diffusers' default) "
-                     "or heun (diffusers' solver_type='heun')", "2M type", choices=("midpoint", "heun"))
+SOLVER_TYPE = Option("solver_type", str, "midpoint", "derivative terms of 2M and of singlestep steps: midpoint (official "
+                     "'dpmsolver' type, diffusers' default) or heun (diffusers' solver_type='heun', the official "
+                     "'taylor' type)", "solver type", choices=("midpoint", "heun"))
+NODES = Option("nodes", str, "interval", "where a singlestep step of order k takes its k − 1 inner nodes: interval = at "
+               "fixed λ fractions inside the step (official DPM-Solver; k evaluations a step), grid = at the grid's own "
+               "points, blocks of k intervals with steps of orders 1 … k from the block's first state (diffusers' "
+               "DPMSolverSinglestepScheduler; one evaluation a step)", "nodes", choices=("interval", "grid"))
 MAX_ORDER = Option("max_order", int, 4, "highest Adams–Bashforth order (the first steps ramp up from 1)", "max order",
                    low=1, high=4)
 VARIANT = Option("variant", str, "bh2", "B(h) of UniPC: bh1 (B = h) or bh2 (B = e^h − 1, diffusers' default)", "B(h)",

@@ -58,6 +58,10 @@ class PerStep:
     def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006 - read only
         return None
 
+    def applies_lower_order_final(self, options: Options) -> bool:
+        """Whether RunConfig.lower_order_final changes anything with these options (the GUI asks)."""
+        return self.lower_order_final
+
     def nfe_rule(self) -> str:
         if self.evals_per_step == 1:
             return "N"
@@ -84,15 +88,63 @@ class PerStep:
 
 @dataclass(frozen=True)
 class Singlestep(PerStep):
-    """Every step of one order k with k evaluations (DPM-Solver-k, DPM-Solver++(2S))."""
+    """Every step of one order k with k evaluations (DPM-Solver-k, DPM-Solver++(2S)).
+
+    With the ``nodes`` option at "grid" the inner nodes are the grid's own points instead:
+    the grid falls into blocks of k intervals whose steps have orders 1, 2, …, k, each
+    step one evaluation (diffusers' DPMSolverSinglestepScheduler; see :func:`grid_block_orders`).
+    """
 
     order: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evals_per_step", self.order)
 
+    @staticmethod
+    def on_grid(options: Options) -> bool:
+        """Whether the inner nodes are grid points (one evaluation per step)."""
+        return options.get("nodes") == "grid"
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        return steps if self.on_grid(options) else PerStep.nfe(self, steps, to_zero, options)
+
+    def nfe_rule(self) -> str:
+        rule = PerStep.nfe_rule(self)
+        return rule + "; N with nodes=grid" if self.order > 1 else rule
+
     def orders(self, steps: int, lower_order_final: bool, options: Options = {}) -> Optional[list[int]]:  # noqa: B006
+        if self.on_grid(options):
+            return grid_block_orders(steps, self.order, lower_order_final)
         return [self.order] * steps
+
+    def applies_lower_order_final(self, options: Options) -> bool:
+        return self.order > 1 and self.on_grid(options)
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        t, orders, nfe = PerStep.layout(self, steps, req)
+        if orders and req.to_zero and self.on_grid(req.options):
+            orders[-1] = 1  # the step to σ = 0 is first order (SPEC §2): a block of its own
+        return t, orders, nfe
+
+
+def grid_block_orders(steps: int, order: int, lower_order_final: bool, to_zero: bool = False) -> list[int]:
+    """Per-step orders of singlestep blocks laid on the grid itself.
+
+    The N steps fall into blocks of ``order`` grid intervals, then one shorter block for the
+    remainder; a block of k intervals is the steps of orders 1, 2, …, k, all starting from
+    the block's first state. ``lower_order_final`` splits a last block of full order k into
+    k − 1 and 1 (a shorter block already ends a run whose N is not a multiple of k), and a
+    last step to σ = 0 is a block of its own. This is diffusers' ``get_order_list`` together
+    with its two overrides (lower_order_final switched on for such N and for final σ = 0).
+    """
+    full, rest = divmod(steps, order)
+    blocks = [order] * full + ([rest] if rest else [])
+    if lower_order_final and not rest and order > 1 and blocks:
+        blocks[-1:] = [order - 1, 1]
+    orders = [k for size in blocks for k in range(1, size + 1)]
+    if to_zero and orders:
+        orders[-1] = 1
+    return orders
 
 
 # When multistep solvers lower their order over the last steps (RunConfig.lower_order_final):
