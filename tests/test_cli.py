@@ -82,7 +82,7 @@ def test_schedule_and_solvers(cli, tmp_path):
         (["--rho", "0"], "ρ"),
         (["--sigma-min", "3", "--sigma-max", "1"], "smaller"),
         (["--churn", "-1"], "S_churn"),
-        (["--solver", "ddim", "--churn", "2"], "churn applies to euler and heun only"),
+        (["--solver", "ddim", "--churn", "2"], "churn applies to euler, heun and dpm2 only"),
         (["--solver", "magic"], "Unknown solver"),
         (["--model", "nonexistent.safetensors"], "No model"),
         (["--solver", "heun", "--nfe", "1", "--final", "sigma_min"], "too small"),

@@ -23,7 +23,7 @@ def test_json_round_trip():
     [
         (dict(rho=0.0), "ρ"), (dict(rho=-2.0), "ρ"), (dict(sigma_min=2.0, sigma_max=1.0), "smaller"),
         (dict(churn=-1.0), "S_churn must satisfy 0 ≤ S_churn"), (dict(solver="nope"), "Unknown solver"), (dict(process="xx"), "Unknown process"),
-        (dict(disc="xx"), "Unknown discretization"), (dict(steps=0), "steps"), (dict(churn=1.0, solver="ddim"), "churn applies to euler and heun only, not to ddim"),
+        (dict(disc="xx"), "Unknown discretization"), (dict(steps=0), "steps"), (dict(churn=1.0, solver="ddim"), "churn applies to euler, heun and dpm2 only, not to ddim"),
         (dict(batch=0), "batch"), (dict(alpha=0.0), "α must satisfy 0.0001 ≤ α ≤ 1"), (dict(final="never"), "final"), (dict(rtol=-1.0), "rtol"),
         (dict(steps=None, nfe=None), "steps or an NFE"),
     ],

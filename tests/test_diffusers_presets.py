@@ -1,12 +1,17 @@
 """``--preset diffusers`` runs equal diffusers' own scheduler loops (float64, same latents, same NFE)."""
 from __future__ import annotations
 
+import copy
+import functools
 import sys
 
 import pytest
 import torch
 
 diffusers = pytest.importorskip("diffusers")
+# diffusers' KDPM2 converts its midpoints with numpy functions on torch tensors, which numpy ≥ 2
+# answers with one DeprecationWarning (__array_wrap__) per call.
+pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__:DeprecationWarning")
 
 from explorer.core.config import RunConfig  # noqa: E402
 from explorer.core.sampling import sample_steps  # noqa: E402
@@ -21,9 +26,9 @@ MODELS = {  # the two tiny models of the issue: ε on a linear β table, v on th
 }
 SCHEDULERS = ["DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler",
               "LMSDiscreteScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler", "PNDMScheduler",
-              "DPMSolverSinglestepScheduler"]
+              "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler"]
 KARRAS = {"DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
-          "UniPCMultistepScheduler", "DEISMultistepScheduler", "DPMSolverSinglestepScheduler"}
+          "UniPCMultistepScheduler", "DEISMultistepScheduler", "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler"}
 EXTRA = {"DDIMScheduler": {"clip_sample": False}, "PNDMScheduler": {"skip_prk_steps": True},
          "DPMSolverSinglestepScheduler": {"solver_order": 3}}  # its blocks of 3, 2 and 1 grid intervals
 STEPS = (10, 12, 20)
@@ -57,12 +62,19 @@ def build_models(mktemp) -> dict:
     return out
 
 
-def scheduler(name: str, sched: dict, karras: bool):
+def scheduler(name: str, sched: dict, karras: bool, **config):
+    """A fresh scheduler (a copy of one built once: KDPM2's constructor alone takes about a
+    second, converting all 1000 training timesteps' midpoints one by one)."""
     cls_name, extra = VARIANTS.get(name, (name, EXTRA.get(name, {})))
-    cls, extra = getattr(diffusers, cls_name), dict(extra)
+    extra = dict(extra, **config)
     if karras:
         extra["use_karras_sigmas"] = True
-    return cls(**sched, **extra)
+    return copy.deepcopy(_built(cls_name, tuple(sorted({**sched, **extra}.items()))))
+
+
+@functools.lru_cache(maxsize=None)
+def _built(name: str, config: tuple):
+    return getattr(diffusers, name)(**dict(config))
 
 
 def to_float64(s) -> None:
@@ -114,7 +126,6 @@ def explorer_run(den, s, latents: torch.Tensor, steps: int) -> tuple[torch.Tenso
 
 
 REFUSED = {  # what the tiny-model table leaves out, and why (the messages are tested below)
-    "KDPM2DiscreteScheduler": "no k-diffusion DPM-2 in the solver registry",
     "PNDMScheduler (skip_prk_steps=false, ⌊T/N⌋ odd, e.g. N = 12)": "two different Runge–Kutta midpoints per step",
     "PNDMScheduler and DDIMScheduler (linspace)": "steps to t − ⌊T/N⌋, then evaluates at another timestep",
 }
@@ -222,7 +233,7 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
 @pytest.mark.parametrize("config,match", [
     ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "dpmsolver"}, "diffusers raises"),
     ({"_class_name": "DPMSolverSinglestepScheduler", "algorithm_type": "sde-dpmsolver++"}, "only dpmsolver"),
-    ({"_class_name": "KDPM2DiscreteScheduler"}, "k-diffusion's DPM2 step"),
+    ({"_class_name": "KDPM2DiscreteScheduler", "prediction_type": "sample"}, "only 'epsilon' and 'v_prediction'"),
     ({"_class_name": "PNDMScheduler", "num_train_timesteps": 1010}, r"⌊T/N⌋ = 101 \(odd\).* t − 50 .* t − 51"),
     ({"_class_name": "PNDMScheduler", "timestep_spacing": "linspace"}, "t − 100"),
     ({"_class_name": "PNDMScheduler", "skip_prk_steps": True, "prediction_type": "sample"}, "rejects it"),
@@ -237,3 +248,20 @@ def test_unpatched_loop_differs_only_by_its_float32_state(models, monkeypatch):
 def test_unreproducible_configs_say_why(config, match):
     with pytest.raises(ValueError, match=match):
         apply_preset("diffusers", config, 10, RunConfig())
+
+
+@pytest.mark.parametrize("spacing,kind", [("leading", None), ("trailing", None), ("linspace", "use_exponential_sigmas")])
+def test_kdpm2_grid_is_diffusers_own(spacing, kind):
+    """The KDPM2 preset's grid is diffusers' interleaved one, bit for bit: σ_0, σ_mid,1, σ_1, …, 0
+    with its float32 midpoints, and every timestep the loop calls the network with (the spacings
+    and grids the loop test leaves out)."""
+    steps = 7
+    s = scheduler("KDPM2DiscreteScheduler", MODELS["v-cosine"], False, timestep_spacing=spacing, **({kind: True} if kind else {}))
+    s.set_timesteps(steps)
+    config, _ = apply_preset("diffusers", {**s.config, "_class_name": "KDPM2DiscreteScheduler"}, steps, RunConfig())
+    ends, mids = s.sigmas[0:-2:2], s.sigmas_interpol[1:-2:2]  # σ_0 … σ_N−1, and the midpoints after each (the last: 0)
+    expected = [float(v) for pair in zip(ends, mids) for v in pair]
+    assert list(config.sigmas) == expected and len(expected) == 2 * steps
+    assert list(config.timesteps) == s.timesteps.to(torch.float32).tolist()
+    assert config.solver == "dpm2" and config.options["midpoint"] == "grid"
+    assert config.init_sigma == pytest.approx(float(s.init_noise_sigma), rel=1e-7)

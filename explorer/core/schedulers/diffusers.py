@@ -10,9 +10,11 @@ Two families:
 - VP-space schedulers (DDIM, DPMSolverMultistep, DPMSolverSinglestep, …): the state is diffusers' ``x_t`` — the
   explorer's process with σ(t) = t and s = 1/sqrt(1 + σ²) — started from the latents
   themselves (``init_noise_sigma = 1``, not σ̄(t_0)).
-- k-diffusion-style schedulers (Euler, Heun, LMS): the state is unscaled (EDM process),
-  started from ``init_noise_sigma`` · latents, which diffusers takes as sqrt(σ_max² + 1)
-  with ``leading``/``trailing`` spacing and σ_max with ``linspace``.
+- k-diffusion-style schedulers (Euler, Heun, LMS, KDPM2): the state is unscaled (EDM
+  process), started from ``init_noise_sigma`` · latents, which diffusers takes as
+  sqrt(σ_max² + 1) with ``leading`` spacing and σ_max with ``linspace``/``trailing``.
+  KDPM2's grid interleaves its float32 midpoints with the step ends (solver dpm2,
+  ``midpoint=grid``).
 
 Where diffusers does something the ODE would not (a Karras grid evaluated at rounded
 integer timesteps, a last σ that is not 0), the preset reproduces it and says so in
@@ -34,13 +36,7 @@ from explorer.core.solvers.rules import grid_block_orders
 
 VP_SPACE = ("DDIMScheduler", "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "UniPCMultistepScheduler",
             "DEISMultistepScheduler", "PNDMScheduler")
-K_STYLE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler")
-WAITING = {  # why the explorer cannot walk their loops (yet)
-    "KDPM2DiscreteScheduler": "k-diffusion's DPM2 step (a midpoint at the geometric mean σ, interpolated in log σ "
-                              "onto the network's timesteps, each step 2 evaluations), which the explorer's "
-                              "solver registry does not have (dpm-solver-2 takes its node at the λ midpoint of the "
-                              "VP ODE)",
-}
+K_STYLE = ("EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler", "KDPM2DiscreteScheduler")
 SUPPORTED = VP_SPACE + K_STYLE
 DPM_SOLVERS = ("DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler")  # λ clipping, σ(t=0) as sigma_min
 
@@ -71,8 +67,6 @@ def read_scheduler_config(path: Union[str, Path]) -> dict:
 def diffusers_fields(cfg: dict, steps: int) -> Preset:
     """The preset for ``steps`` inference steps of the scheduler described by ``cfg``."""
     name = cfg.get("_class_name", "")
-    if name in WAITING:
-        raise ValueError(f"The diffusers preset does not reproduce {name} yet: that needs {WAITING[name]}.")
     if name not in SUPPORTED:
         raise ValueError(f"The diffusers preset does not know {name!r}; it reproduces {', '.join(SUPPORTED)}.")
     _refuse_unsupported(cfg, name)
@@ -88,6 +82,8 @@ def diffusers_fields(cfg: dict, steps: int) -> Preset:
         return _deis(cfg, steps)
     if name == "PNDMScheduler":
         return _pndm(cfg, steps)
+    if name == "KDPM2DiscreteScheduler":
+        return _kdpm2(cfg, steps)
     return _k_style(cfg, name, steps)
 
 
@@ -419,11 +415,14 @@ def _multistep_orders(n: int, order: int, lower_final: bool, to_zero: bool) -> l
 
 
 # ------------------------------------------------------------------------ k-diffusion style
-def _k_style(cfg: dict, name: str, steps: int) -> Preset:
+def _k_grid(cfg: dict, steps: int, round_karras: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Timesteps, σ's (float64, without the last 0) and the float32 σ table of the
+    k-diffusion-style schedulers; ``round_karras``: a Karras grid's timesteps are rounded
+    (KDPM2), where Euler, Heun and LMS keep them fractional."""
     T = int(cfg.get("num_train_timesteps", 1000))
-    spacing = cfg.get("timestep_spacing", "linspace")
     table32 = sp.sigma_table(_alphas_cumprod32(cfg))
-    ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=False)
+    ts = sp.spaced_timesteps(cfg.get("timestep_spacing", "linspace"), steps, T, int(cfg.get("steps_offset", 0)),
+                             integer=False)
     sig = np.interp(ts, np.arange(0, len(table32)), table32)
     kind = _grid_kind(cfg)
     if kind is not None:
@@ -431,19 +430,59 @@ def _k_style(cfg: dict, name: str, steps: int) -> Preset:
         hi = cfg.get("sigma_max") if cfg.get("sigma_max") is not None else sig[0].item()
         sig = _converted(kind, float(lo), float(hi), steps)
         ts = sp.sigma_to_t(sig, table32)
+        if round_karras and kind == "karras":
+            ts = ts.round()
+    return ts, sig, table32
+
+
+def _k_fields(cfg: dict, steps: int, solver: str, sigmas: list[float], ts: np.ndarray, notes: list[str],
+              **extra: Any) -> dict:
+    """RunConfig fields of a k-diffusion-style loop: the unscaled (EDM) state, started from
+    diffusers' ``init_noise_sigma`` · latents."""
+    if cfg.get("timestep_spacing", "linspace") in ("linspace", "trailing"):
+        init = max(sigmas)
+    else:
+        init = math.sqrt(max(sigmas) ** 2 + 1)
+        notes.append("With leading spacing diffusers starts from sqrt(σ_max² + 1)·latents, not σ_max·latents; reproduced.")
+    return dict(process="edm", sigma_schedule=None, scaling=None, solver=solver, sigmas=tuple(sigmas),
+                timesteps=tuple(float(t) for t in np.asarray(ts).astype(np.float32)), init_sigma=init, final="zero",
+                schedule_label=_label(cfg, steps), **extra)
+
+
+def _k_style(cfg: dict, name: str, steps: int) -> Preset:
+    ts, sig, table32 = _k_grid(cfg, steps)
     final = cfg.get("final_sigmas_type", "zero") if name == "EulerDiscreteScheduler" else "zero"
     notes: list[str] = []
     sig_last = 0.0 if final == "zero" else float(table32[0])
     if final == "sigma_min":
         notes.append(f"final_sigmas_type=sigma_min: the run stops at σ = {sig_last:.4g}, not at 0.")
     sigmas = np.concatenate([sig, [sig_last]]).astype(np.float32).astype(np.float64).tolist()
-    if spacing in ("linspace", "trailing"):
-        init = max(sigmas)
-    else:
-        init = math.sqrt(max(sigmas) ** 2 + 1)
-        notes.append("With leading spacing diffusers starts from sqrt(σ_max² + 1)·latents, not σ_max·latents; reproduced.")
     solver = {"EulerDiscreteScheduler": "euler", "HeunDiscreteScheduler": "heun", "LMSDiscreteScheduler": "lms"}[name]
-    fields = dict(process="edm", sigma_schedule=None, scaling=None, solver=solver, sigmas=tuple(sigmas),
-                  timesteps=tuple(float(t) for t in ts.astype(np.float32)), init_sigma=init, final="zero",
-                  schedule_label=_label(cfg, steps))
+    return Preset(_k_fields(cfg, steps, solver, sigmas, ts, notes), notes)
+
+
+def _kdpm2(cfg: dict, steps: int) -> Preset:
+    """KDPM2DiscreteScheduler: DPM-2 whose midpoints, and their fractional timesteps, are
+    points of the grid (σ_0, σ_mid,1, σ_1, …, σ_N−1, 0), computed in float32 as diffusers
+    computes them; 2N − 1 evaluations, the last step Euler to σ = 0."""
+    if cfg.get("prediction_type", "epsilon") not in ("epsilon", "v_prediction"):
+        raise ValueError(f"KDPM2DiscreteScheduler with prediction_type={cfg['prediction_type']!r} is not reproduced: "
+                         "diffusers' KDPM2 implements only 'epsilon' and 'v_prediction'.")
+    ts, sig, table32 = _k_grid(cfg, steps, round_karras=True)
+    outer = torch.from_numpy(np.concatenate([sig, [0.0]]).astype(np.float32))
+    mids = sp.log_midpoints32(outer)[1:-1]  # the midpoint of each step but the last (Euler to 0)
+    mid_ts = sp.sigma_to_t(mids.numpy(), table32, np.float32)
+    sigmas: list[float] = [float(outer[0])]
+    timesteps: list[float] = [float(ts[0])]
+    for i in range(len(mids)):
+        sigmas += [float(mids[i]), float(outer[i + 1])]
+        timesteps += [float(mid_ts[i]), float(ts[i + 1])]
+    notes = ["diffusers' KDPM2 evaluates each midpoint (the geometric mean of the step's σ's, in float32) at a "
+             "fractional timestep interpolated in log σ; the grid holds both, and the Euler state at each midpoint is "
+             "recorded as a step of its own (solver dpm2, midpoint=grid)."]
+    if _grid_kind(cfg) == "karras":
+        notes.append("diffusers evaluates the network at rounded timesteps while stepping the Karras σ's "
+                     "(σ and t disagree slightly); reproduced.")
+    sigmas.append(0.0)
+    fields = _k_fields(cfg, steps, "dpm2", sigmas, np.asarray(timesteps), notes, options={"midpoint": "grid"})
     return Preset(fields, notes)

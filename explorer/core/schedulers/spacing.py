@@ -73,18 +73,33 @@ def beta_sigmas(sigma_min: float, sigma_max: float, n: int, a: float = 0.6, b: f
     return np.array([sigma_min + p * (sigma_max - sigma_min) for p in q])
 
 
-def sigma_to_t(sigmas: np.ndarray, table32: np.ndarray) -> np.ndarray:
+def sigma_to_t(sigmas: np.ndarray, table32: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """Fractional timesteps of σ's by linear interpolation in log σ between table entries.
 
-    The log table is float32 (numpy's log of the float32 σ table), the σ's float64.
+    The log table is float32 (numpy's log of the float32 σ table). The σ's and the
+    interpolation are float64 by default (diffusers' σ's from numpy); ``dtype=np.float32``
+    keeps every stage in float32, as when diffusers converts float32 torch σ's (KDPM2's
+    midpoints; numpy ≥ 2 keeps a float32 σ float32 against a Python float).
     """
     log_table = np.log(table32)
+    floor = np.asarray(1e-10, dtype=dtype)
     out = []
-    for sigma in np.asarray(sigmas, dtype=np.float64):
-        log_sigma = np.log(np.maximum(sigma, 1e-10))
+    for sigma in np.asarray(sigmas, dtype=dtype):
+        log_sigma = np.log(np.maximum(sigma, floor))
         dists = log_sigma - log_table[:, np.newaxis]
         low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=len(log_table) - 2)
         lo_val, hi_val = log_table[low], log_table[low + 1]
         w = np.clip((lo_val - log_sigma) / (lo_val - hi_val), 0, 1)
-        out.append(((1 - w) * low + w * (low + 1)).reshape(np.shape(sigma)))
+        index = low.astype(dtype)
+        out.append(((1 - w) * index + w * (index + 1)).reshape(np.shape(sigma)))
     return np.array(out)
+
+
+def log_midpoints32(sigmas32: torch.Tensor) -> torch.Tensor:
+    """exp((ln σ_i + ln σ_{i−1})/2) at each i ≥ 1 of a float32 σ grid (entry 0 has no
+    predecessor and is meaningless), as diffusers' KDPM2 computes its midpoints: in float32,
+    through torch's lerp of the log of the grid towards the log of the grid shifted by one.
+    Reproducing its bits needs the same operations on a tensor of the same length (torch's
+    vectorised and scalar kernels may round the last bit differently)."""
+    shifted = torch.roll(sigmas32, 1)
+    return torch.lerp(torch.log(sigmas32), torch.log(shifted), 0.5).exp()

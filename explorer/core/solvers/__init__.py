@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Optional
 
 from explorer.core.solvers.options import (
-    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, COMBINE, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIN_ALPHA, NODES, PRK_NODES,
-    REFERENCE_RTOL, RESTART_OPTIONS, S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window, check_restart_interval,
-    resolve,
+    ADAPTIVE_ATOL, ADAPTIVE_RTOL, BASIS, COMBINE, CORRECTOR_OFF, EDM_CHURN, ETA, MAX_ORDER, MIDPOINT, MIN_ALPHA, NODES,
+    PRK_NODES, REFERENCE_RTOL, RESTART_OPTIONS, S_NOISE, SOLVER_TYPE, UNIPC_OPTIONS, Option, check_churn_window,
+    check_restart_interval, resolve,
 )
 from explorer.core.solvers.rules import (
-    Adaptive, AdaptiveOnGrid, Fast, Multistep, PerStep, PLMSRule, PNDMRule, RestartRule, Singlestep, final_rule_option,
+    Adaptive, AdaptiveOnGrid, DPM2Rule, Fast, Multistep, PerStep, PLMSRule, PNDMRule, RestartRule, Singlestep, final_rule_option,
 )
 
 if TYPE_CHECKING:
@@ -271,6 +271,8 @@ register(SolverInfo("pndm", Deferred("pndm.pndm"), 2, PNDMRule(), options=(PRK_N
 register(SolverInfo("ddpm", Deferred("ancestral.ddpm"), 1, stochastic=True, summary="DDPM ancestral (posterior variance, fixed_small)"))
 register(SolverInfo("dpm-solver++3s", Deferred("dpm.dpm_solver_pp_singlestep"), 3, Singlestep(order=3), options=SINGLESTEP_3,
                     summary="DPM-Solver++(3S), data prediction, nodes ⅓, ⅔ (or the next grid points)"))
+register(SolverInfo("dpm2", Deferred("dpm2.dpm2"), 2, DPM2Rule(), options=(MIDPOINT,) + EDM_CHURN, check=check_churn_window,
+                    order_grid="edm", summary="DPM-2 (k-diffusion's sample_dpm_2): Euler to the geometric-mean σ, full step with its slope"))
 register(SolverInfo("restart", Deferred("restart.restart"), 2, RestartRule(), options=RESTART_OPTIONS,
                     check=check_restart_interval, stochastic=True, order_grid="edm",
                     summary="Restart: Heun; per interval [σ_min, σ_max], K forward jumps each followed by Heun back down"))

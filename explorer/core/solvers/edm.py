@@ -7,7 +7,7 @@ t̂, an Euler step from t̂, and Heun's correction at t̂ + αh, except on the s
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 
@@ -15,18 +15,19 @@ from explorer.core.events import StepEvent
 from explorer.core.solvers.context import SolverContext, steps_of
 
 
-def _churn(ctx: SolverContext, x: torch.Tensor, t_cur: float) -> tuple[torch.Tensor, float]:
+def churn(ctx: SolverContext, x: torch.Tensor, t_cur: float, steps: Optional[int] = None) -> tuple[torch.Tensor, float]:
     """Raise the noise level from σ(t) to σ(t)(1 + γ) (EDM Algorithm 2, lines 4–6).
 
     With churn 0 the state is left untouched (no round trip through σ⁻¹ and no noise is
-    drawn), so the deterministic samplers are exactly deterministic.
+    drawn), so the deterministic samplers are exactly deterministic. γ = S_churn/N with N
+    the run's steps, or ``steps`` where a solver's steps are not the grid's intervals.
     """
-    churn, s_min, s_max, s_noise = (ctx.option(k) for k in ("churn", "s_min", "s_max", "s_noise"))
-    if churn <= 0:
+    s_churn, s_min, s_max, s_noise = (ctx.option(k) for k in ("churn", "s_min", "s_max", "s_noise"))
+    if s_churn <= 0:
         return x, t_cur
     sigma = ctx.sigma(t_cur)
-    n = ctx.plan.n_steps
-    gamma = min(churn / n, math.sqrt(2) - 1) if s_min <= sigma <= s_max else 0.0
+    n = ctx.plan.n_steps if steps is None else steps
+    gamma = min(s_churn / n, math.sqrt(2) - 1) if s_min <= sigma <= s_max else 0.0
     noise = ctx.randn_like(x)  # drawn every step, as EDM does, so streams stay aligned
     t_hat = ctx.round_t(sigma + gamma * sigma) if gamma > 0 else t_cur
     sigma_hat = ctx.sigma(t_hat)
@@ -40,7 +41,7 @@ def _edm_loop(ctx: SolverContext, heun: bool) -> Iterator[StepEvent]:
     alpha = ctx.option("alpha", 1.0)
     x = ctx.x0
     for i, t_cur, t_next in steps_of(ctx.plan.t):
-        x_hat, t_hat = _churn(ctx, x, t_cur)
+        x_hat, t_hat = churn(ctx, x, t_cur)
         h = t_next - t_hat
         d_cur = ctx.ode_derivative(x_hat, t_hat, ctx.denoise(x_hat, t_hat))
         if not heun or t_next == 0:

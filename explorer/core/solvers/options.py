@@ -251,6 +251,10 @@ VARIANT = Option("variant", str, "bh2", "B(h) of UniPC: bh1 (B = h) or bh2 (B = 
                  choices=("bh1", "bh2"))
 PREDICTION = Option("prediction", str, "data", "model output the polynomial runs through: data (x̂₀) or noise (ε̂)",
                     "prediction", choices=("data", "noise"))
+MIDPOINT = Option("midpoint", str, "geometric", "where DPM-2 evaluates inside a step: geometric = at σ_mid = "
+                  "sqrt(σ_i σ_i+1) (k-diffusion's sample_dpm_2), grid = at the explicit σ grid's own points in "
+                  "between (σ_0, σ_mid, σ_1, …, as the diffusers KDPM2 preset lays them out with their timesteps)",
+                  "midpoint", choices=("geometric", "grid"))
 CORRECTOR = Option("corrector", bool, True, "apply UniC after each predictor step (reuses the next evaluation)", "UniC")
 CORRECTOR_OFF = Option("corrector", bool, False, "apply UniC after each multistep step (reuses the next evaluation)", "UniC")
 UNIPC_OPTIONS = (VARIANT, PREDICTION, CORRECTOR)

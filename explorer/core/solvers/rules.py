@@ -304,6 +304,29 @@ class PNDMRule(Multistep):
         return [4] * steps
 
 
+@dataclass(frozen=True)
+class DPM2Rule(PerStep):
+    """DPM-2: two evaluations a step, one on the step to σ = 0. With ``midpoint=grid`` the
+    explicit σ grid holds every step's midpoint as a point of its own, so each of its
+    intervals (Euler to a midpoint, or the full step that ends one) costs one evaluation."""
+
+    evals_per_step: int = 2
+
+    def nfe(self, steps: int, to_zero: bool, options: Options) -> Optional[int]:
+        if options.get("midpoint") == "grid":
+            return steps
+        return PerStep.nfe(self, steps, to_zero, options)
+
+    def nfe_rule(self) -> str:
+        return "2N−1 (final zero), 2N otherwise; midpoint=grid: one per grid interval"
+
+    def layout(self, steps: Optional[int], req: GridRequest) -> Layout:
+        if req.options.get("midpoint") == "grid":
+            raise ValueError("DPM-2 with midpoint=grid takes its midpoints from an explicit σ grid (--sigmas, a grid "
+                             "file or --preset diffusers), not from a discretization; use midpoint=geometric.")
+        return PerStep.layout(self, steps, req)
+
+
 class RestartInterval(NamedTuple):
     """One restart interval: K times, jump from the grid point nearest σ_min up to σ_max and
     take ``steps`` Heun steps back down."""
