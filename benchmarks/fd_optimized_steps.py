@@ -30,7 +30,7 @@ from explorer.train.frechet import fd_against_fashion
 from explorer.train.preview import batch_sampler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fd_sweep import floor_fd  # noqa: E402
+from fd_sweep import Scorer, floor_fd  # noqa: E402
 
 
 def main() -> None:
@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=256, help="reference samples for the optimizer")
     p.add_argument("--reference-rtol", type=float, default=1e-5, help="RK45 tolerance of the optimizer's reference")
     p.add_argument("--no-floor", action="store_true", help="skip the test-vs-train floor (slow on a CPU)")
+    p.add_argument("--floor", type=float, default=None, help="the test-vs-train FD, when this machine lacks the test split")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
@@ -51,11 +52,7 @@ def main() -> None:
     den = load_denoiser(args.model, device=str(device)).eval()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        floor = None if args.no_floor else floor_fd(device)
-    except (ValueError, OSError) as err:
-        print(f"floor not measured here: {err}", flush=True)
-        floor = None
+    floor = args.floor if args.floor is not None or args.no_floor else floor_fd(Scorer(device, None, None))
     rows = []
     for solver in args.solvers.split(","):
         get_solver(solver)
@@ -84,6 +81,7 @@ def main() -> None:
                              "sigmas": list(run.sigmas) if run.sigmas else None,
                              "optimize_seconds": round(made[1], 1) if made else None,
                              "step_cost": None if opt is None else (opt.cost if name == "optimized" else opt.default_cost),
+                             "rmse": None if opt is None else (opt.rmse if name == "optimized" else opt.default_rmse),
                              "seconds": round(time.time() - start, 1)})
                 print(json.dumps(rows[-1]), flush=True)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -99,6 +97,13 @@ def main() -> None:
         for name in ("default", "optimized"):
             cells = [next((f"{r['fd']:.2f}" for r in rows if r.get("solver") == solver and r.get("nfe") == n
                            and r.get("grid") == name), "—") for n in nfes]
+            lines.append(f"| {solver} | {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"RMS error at σ_min of a whole run on the optimizer's {args.samples} reference samples:", "",
+              "| solver | grid | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 2) + "|"]
+    for solver in args.solvers.split(","):
+        for name in ("default", "optimized"):
+            cells = [next((f"{r['rmse']:.4f}" for r in rows if r.get("solver") == solver and r.get("nfe") == n
+                           and r.get("grid") == name and r.get("rmse") is not None), "—") for n in nfes]
             lines.append(f"| {solver} | {name} | " + " | ".join(cells) + " |")
     (out / f"fd_optimized_{args.model}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -14,7 +14,7 @@ from explorer.core.config import RunConfig
 from explorer.core.grids import Grid, load_grid, save_grid
 from explorer.core.optimize_steps import optimize_steps
 from explorer.core.plan import plan_run
-from explorer.core.sampling import final_samples
+from explorer.core.sampling import make_plan, final_samples
 from explorer.core.schedulers.ays import AYS_SIGMAS, ays_grid
 from explorer.core.trajectory import Trajectory
 
@@ -90,18 +90,31 @@ def test_ays_tables():
         ays_grid("sd3")
 
 
-@pytest.mark.parametrize("solver", ["euler", "dpm-solver++2m"])
-def test_optimized_grid_is_not_worse_than_the_default(tmp_path, solver):
-    config = RunConfig(solver=solver, steps=5, final="sigma_min", dtype="float64", device="cpu", fast=False, batch=64)
-    result = optimize_steps(GMM, config, 5, candidates=20, batch=64)
-    assert result.cost <= result.default_cost
+@pytest.mark.parametrize("solver,steps,candidates", [("euler", 5, 20), ("dpm-solver++2m", 5, 20), ("ipndm", 7, 30)])
+def test_optimized_grid_beats_the_default(tmp_path, solver, steps, candidates):
+    """The optimized grid runs with a smaller final error than the default one (measured on this
+    mixture: euler, ++2M and iPNDM all gain), and its file round-trips."""
+    config = RunConfig(solver=solver, steps=steps, final="sigma_min", dtype="float64", device="cpu", fast=False, batch=64)
+    result = optimize_steps(GMM, config, steps, candidates=candidates, batch=64)
+    assert result.cost <= result.default_cost and result.rmse < result.default_rmse
     path = save_grid(tmp_path / "opt.json", result.grid)
     grid = load_grid(path)
-    assert grid.sigmas == result.grid.sigmas and grid.steps == 5
+    assert grid.sigmas == result.grid.sigmas and grid.steps == steps
     noise = shared_noise(GMM, 0, 64)
     exact = final_samples(GMM, config.replace(solver="reference", steps=None, rtol=1e-9), noise)
     err = lambda c: float((final_samples(GMM, c, noise) - exact).square().mean().sqrt())  # noqa: E731
-    assert err(config.replace(sigmas=grid.sigmas)) <= err(config)
+    assert err(config.replace(sigmas=grid.sigmas)) < err(config)
+
+
+def test_optimizer_keeps_the_default_when_its_grid_runs_worse():
+    """Summed step costs are a proxy: with 20 candidates iPNDM's DP grid runs worse on this
+    mixture (0.197 vs 0.191 measured), so the default grid comes back, named as such."""
+    config = RunConfig(solver="ipndm", steps=5, final="sigma_min", dtype="float64", device="cpu", fast=False, batch=64)
+    said: list[str] = []
+    result = optimize_steps(GMM, config, 5, candidates=20, batch=64, progress=said.append)
+    assert result.rmse == result.default_rmse and any("keeping the default" in line for line in said)
+    plan = make_plan(GMM, config)
+    assert result.grid.sigmas == pytest.approx([float(plan.process.sigma(t)) for t in plan.t], rel=1e-12)
 
 
 def test_sweep_has_a_schedule_axis(tmp_path):

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             result = optimize_steps(denoiser, config, steps, args.candidates, args.samples,
                                     progress=lambda m: print(m, file=sys.stderr))
             grid = result.grid
-            print(f"summed step error: optimized {result.cost:.4e}, default {result.default_cost:.4e}", file=sys.stderr)
+            print(f"summed step error: optimized {result.cost:.4e}, default {result.default_cost:.4e}; "
+                  f"run's RMS error at σ_min: optimized {result.rmse:.4e}, default {result.default_rmse:.4e}", file=sys.stderr)
         else:
             from explorer.core.optimize_steps import default_grid
 

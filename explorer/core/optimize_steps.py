@@ -13,6 +13,11 @@ smallest.
 - Multistep solvers of history one (DPM-Solver-2M, ++2M): the step from j to k also uses
   the model output at the previous node i, taken at the reference state (teacher forcing),
   and the DP runs over pairs (i, j).
+- iPNDM (fixed-step Adams–Bashforth in σ, history up to three): the step from j to k uses
+  ε̂ at the reference states of the nodes before j as well. The DP still runs over pairs
+  (i, j); the older nodes are those of the best path into (i, j). A step's cost then depends
+  on more than the state, so this DP is a close approximation, not the exact optimum; the
+  default grid's cost is computed the same way, and the result is kept only if it is lower.
 
 With ``final = zero`` the grid's last step goes from σ_min to 0 as usual; it is the same
 for every grid and left out of the optimization.
@@ -36,9 +41,12 @@ from explorer.core.solvers import get_solver
 from explorer.core.solvers.context import Plan
 from explorer.core.solvers.dpm import Point
 from explorer.core.solvers.multistep import _step as multistep_step
+from explorer.core.solvers.pndm import AB_WEIGHTS
 
 ONE_STEP = ("euler", "heun", "ddim", "dpm-solver-1", "dpm-solver-2", "dpm-solver-3", "dpm-solver++2s")
 HISTORY_ONE = ("dpm-solver-2m", "dpm-solver++2m")
+ADAMS = ("ipndm",)  # fixed-step Adams–Bashforth: the history of the path into each pair
+HISTORY = HISTORY_ONE + ADAMS
 DEFAULT_CANDIDATES = 48
 DEFAULT_BATCH = 256
 
@@ -47,17 +55,20 @@ Progress = Optional[Callable[[str], None]]
 
 @dataclass
 class Optimized:
-    """The optimized grid, and the summed step cost of it and of the default grid (same units)."""
+    """The optimized grid; the summed step cost of it and of the default grid (the DP's objective);
+    and the RMS error at σ_min of a whole run on each, against the reference (what a user sees)."""
 
     grid: Grid
     cost: float
     default_cost: float
+    rmse: float = math.nan
+    default_rmse: float = math.nan
 
 
 def check_solver(name: str) -> None:
     get_solver(name)
-    if name not in ONE_STEP + HISTORY_ONE:
-        raise ValueError(f"Steps can be optimized for {', '.join(ONE_STEP + HISTORY_ONE)}, not for {name}.")
+    if name not in ONE_STEP + HISTORY:
+        raise ValueError(f"Steps can be optimized for {', '.join(ONE_STEP + HISTORY)}, not for {name}.")
 
 
 def optimize_steps(
@@ -88,16 +99,23 @@ def optimize_steps(
     states = _reference_states(denoiser, config, base, cand_t, rtol)
     ctx = _Steps(denoiser, config, base, cand_t, states)
     say("step costs")
-    if config.solver in HISTORY_ONE:
-        choice, cost = _dp_history(ctx, inner, get_solver(config.solver).step_orders(inner, config.lower_order_final))
+    orders = get_solver(config.solver).step_orders(inner, config.lower_order_final, config.options)
+    if config.solver in HISTORY:
+        choice, cost = _dp_history(ctx, inner, orders)
     else:
         choice, cost = _dp_one_step(ctx, inner)
+    default_path = [cand_t.index(t) for t in own]
+    default = _path_cost(ctx, default_path, orders)
+    run_error, default_error = ctx.run_error(choice), ctx.run_error(default_path)
+    if run_error > default_error:  # summed step costs are a proxy: never hand back a grid that runs worse
+        say(f"the DP's grid runs worse than the default ({run_error:.4g} > {default_error:.4g}); keeping the default")
+        choice, cost, run_error = default_path, default, default_error
     sig = [float(base.process.sigma(cand_t[j])) for j in choice] + ([0.0] if config.final == "zero" else [])
-    default = _path_cost(ctx, [cand_t.index(t) for t in own], get_solver(config.solver).step_orders(inner, config.lower_order_final))
     grid = Grid(tuple(sig), source=f"optimized for {config.solver}, {steps} steps, {getattr(denoiser, 'name', 'model')}",
                 info={"solver": config.solver, "steps": steps, "candidates": len(cand_t), "batch": batch,
-                      "cost": cost, "default_cost": default, "disc": config.disc})
-    return Optimized(grid, cost, default)
+                      "cost": cost, "default_cost": default, "rmse": run_error, "default_rmse": default_error,
+                      "disc": config.disc})
+    return Optimized(grid, cost, default, run_error, default_error)
 
 
 def _reference_states(denoiser: Denoiser, config: RunConfig, base: Plan, cand_t: list[float], rtol: float) -> torch.Tensor:
@@ -129,12 +147,25 @@ class _Steps:
         hit = self._one.get((j, k))
         if hit is None:
             cfg = self.config.replace(sigmas=(self.sigma[j], self.sigma[k]), init_sigma=1.0, final="sigma_min",
-                                      steps=1, orders=(1,) if self.config.solver in HISTORY_ONE else None)
+                                      steps=1, orders=(1,) if self.config.solver in HISTORY else None)
             last = None
             for last in sample_steps(self.denoiser, cfg, self.x[j], record_evals=False, plan=self._plan(cfg, j, k)):
                 pass
             hit = self._one[(j, k)] = self.error(last.x.to(torch.float64), k)
         return hit
+
+    def run_error(self, path: list[int]) -> float:
+        """RMS error at σ_min of the solver's whole run through the candidates ``path`` (from the
+        reference's start, its own states: no teacher forcing), against the reference."""
+        info, steps = get_solver(self.config.solver), len(path) - 1
+        cfg = self.config.replace(sigmas=tuple(self.sigma[j] for j in path), init_sigma=1.0, final="sigma_min", steps=steps)
+        plan = Plan(self.base.process, self.base.sigma_range, [self.t[j] for j in path],
+                    info.step_orders(steps, cfg.lower_order_final, cfg.options), "sigma_min",
+                    info.nfe(steps, False, cfg.options), self.base.disc)
+        last = None
+        for last in sample_steps(self.denoiser, cfg, self.x[0], record_evals=False, plan=plan):
+            pass
+        return self.error(last.x.to(torch.float64), path[-1])
 
     def _plan(self, cfg: RunConfig, j: int, k: int) -> Plan:
         """A one-step plan in the base process (explicit grids would rebuild the process from their own range)."""
@@ -166,6 +197,27 @@ class _Steps:
         hit = self._two[(i, j, k)] = self.error(x, k)
         return hit
 
+    def adams_step(self, nodes: tuple[int, ...], k: int) -> float:
+        """iPNDM's fixed-step Adams–Bashforth step from the last of ``nodes`` to k, with ε̂ at the
+        reference states of all of them (newest last; as many as the step's order)."""
+        hit = self._two.get((*nodes, k, -1))
+        if hit is not None:
+            return hit
+        j = nodes[-1]
+        y = self.x[j] / self.scale[j]
+        slope = sum(w * self._model(n, False) for w, n in zip(AB_WEIGHTS[len(nodes)], reversed(nodes)))
+        x = self.scale[k] * (y + (self.sigma[k] - self.sigma[j]) * slope)
+        hit = self._two[(*nodes, k, -1)] = self.error(x, k)
+        return hit
+
+    def step(self, path: tuple[int, ...], k: int, order: int) -> float:
+        """The cost of the step from the end of ``path`` to k at ``order`` (the solver's rule)."""
+        if self.config.solver in ADAMS:
+            return self.adams_step(path[-min(order, len(path)):], k)
+        if order >= 2 and len(path) >= 2:
+            return self.history_step(path[-2], path[-1], k)
+        return self.one_step(path[-1], k)
+
     def _model(self, j: int, data_form: bool) -> torch.Tensor:
         d = self.denoised(j)
         if data_form:
@@ -195,41 +247,30 @@ def _dp_one_step(ctx: _Steps, n: int) -> tuple[list[int], float]:
     return path[::-1], best[n][m - 1]
 
 
-def _dp_history(ctx: _Steps, n: int, orders: list[int]) -> tuple[list[int], float]:
-    """As :func:`_dp_one_step` over pairs (previous, current) for solvers with one step of history."""
+def _dp_history(ctx: _Steps, n: int, orders: Optional[list[int]]) -> tuple[list[int], float]:
+    """As :func:`_dp_one_step` over pairs (previous, current), for solvers with history; each
+    pair keeps its best path, whose older nodes an Adams step uses."""
     m = len(ctx.t)
-    inf = math.inf
-    layer: dict[tuple[int, int], float] = {}
-    backs: list[dict[tuple[int, int], int]] = [{}]
-    for k in range(1, m - (n - 1)):
-        layer[(0, k)] = ctx.one_step(0, k)
+    order = (lambda step: orders[step]) if orders else (lambda step: 1)
+    layer: dict[tuple[int, int], tuple[float, tuple[int, ...]]] = {
+        (0, k): (ctx.step((0,), k, order(0)), (0, k)) for k in range(1, m - (n - 1))}
     for step in range(1, n):
-        nxt: dict[tuple[int, int], float] = {}
-        back: dict[tuple[int, int], int] = {}
-        for (i, j), c0 in layer.items():
+        nxt: dict[tuple[int, int], tuple[float, tuple[int, ...]]] = {}
+        for (_, j), (c0, path) in layer.items():
             for k in range(j + 1, m - (n - 1 - step)):
-                c = c0 + (ctx.history_step(i, j, k) if orders[step] >= 2 else ctx.one_step(j, k))
-                if c < nxt.get((j, k), inf):
-                    nxt[(j, k)], back[(j, k)] = c, i
+                c = c0 + ctx.step(path, k, order(step))
+                if c < nxt.get((j, k), (math.inf,))[0]:
+                    nxt[(j, k)] = (c, path + (k,))
         layer = nxt
-        backs.append(back)
-    ends = {pair: c for pair, c in layer.items() if pair[1] == m - 1}
-    pair = min(ends, key=ends.get)
-    total = ends[pair]
-    path = [pair[1], pair[0]]
-    for step in range(n - 1, 0, -1):
-        prev = backs[step][(path[-1], path[-2])]
-        path.append(prev)
-    return path[::-1], total
+    total, path = min(v for pair, v in layer.items() if pair[1] == m - 1)
+    return list(path), total
 
 
 def _path_cost(ctx: _Steps, path: list[int], orders: Optional[list[int]]) -> float:
     """The DP's summed cost of one given path (the default grid's)."""
-    total = 0.0
-    for n, (j, k) in enumerate(zip(path, path[1:])):
-        history = ctx.config.solver in HISTORY_ONE and n > 0 and orders is not None and orders[n] >= 2
-        total += ctx.history_step(path[n - 1], j, k) if history else ctx.one_step(j, k)
-    return total
+    if ctx.config.solver not in HISTORY:
+        return sum(ctx.one_step(j, k) for j, k in zip(path, path[1:]))
+    return sum(ctx.step(tuple(path[: n + 1]), path[n + 1], orders[n] if orders else 1) for n in range(len(path) - 1))
 
 
 def default_grid(denoiser: Denoiser, config: RunConfig) -> Grid:
