@@ -19,15 +19,19 @@ from pathlib import Path
 
 import torch
 
-from explorer.core.config import RunConfig
-from explorer.core.grids import save_grid
-from explorer.core.optimize_steps import check_solver, optimize_steps
-from explorer.core.plan import resolve_steps
-from explorer.core.sampling import resolve_device
-from explorer.core.solvers import get_solver
-from explorer.models.loader import load_denoiser
-from explorer.train.frechet import fd_against_fashion
-from explorer.train.preview import batch_sampler
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script, the package is imported from the checkout
+
+from explorer.core.config import RunConfig  # noqa: E402
+from explorer.core.grids import save_grid  # noqa: E402
+from explorer.core.optimize_steps import check_solver, optimize_steps  # noqa: E402
+from explorer.core.plan import resolve_steps  # noqa: E402
+from explorer.core.sampling import resolve_device  # noqa: E402
+from explorer.core.solvers import get_solver  # noqa: E402
+from explorer.models.loader import load_denoiser  # noqa: E402
+from explorer.train.frechet import fd_against_fashion  # noqa: E402
+from explorer.train.preview import batch_sampler  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fd_sweep import Scorer, floor_fd  # noqa: E402
