@@ -20,6 +20,7 @@ from explorer.core.analytic import GaussianDenoiser  # noqa: E402
 from explorer.core.config import RunConfig  # noqa: E402
 from explorer.core.denoiser import Denoiser  # noqa: E402
 from explorer.core.trajectory import Trajectory  # noqa: E402
+from explorer.session.run import RunSession  # noqa: E402
 from explorer.ui.compare_view import CompareView  # noqa: E402
 from explorer.ui.session import Session  # noqa: E402
 
@@ -51,7 +52,7 @@ class Slow(Denoiser):
 
 
 def make_view(qtbot, denoiser: Denoiser, spec: str = "gaussian", config: RunConfig = RunConfig(steps=6, batch=4)) -> CompareView:
-    session = Session(denoiser, spec, config)
+    session = Session(RunSession(denoiser, spec, config))
     view = CompareView(session)
     qtbot.addWidget(view)
     view.resize(1000, 700)
