@@ -476,3 +476,21 @@ def test_the_denoiser_and_config_are_held_once(window, qtbot):
     assert window.session.denoiser_spec == "moons" and window.model.denoiser.name == toy("moons").name
     window.session.set_denoiser(toy("ring"), "ring")  # and one set through the session
     assert window.model.denoiser is state.denoiser and window.panel.denoiser_box.value() == "ring"
+
+
+def test_the_mosaics_and_their_titles_fit_at_1024_by_640(window, qtbot):
+    """The xₜ mosaic's long title used to widen its plot past its widget at 1024×640, cutting off
+    the title and the mosaic's right tiles; both mosaics must lie whole inside their widgets."""
+    from PySide6.QtWidgets import QApplication
+
+    window.use_denoiser(image_gmm(1), "img")
+    window.resize(1024, 640)
+    window.show()
+    qtbot.waitExposed(window)
+    QApplication.processEvents()
+    for grid in (window.run_view.denoised_grid, window.run_view.noisy_grid):
+        width = grid.widget.width()
+        assert grid.box.sceneBoundingRect().right() <= width + 1
+        for row in (0, 1):  # the title and the subtitle, unclipped
+            label = grid.widget.ci.getItem(row, 0)
+            assert label.item.boundingRect().width() <= width, label.text
