@@ -13,7 +13,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
 from explorer.core.compare import column_label
 from explorer.export.grids import _HEAT
@@ -21,10 +21,44 @@ from explorer.export.images import grid_shape
 from explorer.session.comparison import MAX_TILES, ComparisonSession, Frame
 from explorer.ui.compare_model import ComparisonModel
 
-VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference from reference"}
-PANEL_MIN_WIDTH = 190
+VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference"}  # short: the step row fits 1024×640
+PANEL_MIN_WIDTH = 148  # four columns side by side in a 1024×640 window; more scroll
+PANEL_MIN_HEIGHT = 80  # the picture shrinks in a short window rather than being cut off at the bottom
 TILE_PAD = 1  # the mosaics' padding (explorer.session.comparison.image_mosaic)
 SEED_POINTS = 7  # the seed labels' font size
+SEED_MIN_TILE_PX = 30  # tiles drawn narrower than this carry no seed label
+
+
+class ElidedLines(QLabel):
+    """A label of a few lines, each cut with "…" to the label's width (the whole text is the tooltip).
+
+    Why: word-wrapped, a column title of two lines became three or four in a narrow panel
+    (1024×640 with four columns), and the picture under it lost that height.
+    """
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setAlignment(Qt.AlignCenter)
+        self.setMinimumWidth(10)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+
+    def set_lines(self, text: str) -> None:
+        if text != self._full:
+            self._full = text
+            self.setToolTip(text)
+            self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        metrics, width = self.fontMetrics(), max(10, self.contentsRect().width())
+        self.setText("\n".join(metrics.elidedText(line, Qt.ElideRight, width) for line in self._full.split("\n")))
 
 
 class ColumnPanel(QWidget):
@@ -32,11 +66,9 @@ class ColumnPanel(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.title = QLabel()
-        self.title.setAlignment(Qt.AlignCenter)
-        self.title.setWordWrap(True)
+        self.title = ElidedLines()
         self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setMinimumSize(PANEL_MIN_WIDTH, 160)
+        self.graphics.setMinimumSize(PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT)
         self.box = self.graphics.addViewBox(lockAspect=True, invertY=True)
         self.image = pg.ImageItem()
         self.box.addItem(self.image)
@@ -48,14 +80,16 @@ class ColumnPanel(QWidget):
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
         self.seed_labels: list[pg.TextItem] = []  # one per image tile: the seed that draws it again
+        self._seeds_shown, self._tile_width = 0, 0
+        self.box.sigResized.connect(self._fit_seeds)
+        self.box.sigRangeChanged.connect(self._fit_seeds)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
         layout.addWidget(self.graphics, 1)
 
     def set_title(self, text: str, color: str) -> None:
-        if text != self.title.text():
-            self.title.setText(text)
+        self.title.set_lines(text)
         if color != self._color:  # a style sheet re-polishes the label: only when the colour changes
             self._color = color
             self.title.setStyleSheet(f"QLabel {{ border-top: 5px solid {color}; padding-top: 2px; }}")
@@ -91,15 +125,22 @@ class ColumnPanel(QWidget):
             label.setFont(font)
             self.box.addItem(label, ignoreBounds=True)
             self.seed_labels.append(label)
-        for k, label in enumerate(self.seed_labels):
-            if k >= count:
-                label.hide()
-                continue
+        for k, label in enumerate(self.seed_labels[:count]):
             r, q = divmod(k, cols)
             label.setText(f"{seed + k}")
             label.setPos(TILE_PAD + q * (w + TILE_PAD), TILE_PAD + r * (h + TILE_PAD))
-            label.show()
+        self._seeds_shown, self._tile_width = count, w
+        self._fit_seeds()
         self.graphics.setToolTip(f"tiles: seeds {seed}–{seed + count - 1}, left to right, top to bottom" if count else "")
+
+    def _fit_seeds(self, *_: object) -> None:
+        """Show the seed labels only on tiles drawn at least SEED_MIN_TILE_PX wide: on smaller
+        ones (16 tiles in a 1024×640 window) the labels covered the pictures; the tooltip stays."""
+        span = self.box.viewRect().width()
+        drawn = self._tile_width * self.box.width() / span if span > 0 and self.box.width() > 1 else SEED_MIN_TILE_PX
+        room = drawn >= SEED_MIN_TILE_PX
+        for k, label in enumerate(self.seed_labels):
+            label.setVisible(room and k < self._seeds_shown)
 
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
         """2-D samples in the column's colour; in the difference view also the reference points joined to them."""
@@ -129,10 +170,11 @@ class ColorBar(QLabel):
         stops = ", ".join(f"stop:{k / (len(_HEAT) - 1):.2f} rgb({int(r)},{int(g)},{int(b)})" for k, (r, g, b) in enumerate(_HEAT))
         self.setStyleSheet(f"QLabel {{ background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); color: white;"
                            " padding: 1px 4px; border-radius: 2px; }")
-        self.setMinimumWidth(120)
+        self.setMinimumWidth(84)
 
     def set_limit(self, limit: float) -> None:
-        self.setText(f"|difference| 0 … {limit:.2g}")
+        self.setText(f"|Δ| 0 … {limit:.2g}")
+        self.setToolTip(f"The difference pictures' colour scale: |difference from the reference| from 0 (black) to {limit:.3g} (pale yellow) and above")
 
 
 def _union(extents: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
@@ -169,9 +211,14 @@ class PanelsView(QWidget):
         self.sync_box = QComboBox()
         self.sync_box.addItem("step index", "step")
         self.sync_box.addItem("noise level σ", "sigma")
+        self.view_box.setToolTip("x₀ estimate D(x; σ), the noisy state xₜ/s(t), or |difference| from the reference at the same σ")
+        for box in (self.view_box, self.sync_box):  # narrow windows: the slider keeps its room
+            box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(9)
         self.slider = QSlider(Qt.Horizontal)
+        self.slider.setMinimumWidth(80)
         self.step_label = QLabel()
-        self.step_label.setMinimumWidth(90)
+        self.step_label.setMinimumWidth(72)  # 'σ = 0.0123', 'step 199'
         self.color_bar = ColorBar()
         self.note = QLabel()
         self.note.setStyleSheet("QLabel { color: #555; }")
@@ -271,6 +318,6 @@ class PanelsView(QWidget):
             panel.set_title(f"{k + 1}. {column_label(config)}\n(not run)", color)
             return
         err = self.session.step_error(k, i)
-        err_text = "" if err is None else f" · RMSE {err:.2e}"
+        err_text = "" if self.session.reference is None else ("\nRMSE —" if err is None else f"\nRMSE {err:.3e}")
         sigma = frame.sigma if frame is not None else self.session.prepared[k].sigmas[i]
         panel.set_title(f"{k + 1}. {column_label(config, run.trajectory)}\nstep {i} · σ={sigma:.3g}{err_text}", color)

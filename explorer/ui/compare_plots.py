@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QTabWidget, QVBoxLayout, QWidget,
 )
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from explorer.ui.compare_model import ComparisonModel
 
 TINY = 1e-300
+LEGEND_SHARE = 0.5  # the most of a plot's height its legend may cover
+PLOT_MIN_HEIGHT = 110  # the plot of the lower half: with its tab bar under 180 px, so the pictures keep room at 1024×640
 
 
 def pen(color: str, width: float = 1.6, dashed: bool = False) -> "pg.QtGui.QPen":
@@ -40,21 +42,35 @@ class _Plot(QWidget):
                  marker_angle: Optional[int] = 90, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.widget = pg.PlotWidget(title=title)
-        self.widget.setMinimumSize(220, 160)
+        self.widget.setMinimumSize(220, PLOT_MIN_HEIGHT)
         self.plot = self.widget.getPlotItem()
         self.plot.setLabel("bottom", x)
         self.plot.setLabel("left", y)
         self.plot.setLogMode(x=log_x, y=log_y)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        # two columns on a translucent ground: four columns' entries in one column covered
+        # the curves of a 1024×640 window's plot and ran off its bottom
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt", colCount=2,
+                                          brush=pg.mkBrush(255, 255, 255, 190), verSpacing=-4)
         self.marker = pg.InfiniteLine(angle=marker_angle, pen=pg.mkPen(150, 150, 150, width=1)) if marker_angle is not None else None
+        self.plot.getViewBox().sigResized.connect(self._fit_legend)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
 
+    def _fit_legend(self, *_: object) -> None:
+        """Hide the legend where it would cover more than half the plot (a short window): the
+        colours are still the columns' of the table and the panels, and the tooltip says so."""
+        fits = self.legend.boundingRect().height() <= LEGEND_SHARE * self.plot.getViewBox().height()
+        if fits != self.legend.isVisible():
+            self.legend.setVisible(fits)
+            self.widget.setToolTip("" if fits else "The legend is hidden in so short a plot: each curve has its column's colour (see the table).")
+
     def clear(self) -> None:
+        """Empty the plot before a redraw (whose legend is fitted once the redraw is done)."""
         self.plot.clear()
         self.legend.clear()
+        QTimer.singleShot(0, self, self._fit_legend)
         if self.marker is not None:
             self.plot.addItem(self.marker, ignoreBounds=True)
 
@@ -217,12 +233,15 @@ class OverlayTabs(QTabWidget):
         self.sweep_button = QPushButton("Run sweep")
         self.sweep_button.setToolTip("Run each checked solver at each NFE (final σ_min, float64) and fit its order")
         self.sweep_button.clicked.connect(lambda *_: run_sweep())
+        self.sweep_solvers.setMinimumHeight(40)  # the list scrolls in a short window
+        budgets = QHBoxLayout()  # one row: the tab's minimum height is the lower half's
+        budgets.addWidget(QLabel("NFE"))
+        budgets.addWidget(self.sweep_budgets, 1)
+        budgets.addWidget(self.sweep_button)
         side = QVBoxLayout()
         side.addWidget(QLabel("solvers"))
         side.addWidget(self.sweep_solvers, 1)
-        side.addWidget(QLabel("NFE budgets"))
-        side.addWidget(self.sweep_budgets)
-        side.addWidget(self.sweep_button)
+        side.addLayout(budgets)
         tab = QWidget()
         layout = QHBoxLayout(tab)
         layout.setContentsMargins(2, 2, 2, 2)

@@ -21,6 +21,7 @@ from explorer.ui.widgets import guard_wheel
 from explorer.ui.compare_model import ComparisonModel
 
 TABLE_HEAD = ["", "solver", "steps", "NFE", "time s", "RMSE vs ref"]
+ROW_HEIGHT = 26  # fits a combo box and a spin box; Qt's default 30 px left the pictures less room
 
 
 class ColumnsTable(QTableWidget):
@@ -37,7 +38,9 @@ class ColumnsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
-        self.setMaximumHeight(150)
+        self.verticalHeader().setDefaultSectionSize(ROW_HEIGHT)
+        self.setMinimumHeight(ROW_HEIGHT * 2 + 4)  # the header and one row, however small the window
+        self.setMaximumHeight(ROW_HEIGHT * 5 + 6)  # the header and four rows; more rows scroll
         model.columnsChanged.connect(self.fill)
         model.resultsChanged.connect(self.fill)
         model.problem.connect(lambda *_: self.fill())
