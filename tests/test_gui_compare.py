@@ -105,6 +105,8 @@ def test_reference_gives_errors_table_and_difference_view(qtbot):
     view.view_box.setCurrentIndex(view.view_box.findData("diff"))
     image = view.panels[0].image.image
     assert image is not None and image.ndim == 3 and image.shape[-1] == 3  # heat-coloured |difference|
+    assert view.plots.error_plot.plot.listDataItems() == []  # a hidden overlay is drawn when shown
+    view.plots.setCurrentWidget(view.plots.error_plot)
     assert len(view.plots.error_plot.plot.listDataItems()) == 3
 
 
@@ -389,10 +391,11 @@ def test_image_tiles_carry_their_seeds(qtbot):
     view = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5), config=RunConfig(steps=3, batch=5, seed=40))
     view.add_current()
     assert finish(view, qtbot, view.run_all) == "finished"
-    labels = [item for item in view.panels[0].seed_labels if item.isVisible()]
-    assert [item.toPlainText() for item in labels] == ["40", "41", "42", "43", "44"]
-    positions = [(item.pos().x(), item.pos().y()) for item in labels]
+    seeds = view.panels[0].seeds
+    assert [text for _, _, text in seeds.labels] == ["40", "41", "42", "43", "44"]
+    positions = [(x, y) for x, y, _ in seeds.labels]
     assert positions[:4] == [(1, 1), (10, 1), (19, 1), (1, 10)]  # 3 tiles a row, 8 px + 1 px padding
+    assert seeds.drawn(4.0) and not seeds.drawn(2.0)  # 8-px tiles: labelled once drawn 30 px wide or more
     assert "seeds 40–44" in view.panels[0].graphics.toolTip()
 
 
@@ -449,3 +452,22 @@ def test_four_image_columns_are_readable_at_1024_by_640(qtbot, tmp_path):
         assert all(panel.title.fontMetrics().horizontalAdvance(line) <= panel.title.width() for line in lines)
     legend, box = view.plots.sigma_plot.legend, view.plots.sigma_plot.plot.getViewBox()
     assert not legend.isVisible() or legend.boundingRect().height() <= box.height() / 2
+
+
+def test_a_finished_column_redraws_only_what_changed(qtbot):
+    """A result used to rebuild every curve of every overlay and every row's editors on the GUI
+    thread; now the curves and editors already shown stay, and hidden overlays wait for their tab."""
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5), config=RunConfig(steps=3, batch=4))
+    view.add_current()
+    view.add_column(RunConfig(solver="euler", steps=4))
+    assert finish(view, qtbot, lambda: view.run_all([0])) == "finished"
+    first_curve = view.plots.sigma_plot.plot.listDataItems()[0]
+    editor = view.table.cellWidget(0, 1)
+    assert finish(view, qtbot, lambda: view.run_all([1])) == "finished"
+    curves = view.plots.sigma_plot.plot.listDataItems()
+    assert len(curves) == 2 and curves[0] is first_curve and view.table.cellWidget(0, 1) is editor
+    assert view.plots.path_plot.plot.listDataItems() == []  # not drawn while its tab is hidden
+    view.plots.setCurrentWidget(view.plots.path_plot)
+    assert len(view.plots.path_plot.plot.listDataItems()) == 2
+    view.set_column(0, RunConfig(solver="dpm-solver++2m", steps=3))  # an edited column: its editors go
+    assert view.table.cellWidget(0, 1) is not editor and view.table.cellWidget(0, 1).currentText() == "dpm-solver++2m"

@@ -11,8 +11,8 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
 from explorer.core.compare import column_label
@@ -61,6 +61,50 @@ class ElidedLines(QLabel):
         self.setText("\n".join(metrics.elidedText(line, Qt.ElideRight, width) for line in self._full.split("\n")))
 
 
+class SeedLabels(pg.GraphicsObject):
+    """Every tile's seed at its top-left corner, painted by one item at screen resolution.
+
+    Why one item: a pg.TextItem per tile cost about 1.5 ms each to make, so a column's first
+    picture (16 labels) held the GUI thread for 25 ms. Labels go unpainted on tiles drawn
+    narrower than SEED_MIN_TILE_PX (16 tiles in a 1024×640 window), where they covered the
+    pictures.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[tuple[float, float, str]] = []  # (x, y) of the tile's corner in image pixels, text
+        self.tile_width = 0
+        self._rect = QRectF()
+        self.font = QFont()
+        self.font.setPointSize(SEED_POINTS)
+
+    def set_labels(self, labels: list[tuple[float, float, str]], tile_width: int, rect: QRectF) -> None:
+        self.prepareGeometryChange()
+        self.labels, self.tile_width, self._rect = labels, tile_width, rect
+        self.update()
+
+    def drawn(self, scale: float) -> bool:
+        """Whether labels are painted at ``scale`` screen pixels per image pixel."""
+        return bool(self.labels) and self.tile_width * scale >= SEED_MIN_TILE_PX
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
+        return self._rect
+
+    def paint(self, painter, *_: object) -> None:  # noqa: ANN001 - Qt's painter
+        transform = painter.transform()
+        if not self.drawn(abs(transform.m11())):
+            return
+        painter.resetTransform()  # text at screen resolution, whatever the zoom
+        painter.setFont(self.font)
+        metrics = painter.fontMetrics()
+        for x, y, text in self.labels:
+            corner = transform.map(QPointF(x, y))
+            box = QRectF(corner.x(), corner.y(), metrics.horizontalAdvance(text) + 4, metrics.height())
+            painter.fillRect(box, QColor(0, 0, 0, 150))
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(box, Qt.AlignCenter, text)
+
+
 class ColumnPanel(QWidget):
     """One column: a title (solver, steps, NFE, σ and error of the shown state) and its picture."""
 
@@ -79,10 +123,8 @@ class ColumnPanel(QWidget):
             self.box.addItem(item)
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
-        self.seed_labels: list[pg.TextItem] = []  # one per image tile: the seed that draws it again
-        self._seeds_shown, self._tile_width = 0, 0
-        self.box.sigResized.connect(self._fit_seeds)
-        self.box.sigRangeChanged.connect(self._fit_seeds)
+        self.seeds = SeedLabels()  # each image tile's seed: the seed that draws it again
+        self.box.addItem(self.seeds, ignoreBounds=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
@@ -115,32 +157,16 @@ class ColumnPanel(QWidget):
             self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
 
     def _show_seeds(self, seed: int, count: int, tile_size: tuple[int, int]) -> None:
-        """Put "seed N" at each tile's top-left corner (labels are reused; extra ones hidden)."""
+        """Label each tile's top-left corner with its seed (no labels for ``count`` 0)."""
         h, w = tile_size
         cols = grid_shape(count)[1] if count else 1
-        while len(self.seed_labels) < count:
-            label = pg.TextItem(color=(255, 255, 255), fill=pg.mkBrush(0, 0, 0, 150), anchor=(0, 0))
-            font = QFont()
-            font.setPointSize(SEED_POINTS)
-            label.setFont(font)
-            self.box.addItem(label, ignoreBounds=True)
-            self.seed_labels.append(label)
-        for k, label in enumerate(self.seed_labels[:count]):
-            r, q = divmod(k, cols)
-            label.setText(f"{seed + k}")
-            label.setPos(TILE_PAD + q * (w + TILE_PAD), TILE_PAD + r * (h + TILE_PAD))
-        self._seeds_shown, self._tile_width = count, w
-        self._fit_seeds()
+        corners = [divmod(k, cols) for k in range(count)]
+        labels = [(TILE_PAD + q * (w + TILE_PAD), TILE_PAD + r * (h + TILE_PAD), f"{seed + k}") for k, (r, q) in enumerate(corners)]
+        rows = (count + cols - 1) // cols if count else 0
+        rect = QRectF(0, 0, TILE_PAD + cols * (w + TILE_PAD), TILE_PAD + rows * (h + TILE_PAD))
+        if labels != self.seeds.labels:
+            self.seeds.set_labels(labels, w, rect)
         self.graphics.setToolTip(f"tiles: seeds {seed}–{seed + count - 1}, left to right, top to bottom" if count else "")
-
-    def _fit_seeds(self, *_: object) -> None:
-        """Show the seed labels only on tiles drawn at least SEED_MIN_TILE_PX wide: on smaller
-        ones (16 tiles in a 1024×640 window) the labels covered the pictures; the tooltip stays."""
-        span = self.box.viewRect().width()
-        drawn = self._tile_width * self.box.width() / span if span > 0 and self.box.width() > 1 else SEED_MIN_TILE_PX
-        room = drawn >= SEED_MIN_TILE_PX
-        for k, label in enumerate(self.seed_labels):
-            label.setVisible(room and k < self._seeds_shown)
 
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
         """2-D samples in the column's colour; in the difference view also the reference points joined to them."""

@@ -355,7 +355,7 @@ class MainWindow(QMainWindow):
         self._live_record = None
         shown = record or (self.record if self.record is not None and self.record.denoiser is self.session.denoiser else None)
         if shown is not None and shown.num_states:
-            last = shown.frame(shown.num_states - 1)
+            last = shown.frame(shown.num_states - 1, pictures=False)
             self.session.set_status(RunStatus(state, last.index, max(1, last.index), last.nfe))
         else:
             self.session.set_status(RunStatus(state))
@@ -366,7 +366,7 @@ class MainWindow(QMainWindow):
         self.session.set_trajectory(record.trajectory)
         self._restore_previous()
         self._run_over("finished", record)
-        last = record.frame(record.num_states - 1)
+        last = record.frame(record.num_states - 1, pictures=False)
         self.status(self._speed_text(last, running=False))
         self.runEnded.emit("finished")
 
