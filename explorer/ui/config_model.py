@@ -13,9 +13,8 @@ from typing import Any, Optional
 from PySide6.QtCore import QObject, Signal
 
 from explorer.core.config import RunConfig
-from explorer.core.denoiser import Denoiser
-from explorer.core.solvers.context import Plan
 from explorer.session.run import RunSession
+from explorer.ui.session import read_through
 
 
 class ConfigModel(QObject):
@@ -37,38 +36,16 @@ class ConfigModel(QObject):
         state.observe("replaced", self.valuesReplaced.emit)
 
     # ------------------------------------------------------------------ state (the run session's)
-    @property
-    def values(self) -> dict[str, Any]:
-        return self.state.values
+    values = read_through("values", "A copy of the raw values.")
+    config = read_through("config", "The valid config, or None while the controls make an impossible combination.")
+    plan = read_through("plan")
+    nfe = read_through("nfe")
+    error = read_through("error")
+    culprit = read_through("culprit", "The field whose edit made the combination impossible (None when valid).")
+    denoiser = read_through("denoiser")
 
     def value(self, name: str) -> Any:
         return self.state.value(name)
-
-    @property
-    def config(self) -> Optional[RunConfig]:
-        """The valid config, or None while the controls make an impossible combination."""
-        return self.state.config
-
-    @property
-    def plan(self) -> Optional[Plan]:
-        return self.state.plan
-
-    @property
-    def nfe(self) -> Optional[int]:
-        return self.state.nfe
-
-    @property
-    def error(self) -> Optional[str]:
-        return self.state.error
-
-    @property
-    def culprit(self) -> Optional[str]:
-        """The field whose edit made the combination impossible (None when valid)."""
-        return self.state.culprit
-
-    @property
-    def denoiser(self) -> Denoiser:
-        return self.state.denoiser
 
     # ------------------------------------------------------------------ edits (through the run session)
     def set_value(self, name: str, value: Any) -> None:

@@ -19,6 +19,12 @@ from explorer.session.run import RunSession
 from explorer.session.status import RunStatus
 
 
+def read_through(name: str, doc: str = "") -> property:
+    """A read-only property that answers with the run session's attribute ``name``: the Qt
+    faces keep no copy of their own, so they can never disagree with it."""
+    return property(lambda self: getattr(self.state, name), doc=doc or f"The run session's {name}.")
+
+
 class Session(QObject):
     """One user's working state, read and written through one :class:`RunSession`.
 
@@ -43,28 +49,11 @@ class Session(QObject):
         state.observe("run", self.runFinished.emit)
         state.observe("status", self.statusChanged.emit)
 
-    @property
-    def denoiser(self) -> Denoiser:
-        return self.state.denoiser
-
-    @property
-    def denoiser_spec(self) -> str:
-        """What the user picked: a built-in name or a path (stored in settings and exports)."""
-        return self.state.denoiser_spec
-
-    @property
-    def config(self) -> RunConfig:
-        """The last valid configuration (the panel's while it is valid)."""
-        return self.state.last_config
-
-    @property
-    def trajectory(self) -> Optional[Trajectory]:
-        """The last finished run, or None before the first one completes."""
-        return self.state.trajectory
-
-    @property
-    def status(self) -> RunStatus:
-        return self.state.status
+    denoiser = read_through("denoiser")
+    denoiser_spec = read_through("denoiser_spec", "What the user picked: a built-in name or a path (stored in settings and exports).")
+    config = read_through("last_config", "The last valid configuration (the panel's while it is valid).")
+    trajectory = read_through("trajectory", "The last finished run, or None before the first one completes.")
+    status = read_through("status")
 
     def set_status(self, status: RunStatus) -> None:
         self.state.set_status(status)
