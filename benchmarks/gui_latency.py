@@ -159,9 +159,10 @@ def run_tab(app: TimedApp, den: GMMDenoiser, batch: int, steps: int) -> dict:
 
 def compare_tab(app: TimedApp, den: GMMDenoiser, columns: int, batch: int, steps: int) -> dict:
     from explorer.ui.compare_view import CompareView
+    from explorer.session.run import RunSession
     from explorer.ui.session import Session
 
-    session = Session(den, "mixture32", RunConfig(steps=steps, batch=batch))
+    session = Session(RunSession(den, "mixture32", RunConfig(steps=steps, batch=batch)))
     view = CompareView(session)
     view.resize(1400, 900)
     view.show()

@@ -20,6 +20,7 @@ from explorer.core.analytic import GaussianDenoiser  # noqa: E402
 from explorer.core.config import RunConfig  # noqa: E402
 from explorer.core.denoiser import Denoiser  # noqa: E402
 from explorer.core.trajectory import Trajectory  # noqa: E402
+from explorer.session.run import RunSession  # noqa: E402
 from explorer.ui.compare_view import CompareView  # noqa: E402
 from explorer.ui.session import Session  # noqa: E402
 
@@ -51,7 +52,7 @@ class Slow(Denoiser):
 
 
 def make_view(qtbot, denoiser: Denoiser, spec: str = "gaussian", config: RunConfig = RunConfig(steps=6, batch=4)) -> CompareView:
-    session = Session(denoiser, spec, config)
+    session = Session(RunSession(denoiser, spec, config))
     view = CompareView(session)
     qtbot.addWidget(view)
     view.resize(1000, 700)
@@ -100,10 +101,12 @@ def test_reference_gives_errors_table_and_difference_view(qtbot):
     assert view.reference.trajectory.x.dtype == torch.float64
     errors = [float(view.table.item(k, 5).text()) for k in range(3)]
     assert all(0 < e < 1 for e in errors)
-    assert "RMSE" in view.panels[1].title.text()
+    assert "RMSE" in view.panels[1].title.full_text()
     view.view_box.setCurrentIndex(view.view_box.findData("diff"))
     image = view.panels[0].image.image
     assert image is not None and image.ndim == 3 and image.shape[-1] == 3  # heat-coloured |difference|
+    assert view.plots.error_plot.plot.listDataItems() == []  # a hidden overlay is drawn when shown
+    view.plots.setCurrentWidget(view.plots.error_plot)
     assert len(view.plots.error_plot.plot.listDataItems()) == 3
 
 
@@ -215,7 +218,7 @@ def test_new_denoiser_drops_runs_but_keeps_columns(qtbot):
     finish(view, qtbot, view.run_all)
     view.session.set_denoiser(GaussianDenoiser((2,), std=0.3), "other")
     assert len(view.columns) == 3 and all(r is None for r in view.runs) and view.reference is None
-    assert "(not run)" in view.panels[0].title.text()
+    assert "(not run)" in view.panels[0].title.full_text()
 
 
 def test_main_window_shows_the_compare_tab(qtbot, tmp_path):
@@ -307,7 +310,7 @@ def test_denoiser_switch_mid_comparison_leaves_no_old_results(qtbot):
     qtbot.wait(50)  # any result still queued from the old model arrives now, and is refused
     assert_usable(view)
     assert all(r is None for r in view.runs) and view.reference is None and view.state.model == "other"
-    assert all("(not run)" in p.title.text() for p in view.panels)
+    assert all("(not run)" in p.title.full_text() for p in view.panels)
 
 
 def test_cancel_mid_run_leaves_every_button_usable_and_shows_finished_columns_at_once(qtbot):
@@ -318,7 +321,7 @@ def test_cancel_mid_run_leaves_every_button_usable_and_shows_finished_columns_at
         view.run_all()
         qtbot.waitUntil(HELD.is_set, timeout=TIMEOUT_MS)
         qtbot.waitUntil(lambda: view.runs[0] is not None, timeout=TIMEOUT_MS)  # shown before the run ends
-        assert view.worker.is_running() and "step" in view.panels[0].title.text()
+        assert view.worker.is_running() and "step" in view.panels[0].title.full_text()
         view.cancel()
         OPEN.set()
     assert_usable(view)
@@ -388,10 +391,11 @@ def test_image_tiles_carry_their_seeds(qtbot):
     view = make_view(qtbot, GaussianDenoiser((1, 8, 8), std=0.5), config=RunConfig(steps=3, batch=5, seed=40))
     view.add_current()
     assert finish(view, qtbot, view.run_all) == "finished"
-    labels = [item for item in view.panels[0].seed_labels if item.isVisible()]
-    assert [item.toPlainText() for item in labels] == ["40", "41", "42", "43", "44"]
-    positions = [(item.pos().x(), item.pos().y()) for item in labels]
+    seeds = view.panels[0].seeds
+    assert [text for _, _, text in seeds.labels] == ["40", "41", "42", "43", "44"]
+    positions = [(x, y) for x, y, _ in seeds.labels]
     assert positions[:4] == [(1, 1), (10, 1), (19, 1), (1, 10)]  # 3 tiles a row, 8 px + 1 px padding
+    assert seeds.drawn(4.0) and not seeds.drawn(2.0)  # 8-px tiles: labelled once drawn 30 px wide or more
     assert "seeds 40–44" in view.panels[0].graphics.toolTip()
 
 
@@ -400,10 +404,70 @@ def test_parameter_grid_has_a_rho_axis(qtbot):
     view = make_view(qtbot, GaussianDenoiser((2,), std=0.5))
     assert view.add_grid(["euler"], [3, 4], "3, 7")
     assert [(c.steps, c.rho) for c in view.columns] == [(3, 3.0), (3, 7.0), (4, 3.0), (4, 7.0)]
-    titles = [p.title.text() for p in view.panels]
+    titles = [p.title.full_text() for p in view.panels]
     assert "ρ 3" in titles[0] and "ρ" not in titles[1]
     assert not view.add_grid(["euler"], [3], "three")
     assert "ρ values must be numbers" in view.message.text() and len(view.columns) == 4
     view.session.set_config(view.session.config.replace(disc="time-uniform"))
     assert not view.add_grid(["heun"], [3], "5")
     assert "only the edm time steps" in view.message.text()
+
+
+def test_four_image_columns_are_readable_at_1024_by_640(qtbot, tmp_path):
+    """At 1024×640 the tab used to give the pictures 30 px (cut off at the bottom), wrap titles to
+    three or four lines, squeeze the step slider to nothing beside the colour bar (widening the
+    window to 1028 px) and cover the lower plot with its legend."""
+    from PySide6.QtWidgets import QApplication
+
+    from explorer.ui.main_window import MainWindow
+    from explorer.ui.settings import AppSettings, open_settings
+
+    win = MainWindow(AppSettings(open_settings(str(tmp_path / "s.ini"))), denoiser_spec="ring", autorun=False)
+    qtbot.addWidget(win)
+    win.use_denoiser(GaussianDenoiser((3, 8, 8), std=0.5), "gauss")
+    win.resize(1024, 640)
+    win.show()
+    qtbot.waitExposed(win)
+    view = win.compare_view
+    win.tabs.setCurrentWidget(view)
+    for solver, steps in (("heun", 3), ("heun", 5), ("dpm-solver++2m", 5), ("euler", 6)):
+        view.add_column(RunConfig(solver=solver, steps=steps, batch=16))
+    assert finish(view, qtbot, view.run_all) == "finished"
+    bar = view.panels_view.color_bar  # shown with a reference (2 s to run here): its widest text
+    bar.set_limit(0.73)
+    bar.show()
+    QApplication.processEvents()
+    assert win.width() == 1024 and win.minimumSizeHint().width() <= 1024
+    assert view.slider.width() >= 80 and bar.isVisible()
+    viewport = view.panels_view.scroll.viewport()
+    assert not view.panels_view.scroll.horizontalScrollBar().isVisible()  # four columns side by side
+    for panel in view.panels:
+        graphics = panel.graphics
+        assert graphics.mapTo(viewport, graphics.rect().bottomRight()).y() <= viewport.height()
+        assert graphics.height() >= 60
+        picture = panel.image.sceneBoundingRect()
+        assert picture.top() >= -1 and picture.bottom() <= graphics.height() + 1  # the mosaic whole
+        lines = panel.title.text().split("\n")
+        assert len(lines) == 2  # the label and the step, each cut to the width, never wrapped
+        assert all(panel.title.fontMetrics().horizontalAdvance(line) <= panel.title.width() for line in lines)
+    legend, box = view.plots.sigma_plot.legend, view.plots.sigma_plot.plot.getViewBox()
+    assert not legend.isVisible() or legend.boundingRect().height() <= box.height() / 2
+
+
+def test_a_finished_column_redraws_only_what_changed(qtbot):
+    """A result used to rebuild every curve of every overlay and every row's editors on the GUI
+    thread; now the curves and editors already shown stay, and hidden overlays wait for their tab."""
+    view = make_view(qtbot, GaussianDenoiser((2,), std=0.5), config=RunConfig(steps=3, batch=4))
+    view.add_current()
+    view.add_column(RunConfig(solver="euler", steps=4))
+    assert finish(view, qtbot, lambda: view.run_all([0])) == "finished"
+    first_curve = view.plots.sigma_plot.plot.listDataItems()[0]
+    editor = view.table.cellWidget(0, 1)
+    assert finish(view, qtbot, lambda: view.run_all([1])) == "finished"
+    curves = view.plots.sigma_plot.plot.listDataItems()
+    assert len(curves) == 2 and curves[0] is first_curve and view.table.cellWidget(0, 1) is editor
+    assert view.plots.path_plot.plot.listDataItems() == []  # not drawn while its tab is hidden
+    view.plots.setCurrentWidget(view.plots.path_plot)
+    assert len(view.plots.path_plot.plot.listDataItems()) == 2
+    view.set_column(0, RunConfig(solver="dpm-solver++2m", steps=3))  # an edited column: its editors go
+    assert view.table.cellWidget(0, 1) is not editor and view.table.cellWidget(0, 1).currentText() == "dpm-solver++2m"

@@ -11,13 +11,15 @@ pytest.importorskip("pytestqt")
 
 from explorer.core.analytic import toy  # noqa: E402
 from explorer.core.config import RunConfig  # noqa: E402
-from explorer.ui.config_model import BUDGET, ConfigModel, Invalid, check, values_of  # noqa: E402
+from explorer.session.run import RunSession  # noqa: E402
+from explorer.session.values import BUDGET, Invalid, check, values_of  # noqa: E402
+from explorer.ui.config_model import ConfigModel  # noqa: E402
 from explorer.ui.controls import ControlPanel  # noqa: E402
 
 
 @pytest.fixture
 def panel(qtbot):
-    model = ConfigModel(RunConfig(steps=6, batch=8), toy("ring"))
+    model = ConfigModel(RunSession(toy("ring"), "ring", RunConfig(steps=6, batch=8)))
     widget = ControlPanel(model)
     qtbot.addWidget(widget)
     return widget
@@ -262,7 +264,7 @@ def test_guidance_controls_need_a_class_for_classifier_free_guidance(qtbot):
     class Conditional(GaussianDenoiser):
         label_dim = 3
 
-    model = ConfigModel(RunConfig(steps=6, batch=8), Conditional((2,), mean=0.0, std=0.5, name="cond"))
+    model = ConfigModel(RunSession(Conditional((2,), mean=0.0, std=0.5, name="cond"), "cond", RunConfig(steps=6, batch=8)))
     panel = ControlPanel(model)
     qtbot.addWidget(panel)
     assert not panel.guide_box.isEnabled()  # w = 1: no guidance, no guide to choose

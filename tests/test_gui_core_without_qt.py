@@ -31,7 +31,9 @@ SCRIPT = textwrap.dedent(
     import explorer.export.images
     import explorer.models.loader
     import explorer.session.comparison
+    import explorer.session.run
     import explorer.session.status
+    import explorer.session.values
     from explorer.core.config import RunConfig
     from explorer.core.sampling import sample
     from explorer.models.loader import load_denoiser

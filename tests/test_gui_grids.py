@@ -11,6 +11,7 @@ pytest.importorskip("pytestqt")
 
 from explorer.core.analytic import toy  # noqa: E402
 from explorer.core.config import RunConfig  # noqa: E402
+from explorer.session.run import RunSession  # noqa: E402
 from explorer.ui.config_model import ConfigModel  # noqa: E402
 from explorer.ui.controls import ControlPanel  # noqa: E402
 from explorer.ui.sigma_view import SigmaView  # noqa: E402
@@ -18,7 +19,7 @@ from explorer.ui.sigma_view import SigmaView  # noqa: E402
 
 @pytest.fixture
 def panel(qtbot):
-    widget = ControlPanel(ConfigModel(RunConfig(steps=6, batch=8), toy("ring")))
+    widget = ControlPanel(ConfigModel(RunSession(toy("ring"), "ring", RunConfig(steps=6, batch=8))))
     qtbot.addWidget(widget)
     return widget
 
@@ -53,7 +54,7 @@ def test_compare_columns_differ_by_grid(qtbot, tmp_path):
     from explorer.ui.compare_view import CompareView
     from explorer.ui.session import Session
 
-    view = CompareView(Session(GaussianDenoiser((2,), std=0.5), "gaussian", RunConfig(steps=4, batch=4)))
+    view = CompareView(Session(RunSession(GaussianDenoiser((2,), std=0.5), "gaussian", RunConfig(steps=4, batch=4))))
     qtbot.addWidget(view)
     view.resize(1000, 700)
     view.add_current()

@@ -464,3 +464,42 @@ def test_seed_batch_device_and_the_sigma_plot_fit_the_window(window, qtbot, size
     right = sigma.top.mapRectToScene(sigma.top.boundingRect()).right()
     assert right <= sigma.graphics.width() + 1
     assert sigma.top.getAxis("right").isVisible()
+
+
+def test_the_denoiser_and_config_are_held_once(window, qtbot):
+    """The panel's model and the tabs' session are faces of one run session, with no copy of their own."""
+    from explorer.session.run import RunSession
+
+    state = window.state
+    assert isinstance(state, RunSession) and window.model.state is state and window.session.state is state
+    for adapter in (window.model, window.session):  # nothing held beside the run session
+        own = [name for name, v in vars(adapter).items() if isinstance(v, (Denoiser, RunConfig, dict, list))]
+        assert own == [], own
+    window.panel.steps_box.setValue(9)  # through the GUI …
+    assert state.value("steps") == 9 and window.session.config.steps == 9  # … seen by the session
+    window.session.set_config(RunConfig(solver="euler", steps=4, batch=16))  # through the session …
+    assert window.panel.solver_box.value() == "euler" and window.panel.steps_box.value() == 4  # … seen by the panel
+    assert window.model.config is state.config is window.session.config
+    window.panel.denoiserPicked.emit("moons")  # a denoiser picked in the panel
+    assert window.session.denoiser is window.model.denoiser is state.denoiser
+    assert window.session.denoiser_spec == "moons" and window.model.denoiser.name == toy("moons").name
+    window.session.set_denoiser(toy("ring"), "ring")  # and one set through the session
+    assert window.model.denoiser is state.denoiser and window.panel.denoiser_box.value() == "ring"
+
+
+def test_the_mosaics_and_their_titles_fit_at_1024_by_640(window, qtbot):
+    """The xₜ mosaic's long title used to widen its plot past its widget at 1024×640, cutting off
+    the title and the mosaic's right tiles; both mosaics must lie whole inside their widgets."""
+    from PySide6.QtWidgets import QApplication
+
+    window.use_denoiser(image_gmm(1), "img")
+    window.resize(1024, 640)
+    window.show()
+    qtbot.waitExposed(window)
+    QApplication.processEvents()
+    for grid in (window.run_view.denoised_grid, window.run_view.noisy_grid):
+        width = grid.widget.width()
+        assert grid.box.sceneBoundingRect().right() <= width + 1
+        for row in (0, 1):  # the title and the subtitle, unclipped
+            label = grid.widget.ci.getItem(row, 0)
+            assert label.item.boundingRect().width() <= width, label.text

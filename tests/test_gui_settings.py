@@ -11,8 +11,8 @@ pytest.importorskip("pytestqt")
 
 from explorer.core.config import RunConfig  # noqa: E402
 from explorer.models.loader import default_model_name  # noqa: E402
-from explorer.core.defaults import default_run_config  # noqa: E402
-from explorer.ui.main_window import MainWindow, default_batch  # noqa: E402
+from explorer.core.defaults import default_batch, default_run_config  # noqa: E402
+from explorer.ui.main_window import MainWindow  # noqa: E402
 from explorer.ui.settings import AppSettings, open_settings  # noqa: E402
 
 

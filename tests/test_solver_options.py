@@ -87,10 +87,11 @@ def test_cli_flags_come_from_the_declarations(toy_solver, tmp_path, capsys):
 def test_gui_rows_come_from_the_declarations(toy_solver, qtbot):
     pytest.importorskip("pytestqt")
     from explorer.core.analytic import toy
+    from explorer.session.run import RunSession
     from explorer.ui.config_model import ConfigModel
     from explorer.ui.controls import ControlPanel
 
-    panel = ControlPanel(ConfigModel(RunConfig(steps=4, batch=4), toy("ring")))
+    panel = ControlPanel(ConfigModel(RunSession(toy("ring"), "ring", RunConfig(steps=4, batch=4))))
     qtbot.addWidget(panel)
     wobble = panel.option_widget("wobble")
     assert wobble.isHidden()  # heun has no wobble

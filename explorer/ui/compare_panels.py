@@ -11,9 +11,9 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSlider, QVBoxLayout, QWidget
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
 from explorer.core.compare import column_label
 from explorer.export.grids import _HEAT
@@ -21,10 +21,88 @@ from explorer.export.images import grid_shape
 from explorer.session.comparison import MAX_TILES, ComparisonSession, Frame
 from explorer.ui.compare_model import ComparisonModel
 
-VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference from reference"}
-PANEL_MIN_WIDTH = 190
+VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference"}  # short: the step row fits 1024×640
+PANEL_MIN_WIDTH = 148  # four columns side by side in a 1024×640 window; more scroll
+PANEL_MIN_HEIGHT = 80  # the picture shrinks in a short window rather than being cut off at the bottom
 TILE_PAD = 1  # the mosaics' padding (explorer.session.comparison.image_mosaic)
 SEED_POINTS = 7  # the seed labels' font size
+SEED_MIN_TILE_PX = 30  # tiles drawn narrower than this carry no seed label
+
+
+class ElidedLines(QLabel):
+    """A label of a few lines, each cut with "…" to the label's width (the whole text is the tooltip).
+
+    Why: word-wrapped, a column title of two lines became three or four in a narrow panel
+    (1024×640 with four columns), and the picture under it lost that height.
+    """
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self._full = ""
+        self.setAlignment(Qt.AlignCenter)
+        self.setMinimumWidth(10)
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+
+    def set_lines(self, text: str) -> None:
+        if text != self._full:
+            self._full = text
+            self.setToolTip(text)
+            self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: N802, ANN001 - Qt's name
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        metrics, width = self.fontMetrics(), max(10, self.contentsRect().width())
+        self.setText("\n".join(metrics.elidedText(line, Qt.ElideRight, width) for line in self._full.split("\n")))
+
+
+class SeedLabels(pg.GraphicsObject):
+    """Every tile's seed at its top-left corner, painted by one item at screen resolution.
+
+    Why one item: a pg.TextItem per tile cost about 1.5 ms each to make, so a column's first
+    picture (16 labels) held the GUI thread for 25 ms. Labels go unpainted on tiles drawn
+    narrower than SEED_MIN_TILE_PX (16 tiles in a 1024×640 window), where they covered the
+    pictures.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels: list[tuple[float, float, str]] = []  # (x, y) of the tile's corner in image pixels, text
+        self.tile_width = 0
+        self._rect = QRectF()
+        self.font = QFont()
+        self.font.setPointSize(SEED_POINTS)
+
+    def set_labels(self, labels: list[tuple[float, float, str]], tile_width: int, rect: QRectF) -> None:
+        self.prepareGeometryChange()
+        self.labels, self.tile_width, self._rect = labels, tile_width, rect
+        self.update()
+
+    def drawn(self, scale: float) -> bool:
+        """Whether labels are painted at ``scale`` screen pixels per image pixel."""
+        return bool(self.labels) and self.tile_width * scale >= SEED_MIN_TILE_PX
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
+        return self._rect
+
+    def paint(self, painter, *_: object) -> None:  # noqa: ANN001 - Qt's painter
+        transform = painter.transform()
+        if not self.drawn(abs(transform.m11())):
+            return
+        painter.resetTransform()  # text at screen resolution, whatever the zoom
+        painter.setFont(self.font)
+        metrics = painter.fontMetrics()
+        for x, y, text in self.labels:
+            corner = transform.map(QPointF(x, y))
+            box = QRectF(corner.x(), corner.y(), metrics.horizontalAdvance(text) + 4, metrics.height())
+            painter.fillRect(box, QColor(0, 0, 0, 150))
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(box, Qt.AlignCenter, text)
 
 
 class ColumnPanel(QWidget):
@@ -32,11 +110,9 @@ class ColumnPanel(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.title = QLabel()
-        self.title.setAlignment(Qt.AlignCenter)
-        self.title.setWordWrap(True)
+        self.title = ElidedLines()
         self.graphics = pg.GraphicsLayoutWidget()
-        self.graphics.setMinimumSize(PANEL_MIN_WIDTH, 160)
+        self.graphics.setMinimumSize(PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT)
         self.box = self.graphics.addViewBox(lockAspect=True, invertY=True)
         self.image = pg.ImageItem()
         self.box.addItem(self.image)
@@ -47,15 +123,15 @@ class ColumnPanel(QWidget):
             self.box.addItem(item)
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
-        self.seed_labels: list[pg.TextItem] = []  # one per image tile: the seed that draws it again
+        self.seeds = SeedLabels()  # each image tile's seed: the seed that draws it again
+        self.box.addItem(self.seeds, ignoreBounds=True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addWidget(self.title)
         layout.addWidget(self.graphics, 1)
 
     def set_title(self, text: str, color: str) -> None:
-        if text != self.title.text():
-            self.title.setText(text)
+        self.title.set_lines(text)
         if color != self._color:  # a style sheet re-polishes the label: only when the colour changes
             self._color = color
             self.title.setStyleSheet(f"QLabel {{ border-top: 5px solid {color}; padding-top: 2px; }}")
@@ -81,24 +157,15 @@ class ColumnPanel(QWidget):
             self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
 
     def _show_seeds(self, seed: int, count: int, tile_size: tuple[int, int]) -> None:
-        """Put "seed N" at each tile's top-left corner (labels are reused; extra ones hidden)."""
+        """Label each tile's top-left corner with its seed (no labels for ``count`` 0)."""
         h, w = tile_size
         cols = grid_shape(count)[1] if count else 1
-        while len(self.seed_labels) < count:
-            label = pg.TextItem(color=(255, 255, 255), fill=pg.mkBrush(0, 0, 0, 150), anchor=(0, 0))
-            font = QFont()
-            font.setPointSize(SEED_POINTS)
-            label.setFont(font)
-            self.box.addItem(label, ignoreBounds=True)
-            self.seed_labels.append(label)
-        for k, label in enumerate(self.seed_labels):
-            if k >= count:
-                label.hide()
-                continue
-            r, q = divmod(k, cols)
-            label.setText(f"{seed + k}")
-            label.setPos(TILE_PAD + q * (w + TILE_PAD), TILE_PAD + r * (h + TILE_PAD))
-            label.show()
+        corners = [divmod(k, cols) for k in range(count)]
+        labels = [(TILE_PAD + q * (w + TILE_PAD), TILE_PAD + r * (h + TILE_PAD), f"{seed + k}") for k, (r, q) in enumerate(corners)]
+        rows = (count + cols - 1) // cols if count else 0
+        rect = QRectF(0, 0, TILE_PAD + cols * (w + TILE_PAD), TILE_PAD + rows * (h + TILE_PAD))
+        if labels != self.seeds.labels:
+            self.seeds.set_labels(labels, w, rect)
         self.graphics.setToolTip(f"tiles: seeds {seed}–{seed + count - 1}, left to right, top to bottom" if count else "")
 
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
@@ -129,10 +196,11 @@ class ColorBar(QLabel):
         stops = ", ".join(f"stop:{k / (len(_HEAT) - 1):.2f} rgb({int(r)},{int(g)},{int(b)})" for k, (r, g, b) in enumerate(_HEAT))
         self.setStyleSheet(f"QLabel {{ background: qlineargradient(x1:0, y1:0, x2:1, y2:0, {stops}); color: white;"
                            " padding: 1px 4px; border-radius: 2px; }")
-        self.setMinimumWidth(120)
+        self.setMinimumWidth(84)
 
     def set_limit(self, limit: float) -> None:
-        self.setText(f"|difference| 0 … {limit:.2g}")
+        self.setText(f"|Δ| 0 … {limit:.2g}")
+        self.setToolTip(f"The difference pictures' colour scale: |difference from the reference| from 0 (black) to {limit:.3g} (pale yellow) and above")
 
 
 def _union(extents: list[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
@@ -169,9 +237,14 @@ class PanelsView(QWidget):
         self.sync_box = QComboBox()
         self.sync_box.addItem("step index", "step")
         self.sync_box.addItem("noise level σ", "sigma")
+        self.view_box.setToolTip("x₀ estimate D(x; σ), the noisy state xₜ/s(t), or |difference| from the reference at the same σ")
+        for box in (self.view_box, self.sync_box):  # narrow windows: the slider keeps its room
+            box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            box.setMinimumContentsLength(9)
         self.slider = QSlider(Qt.Horizontal)
+        self.slider.setMinimumWidth(80)
         self.step_label = QLabel()
-        self.step_label.setMinimumWidth(90)
+        self.step_label.setMinimumWidth(72)  # 'σ = 0.0123', 'step 199'
         self.color_bar = ColorBar()
         self.note = QLabel()
         self.note.setStyleSheet("QLabel { color: #555; }")
@@ -271,6 +344,6 @@ class PanelsView(QWidget):
             panel.set_title(f"{k + 1}. {column_label(config)}\n(not run)", color)
             return
         err = self.session.step_error(k, i)
-        err_text = "" if err is None else f" · RMSE {err:.2e}"
+        err_text = "" if self.session.reference is None else ("\nRMSE —" if err is None else f"\nRMSE {err:.3e}")
         sigma = frame.sigma if frame is not None else self.session.prepared[k].sigmas[i]
         panel.set_title(f"{k + 1}. {column_label(config, run.trajectory)}\nstep {i} · σ={sigma:.3g}{err_text}", color)

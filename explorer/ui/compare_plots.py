@@ -9,11 +9,12 @@ current-step marker is one item moved with ``setValue``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QTabWidget, QVBoxLayout, QWidget,
 )
@@ -27,10 +28,27 @@ if TYPE_CHECKING:
     from explorer.ui.compare_model import ComparisonModel
 
 TINY = 1e-300
+LEGEND_SHARE = 0.5  # the most of a plot's height its legend may cover
+PLOT_MIN_HEIGHT = 110  # the plot of the lower half: with its tab bar under 180 px, so the pictures keep room at 1024×640
 
 
 def pen(color: str, width: float = 1.6, dashed: bool = False) -> "pg.QtGui.QPen":
     return pg.mkPen(color, width=width, style=Qt.DashLine if dashed else Qt.SolidLine)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One curve to show: ``key`` names it, ``sources`` are the objects it is drawn from (the
+    same objects: the same picture), ``make`` adds its items to the plot and returns them."""
+
+    key: object
+    sources: tuple
+    make: Callable[[], list]
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """The same sources: the very same objects (runs, errors, paths), or equal texts and numbers."""
+    return len(a) == len(b) and all(x is y or (type(x) in (str, int, float) and x == y) for x, y in zip(a, b))
 
 
 class _Plot(QWidget):
@@ -40,23 +58,55 @@ class _Plot(QWidget):
                  marker_angle: Optional[int] = 90, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.widget = pg.PlotWidget(title=title)
-        self.widget.setMinimumSize(220, 160)
+        self.widget.setMinimumSize(220, PLOT_MIN_HEIGHT)
         self.plot = self.widget.getPlotItem()
         self.plot.setLabel("bottom", x)
         self.plot.setLabel("left", y)
         self.plot.setLogMode(x=log_x, y=log_y)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        # two columns on a translucent ground: four columns' entries in one column covered
+        # the curves of a 1024×640 window's plot and ran off its bottom
+        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt", colCount=2,
+                                          brush=pg.mkBrush(255, 255, 255, 190), verSpacing=-4)
         self.marker = pg.InfiniteLine(angle=marker_angle, pen=pg.mkPen(150, 150, 150, width=1)) if marker_angle is not None else None
+        self.plot.getViewBox().sigResized.connect(self._fit_legend)
+        self._drawn: dict[object, tuple[tuple, list]] = {}  # key → (sources, items) of the curves shown
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
 
+    def _fit_legend(self, *_: object) -> None:
+        """Hide the legend where it would cover more than half the plot (a short window): the
+        colours are still the columns' of the table and the panels, and the tooltip says so."""
+        fits = self.legend.boundingRect().height() <= LEGEND_SHARE * self.plot.getViewBox().height()
+        if fits != self.legend.isVisible():
+            self.legend.setVisible(fits)
+            self.widget.setToolTip("" if fits else "The legend is hidden in so short a plot: each curve has its column's colour (see the table).")
+
     def clear(self) -> None:
+        """Empty the plot before a redraw (whose legend is fitted once the redraw is done)."""
         self.plot.clear()
         self.legend.clear()
+        self._drawn.clear()
+        QTimer.singleShot(0, self, self._fit_legend)
         if self.marker is not None:
             self.plot.addItem(self.marker, ignoreBounds=True)
+
+    def draw_curves(self, curves: Sequence[Curve]) -> None:
+        """Show exactly these curves, making items only for those not drawn from the same sources.
+
+        Why: each finished column used to clear and redraw every curve of the plot on the GUI
+        thread (at four columns × batch 64, up to 42 ms for the σ plot alone); a curve already
+        drawn from the same run now stays, and only the new column's is made.
+        """
+        wanted = {c.key: c for c in curves}
+        for key in [k for k, (sources, _) in self._drawn.items() if k not in wanted or not _same(sources, wanted[k].sources)]:
+            for item in self._drawn.pop(key)[1]:
+                self.plot.removeItem(item)  # and its legend entry
+        for c in curves:
+            if c.key not in self._drawn:
+                self._drawn[c.key] = (c.sources, c.make())
+        QTimer.singleShot(0, self, self._fit_legend)
 
     def legend_texts(self) -> list[str]:
         return [label.text for _, label in self.legend.items]
@@ -71,7 +121,7 @@ class SigmaOverlay(_Plot):
         self.axis = QComboBox()
         self.axis.addItem("σᵢ against step i", "step")
         self.axis.addItem("σ(t) against t", "t")
-        self.axis.currentIndexChanged.connect(lambda *_: self._draw())
+        self.axis.currentIndexChanged.connect(lambda *_: self._draw(fresh=True))
         self.layout().insertWidget(0, self.axis)
         self._runs: Sequence[Optional[ColumnRun]] = ()
         self._labels: Sequence[str] = ()
@@ -80,22 +130,24 @@ class SigmaOverlay(_Plot):
         self._runs, self._labels = list(runs), list(labels)
         self._draw()
 
-    def _draw(self) -> None:
-        self.clear()
+    def _draw(self, fresh: bool = False) -> None:
         by_t = self.axis.currentData() == "t"
-        self.plot.setLogMode(x=by_t, y=True)
-        self.plot.setLabel("bottom", "t (each column's process)" if by_t else "step i")
-        self.plot.setTitle("σ(t) and each column's steps" if by_t else "σ of each state")
-        if self.marker is not None:
-            self.marker.setVisible(not by_t)
-        for run, label in zip(self._runs, self._labels):
-            if run is None:
-                continue
-            sig, t = run.trajectory.sigma.double().numpy(), run.trajectory.t.double().numpy()
-            ok = (sig > 0) & (t > 0)
-            x = t[ok] if by_t else np.arange(len(sig))[ok]
-            self.plot.plot(x, sig[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
-                           symbolPen=None, name=label)
+        if fresh:
+            self.clear()
+            self.plot.setLogMode(x=by_t, y=True)
+            self.plot.setLabel("bottom", "t (each column's process)" if by_t else "step i")
+            self.plot.setTitle("σ(t) and each column's steps" if by_t else "σ of each state")
+            if self.marker is not None:
+                self.marker.setVisible(not by_t)
+        self.draw_curves([Curve(k, (run, label), lambda run=run, label=label: self._curve(run, label, by_t))
+                          for k, (run, label) in enumerate(zip(self._runs, self._labels)) if run is not None])
+
+    def _curve(self, run: ColumnRun, label: str, by_t: bool) -> list:
+        sig, t = run.trajectory.sigma.double().numpy(), run.trajectory.t.double().numpy()
+        ok = (sig > 0) & (t > 0)
+        x = t[ok] if by_t else np.arange(len(sig))[ok]
+        return [self.plot.plot(x, sig[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
+                               symbolPen=None, name=label)]
 
     def mark(self, step: Optional[int], sigma: Optional[float]) -> None:
         """In step mode a vertical line at the step; in σ mode a horizontal one at σ."""
@@ -118,23 +170,29 @@ class TrajectoryOverlay(_Plot):
 
     def show_paths(self, series: Sequence[tuple[str, str, bool, OverlayPath]]) -> None:
         """(label, colour, dashed, path) per curve."""
-        self.clear()
         if not series:
+            self.clear()
             return
         points = series[0][3].points
-        self.plot.setLogMode(x=not points, y=False)
-        self.plot.setAspectLocked(points)
-        self.plot.setLabel("bottom", "x" if points else "σ (log)")
-        self.plot.setLabel("left", "y" if points else "centre pixel of sample 0 (x/s)")
-        self.plot.setTitle("particle paths x/s (first samples)" if points else "a pixel's value against σ")
-        for label, color, dashed, path in series:
-            if path.points:
-                item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
-                self.plot.addItem(item)  # a named item joins the legend once, by itself
-            else:
-                self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
-        if not points:
-            self.plot.getViewBox().invertX(True)
+        if points != getattr(self, "_points", None):  # another kind of data: new axes
+            self._points = points
+            self.clear()
+            self.plot.setLogMode(x=not points, y=False)
+            self.plot.setAspectLocked(points)
+            self.plot.setLabel("bottom", "x" if points else "σ (log)")
+            self.plot.setLabel("left", "y" if points else "centre pixel of sample 0 (x/s)")
+            self.plot.setTitle("particle paths x/s (first samples)" if points else "a pixel's value against σ")
+            self.plot.getViewBox().invertX(not points)
+        self.draw_curves([Curve(label, (path,), lambda label=label, color=color, dashed=dashed, path=path:
+                                [self._path_item(label, color, dashed, path)])
+                          for label, color, dashed, path in series])
+
+    def _path_item(self, label: str, color: str, dashed: bool, path: OverlayPath) -> pg.GraphicsObject:
+        if path.points:
+            item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
+            self.plot.addItem(item)  # a named item joins the legend once, by itself
+            return item
+        return self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
 
 
 class ErrorOverlay(_Plot):
@@ -145,14 +203,14 @@ class ErrorOverlay(_Plot):
         self.plot.getViewBox().invertX(True)
 
     def show_errors(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], errors: Sequence[Optional[ColumnError]]) -> None:
-        self.clear()
-        for run, label, err in zip(runs, labels, errors):
-            if run is None or err is None:
-                continue
-            sig, e = np.array(err.step_sigma), np.array(err.step)
-            ok = (sig > 0) & np.isfinite(e) & (e > 0)
-            self.plot.plot(sig[ok], e[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
-                           symbolPen=None, name=label)
+        self.draw_curves([Curve(k, (run, label, err), lambda run=run, label=label, err=err: self._curve(run, label, err))
+                          for k, (run, label, err) in enumerate(zip(runs, labels, errors)) if run is not None and err is not None])
+
+    def _curve(self, run: ColumnRun, label: str, err: ColumnError) -> list:
+        sig, e = np.array(err.step_sigma), np.array(err.step)
+        ok = (sig > 0) & np.isfinite(e) & (e > 0)
+        return [self.plot.plot(sig[ok], e[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
+                               symbolPen=None, name=label)]
 
     def mark(self, sigma: Optional[float]) -> None:
         if self.marker is not None and sigma is not None and sigma > 0:
@@ -197,6 +255,8 @@ class OverlayTabs(QTabWidget):
         self.addTab(self.path_plot, "Trajectories")
         self.addTab(self.error_plot, "Error along the run")
         self.addTab(self._sweep_tab(run_sweep), "Error vs NFE")
+        self._stale: set[QWidget] = set()  # overlays whose tab was hidden when the comparison changed
+        self.currentChanged.connect(self._draw_current)
         model.columnsChanged.connect(self.redraw)
         model.resultsChanged.connect(self.redraw)
         model.sweepChanged.connect(lambda: self.sweep_plot.show_sweep(model.session.sweep))
@@ -217,12 +277,15 @@ class OverlayTabs(QTabWidget):
         self.sweep_button = QPushButton("Run sweep")
         self.sweep_button.setToolTip("Run each checked solver at each NFE (final σ_min, float64) and fit its order")
         self.sweep_button.clicked.connect(lambda *_: run_sweep())
+        self.sweep_solvers.setMinimumHeight(40)  # the list scrolls in a short window
+        budgets = QHBoxLayout()  # one row: the tab's minimum height is the lower half's
+        budgets.addWidget(QLabel("NFE"))
+        budgets.addWidget(self.sweep_budgets, 1)
+        budgets.addWidget(self.sweep_button)
         side = QVBoxLayout()
         side.addWidget(QLabel("solvers"))
         side.addWidget(self.sweep_solvers, 1)
-        side.addWidget(QLabel("NFE budgets"))
-        side.addWidget(self.sweep_budgets)
-        side.addWidget(self.sweep_button)
+        side.addLayout(budgets)
         tab = QWidget()
         layout = QHBoxLayout(tab)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -238,14 +301,27 @@ class OverlayTabs(QTabWidget):
         self.setCurrentIndex(3)
 
     def redraw(self) -> None:
+        """The comparison changed: draw the overlay on show now, the others when their tab is
+        picked (drawing all three after every finished column held the GUI thread 3× as long)."""
+        self._stale = {self.sigma_plot, self.path_plot, self.error_plot}
+        self._draw_current()
+
+    def _draw_current(self, *_: object) -> None:
+        plot = self.currentWidget()
+        if plot not in self._stale:
+            return
+        self._stale.discard(plot)
         s = self.model.session
         runs, labels = s.runs, s.labels()
-        self.sigma_plot.show_runs(runs, labels)
-        series = [(label, run.color, False, path) for run, label, path in zip(runs, labels, s.paths()) if path is not None]
-        if s.reference_path is not None:
-            series.append(("reference", REFERENCE_COLOR, True, s.reference_path))
-        self.path_plot.show_paths(series)
-        self.error_plot.show_errors(runs, labels, s.errors())
+        if plot is self.sigma_plot:
+            self.sigma_plot.show_runs(runs, labels)
+        elif plot is self.path_plot:
+            series = [(label, run.color, False, path) for run, label, path in zip(runs, labels, s.paths()) if path is not None]
+            if s.reference_path is not None:
+                series.append(("reference", REFERENCE_COLOR, True, s.reference_path))
+            self.path_plot.show_paths(series)
+        else:
+            self.error_plot.show_errors(runs, labels, s.errors())
 
     def mark(self, step: int, sigma: Optional[float]) -> None:
         """The step control moved: move the σ and error plots' markers."""

@@ -21,6 +21,7 @@ from explorer.ui.widgets import guard_wheel
 from explorer.ui.compare_model import ComparisonModel
 
 TABLE_HEAD = ["", "solver", "steps", "NFE", "time s", "RMSE vs ref"]
+ROW_HEIGHT = 26  # fits a combo box and a spin box; Qt's default 30 px left the pictures less room
 
 
 class ColumnsTable(QTableWidget):
@@ -37,27 +38,39 @@ class ColumnsTable(QTableWidget):
         self.verticalHeader().setVisible(False)
         self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.horizontalHeader().setStretchLastSection(True)
-        self.setMaximumHeight(150)
+        self.verticalHeader().setDefaultSectionSize(ROW_HEIGHT)
+        self.setMinimumHeight(ROW_HEIGHT * 2 + 4)  # the header and one row, however small the window
+        self.setMaximumHeight(ROW_HEIGHT * 5 + 6)  # the header and four rows; more rows scroll
+        self._editing: list[tuple[RunConfig, int]] = []  # (configuration, steps) each row's editors show
         model.columnsChanged.connect(self.fill)
         model.resultsChanged.connect(self.fill)
-        model.problem.connect(lambda *_: self.fill())
+        model.problem.connect(lambda *_: self.fill(again=True))  # the refused value in an editor is undone
         self.fill()
 
     def selected(self) -> Optional[int]:
         rows = self.selectionModel().selectedRows() if self.selectionModel() else []
         return rows[0].row() if rows else None
 
-    def fill(self) -> None:
+    def fill(self, again: bool = False) -> None:
+        """Redraw the rows from the session. A row's editors are made again only when what they
+        show changed (or ``again``): making two editors a row (a combo box of every solver) for
+        every row on every result took up to 20 ms of the GUI thread per finished column."""
         s = self.model.session
+        if again:
+            self._editing = []
         self.setRowCount(len(s.columns))
+        self._editing = self._editing[: len(s.columns)]
         errors, colors = s.errors(), s.colors()
         for k, (config, run) in enumerate(zip(s.columns, s.runs)):
             swatch = QTableWidgetItem(str(k + 1))
             swatch.setBackground(pg.mkColor(colors[k]))
             swatch.setForeground(pg.mkColor("w"))
             self.setItem(k, 0, swatch)
-            self.setCellWidget(k, 1, self._solver_editor(k, config))
-            self.setCellWidget(k, 2, self._steps_editor(k, config, run))
+            shown = (config, _steps_shown(config, run))
+            if k >= len(self._editing) or self._editing[k] != shown or self.cellWidget(k, 1) is None:
+                self.setCellWidget(k, 1, self._solver_editor(k, config))
+                self.setCellWidget(k, 2, self._steps_editor(k, config, run))
+                self._editing[k:k + 1] = [shown]
             cells = [self._nfe_text(config, run), f"{run.seconds:.3f}" if run and math.isfinite(run.seconds) else "",
                      f"{errors[k].final:.4e}" if errors[k] is not None else ""]
             for q, text in enumerate(cells, start=3):
@@ -97,7 +110,7 @@ class ColumnsTable(QTableWidget):
         box.setRange(1, 10000)
         box.setKeyboardTracking(False)
         box.setFocusPolicy(Qt.StrongFocus)
-        box.setValue(config.steps or (run.trajectory.num_steps if run else 18))
+        box.setValue(_steps_shown(config, run))
         box.setToolTip("steps (an NFE budget in the column is replaced by this step count)")
         box.valueChanged.connect(lambda n, k=k: self._edit(k, steps=int(n), nfe=None, **NO_GRID))
         guard_wheel(box)
@@ -105,3 +118,8 @@ class ColumnsTable(QTableWidget):
 
 
 NO_GRID = dict(sigmas=None, timesteps=None, orders=None, init_sigma=None, schedule_label=None)  # a step count replaces a σ grid
+
+
+def _steps_shown(config: RunConfig, run: Optional[ColumnRun]) -> int:
+    """The steps editor's value: the column's steps, or those its run took (an NFE budget, a σ grid)."""
+    return config.steps or (run.trajectory.num_steps if run else 18)

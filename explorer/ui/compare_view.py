@@ -164,21 +164,24 @@ class CompareView(QWidget):
         self.panels_view = PanelsView(self.model)
         self.plots = OverlayTabs(self.model, self.run_sweep)
         self.panels_view.stepShown.connect(self.plots.mark)
-        split = QSplitter(Qt.Vertical)
-        split.addWidget(self.panels_view)
-        split.addWidget(self.plots)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setSizes([480, 320])
+        # One splitter for the table, the panels and the plots: in a 1024×640 window a fixed table
+        # above it left the panels' pictures 30 px tall; the pictures get the stretch, and the
+        # table scrolls (or is dragged taller) past its first rows.
+        self.split = QSplitter(Qt.Vertical)
+        self.split.setObjectName("compare_split")
+        for k, (widget, stretch) in enumerate(((self.table, 0), (self.panels_view, 3), (self.plots, 2))):
+            self.split.addWidget(widget)
+            self.split.setStretchFactor(k, stretch)
+            self.split.setCollapsible(k, False)
+        self.split.setSizes([self.table.maximumHeight(), 480, 320])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(top)
-        layout.addWidget(self.table)
         row = QHBoxLayout()
         row.addWidget(self.progress, 1)
         row.addWidget(self.message, 2)
         layout.addLayout(row)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.split, 1)
 
     # views' widgets, by the names scripts and tests use
     @property

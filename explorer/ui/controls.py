@@ -23,7 +23,8 @@ from explorer.core.process import PROCESSES, SCALINGS, SCHEDULES
 from explorer.core.solvers import SOLVERS, Option, all_options, get_solver
 from explorer.models.loader import label_names, shipped_checkpoints
 from explorer.session.status import RunStatus
-from explorer.ui.config_model import BUDGET, ConfigModel, Invalid, active_options, option_field
+from explorer.session.values import BUDGET, Invalid, active_options, option_field
+from explorer.ui.config_model import ConfigModel
 from explorer.ui.widgets import DataCombo
 
 OPEN_ITEM = "Open…"

@@ -180,6 +180,7 @@ class RunRecord:
         self._elapsed = 0.0
         self._density_cache: dict[int, Density] = {}
         self._projection: Optional[tuple[np.ndarray, np.ndarray]] = None
+        self._last: Optional[tuple[tuple, StepFrame]] = None  # (pixels, frame) of the last state, made by finish
 
     # ------------------------------------------------------------------ recording
     def observe(self, event: StepEvent) -> None:
@@ -202,6 +203,8 @@ class RunRecord:
         self.trajectory = self.recorder.finish()
         if not self.is_points:
             self.projection()
+        if self.events:  # the frame the finished run is first shown at, made here rather than on the GUI thread
+            self._last = (self.pixels, self.frame(len(self.events) - 1))
         return self
 
     @property
@@ -233,9 +236,12 @@ class RunRecord:
         """The frame of the event just observed (the worker's ``convert``)."""
         return self.frame(len(self.events) - 1)
 
-    def frame(self, i: int) -> StepFrame:
-        """The frame of state ``i`` (0 = initial noise)."""
+    def frame(self, i: int, pictures: bool = True) -> StepFrame:
+        """The frame of state ``i`` (0 = initial noise); without ``pictures`` only its numbers
+        (step, NFE, σ, speed: what a status line needs, with no tensor work)."""
         i = max(0, min(i, len(self.events) - 1))
+        if pictures and self._last is not None and i == len(self.events) - 1 and self._last[0] == self.pixels:
+            return self._last[1]
         ev = self.events[i]
         elapsed = self._elapsed
         rate = (len(self.events) - 1) / elapsed if elapsed > 0 else 0.0
@@ -244,9 +250,9 @@ class RunRecord:
             order=ev.order, elapsed=elapsed, steps_per_second=rate,
             sigmas=np.array([e.sigma for e in self.events[: i + 1]], dtype=np.float64),
         )
-        if self.is_image:
+        if pictures and self.is_image:
             self._image_frame(frame, i)
-        elif self.is_points:
+        elif pictures and self.is_points:
             self._point_frame(frame, i)
         return frame
 

@@ -14,6 +14,7 @@ from PySide6.QtCore import QRectF, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from explorer.ui.frames import Density, MosaicLayout
+from explorer.ui.sigma_view import allow_narrow
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="w", foreground="k")
 
@@ -21,13 +22,18 @@ DENSITY_LUT = np.linspace([255, 255, 255], [95, 130, 190], 256).astype(np.uint8)
 LEVELS = (0, 255)
 
 
-def _image_plot(title: str) -> tuple[pg.GraphicsLayoutWidget, pg.ViewBox, pg.ImageItem, pg.TextItem]:
-    """A frameless, aspect-locked image box with a title and a centred hint text."""
+def _image_plot(title: str, subtitle: str = "") -> tuple[pg.GraphicsLayoutWidget, pg.ViewBox, pg.ImageItem, pg.TextItem]:
+    """A frameless, aspect-locked image box under a short title and a smaller grey subtitle line,
+    with a centred hint text. Neither line sets the widget's minimum width: a title wider than
+    a narrow window's column (the xₜ one at 1024×640) used to push the mosaic's right tiles out
+    of view, so the lines are kept short and may clip, the picture never."""
     widget = pg.GraphicsLayoutWidget()
     widget.setMinimumSize(160, 160)
     widget.ci.setContentsMargins(2, 2, 2, 2)
-    widget.addLabel(title, row=0, col=0, size="10pt")
-    box = widget.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMouse=True)
+    widget.ci.setSpacing(0)
+    allow_narrow(widget.addLabel(title, row=0, col=0, size="10pt"))
+    allow_narrow(widget.addLabel(subtitle or "&nbsp;", row=1, col=0, size="8pt", color="#666"))
+    box = widget.addViewBox(row=2, col=0, lockAspect=True, invertY=True, enableMouse=True)
     image = pg.ImageItem()
     box.addItem(image)
     hint = pg.TextItem("", color=(110, 110, 110), anchor=(0.5, 0.5))
@@ -48,9 +54,10 @@ class MosaicView(QWidget):
 
     tileClicked = Signal(int, int, int)
 
-    def __init__(self, title: str, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, title: str, subtitle: str = "", tooltip: str = "", parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget, self.box, self.image, self.hint = _image_plot(title)
+        self.widget, self.box, self.image, self.hint = _image_plot(title, subtitle)
+        self.widget.setToolTip(tooltip)
         self.layout_: Optional[MosaicLayout] = None
         self._shape: Optional[tuple[int, ...]] = None
         layout = QVBoxLayout(self)

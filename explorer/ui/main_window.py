@@ -1,7 +1,7 @@
 """The main window: control panel, Run and Compare tabs, menus, runs and errors.
 
-It owns the session, the configuration model and the worker, and is the only place
-that starts runs. Every failure — a file that will not load, a run that runs out of
+It owns the run session (the denoiser and the configuration, held once), its two Qt
+faces and the worker, and is the only place that starts runs. Every failure — a file that will not load, a run that runs out of
 memory or produces NaN, an export to a bad place — ends in the banner and the status
 bar; the previous denoiser and the previous finished run stay in place.
 """
@@ -25,11 +25,12 @@ from explorer import __version__
 from explorer.core.compare import Comparison
 from explorer.core.config import RunConfig
 from explorer.core.denoiser import Denoiser
-from explorer.core.defaults import default_batch, default_run_config
+from explorer.core.defaults import default_run_config
 from explorer.core.sampling import sample_steps
 from explorer.export.files import save_image, save_text
 from explorer.export.grids import sample_grid
 from explorer.models.loader import builtin_names, default_model_name, describe, load_denoiser
+from explorer.session.run import RunSession
 from explorer.session.status import RunStatus, starting
 from explorer.ui.config_model import ConfigModel
 from explorer.ui.controls import ControlPanel
@@ -96,8 +97,9 @@ class MainWindow(QMainWindow):
         self.recent = settings.recent()
         spec, denoiser, problem = self._first_denoiser(denoiser_spec)
         config = settings.config() or default_run_config(denoiser)
-        self.model = ConfigModel(config, denoiser, self)
-        self.session = Session(denoiser, spec, self.model.config or RunConfig(), self)
+        self.state = RunSession(denoiser, spec, config)  # the denoiser and config, held once
+        self.model = ConfigModel(self.state, self)  # the control panel's face of it
+        self.session = Session(self.state, self)  # the tabs' face of it
         self.worker = GeneratorWorker(self)
         self._build()
         self._build_menus()
@@ -212,6 +214,7 @@ class MainWindow(QMainWindow):
         self.worker.failed.connect(self._on_failed)
         self.worker.cancelled.connect(self._on_cancelled)
         self.run_view.pixelsChanged.connect(self._pixels_changed)
+        self.session.denoiserChanged.connect(self._denoiser_switched)
         self.session.statusChanged.connect(self.panel.show_status)
         self.session.statusChanged.connect(self.run_view.show_status)
 
@@ -271,18 +274,15 @@ class MainWindow(QMainWindow):
         if self.worker.is_running():
             self.cancel_run()
             self.worker.wait()
-        follow_batch = self.model.value("batch") == default_batch(self.session.denoiser)
-        self.session.set_denoiser(denoiser, spec)
-        self.model.set_denoiser(denoiser)
-        if follow_batch and self.model.value("batch") != default_batch(denoiser):
-            # an untouched batch follows the kind of data: a cloud of points, a grid of images
-            self.model.set_value("batch", default_batch(denoiser))
-            self.panel.read_model()
-        self.record = None
-        self.session.set_status(RunStatus())  # the old run's step and NFE are not this denoiser's
-        self._denoiser_ready(denoiser)
+        self.session.set_denoiser(denoiser, spec)  # the views follow through _denoiser_switched
         self.banner.hide()
         self.status(f"Opened {describe(denoiser)}")
+
+    def _denoiser_switched(self, denoiser: Denoiser) -> None:
+        """Whoever switched it (the panel, a loaded configuration, a script through the session),
+        the old run is not this denoiser's: the views and the actions follow the new one."""
+        self.record = None
+        self._denoiser_ready(denoiser)
 
     def _denoiser_ready(self, denoiser: Denoiser) -> None:
         self.panel.denoiser_changed()
@@ -319,7 +319,6 @@ class MainWindow(QMainWindow):
         config, plan = self.model.config, self.model.plan
         if self.worker.is_running() or config is None or plan is None:
             return False
-        self.session.set_config(config)
         denoiser = self.session.denoiser
         record = RunRecord(denoiser, config, self.session.denoiser_spec, pixels=self.run_view.pixels)
         self._live_record = record
@@ -356,7 +355,7 @@ class MainWindow(QMainWindow):
         self._live_record = None
         shown = record or (self.record if self.record is not None and self.record.denoiser is self.session.denoiser else None)
         if shown is not None and shown.num_states:
-            last = shown.frame(shown.num_states - 1)
+            last = shown.frame(shown.num_states - 1, pictures=False)
             self.session.set_status(RunStatus(state, last.index, max(1, last.index), last.nfe))
         else:
             self.session.set_status(RunStatus(state))
@@ -367,7 +366,7 @@ class MainWindow(QMainWindow):
         self.session.set_trajectory(record.trajectory)
         self._restore_previous()
         self._run_over("finished", record)
-        last = record.frame(record.num_states - 1)
+        last = record.frame(record.num_states - 1, pictures=False)
         self.status(self._speed_text(last, running=False))
         self.runEnded.emit("finished")
 
@@ -409,8 +408,6 @@ class MainWindow(QMainWindow):
     def _model_changed(self) -> None:
         self.run_view.set_plan(self.model.plan)
         self._show_denoiser_status()
-        if self.model.config is not None:
-            self.session.set_config(self.model.config)
         self._update_actions()
 
     def _show_denoiser_status(self) -> None:

@@ -22,6 +22,9 @@ from explorer.ui.sigma_view import SigmaView
 from explorer.ui.trajectory_views import ImageTrajectoryView, PathView
 
 MAX_PIXELS = 8
+NOISY_TIP = ("The noisy state xₜ/s(t), divided per step by √(1+σ²/h²) (h: half the data range) around the "
+             "range's middle, so its spread stays about the data's and early steps are not saturated noise. "
+             "Click a tile to enlarge it.")
 
 
 class RunView(QWidget):
@@ -45,8 +48,10 @@ class RunView(QWidget):
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
-        self.denoised_grid = MosaicView("x₀ estimate D(x; σ) of this step")
-        self.noisy_grid = MosaicView("noisy xₜ/s(t), normalised per step by √(1+σ²/h²)")
+        self.denoised_grid = MosaicView("x₀ = D(x; σ)", "the estimate at this step",
+                                        "The denoiser's estimate of the clean samples at this step's σ. Click a tile to enlarge it.")
+        self.noisy_grid = MosaicView("noisy xₜ/s(t)", "normalised per step",
+                                     NOISY_TIP)
         self.zoom = ZoomView()
         self.denoised_points = ScatterView("x₀ estimates D(x; σ)")
         self.noisy_points = ScatterView("xₜ / s(t) over p(x; σ)")
