@@ -8,6 +8,7 @@ own metadata, so card and file cannot disagree.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -66,9 +67,20 @@ def heun35_fd(path: Path) -> Optional[float]:
     return next((r["fd"] for r in rows if r["solver"] == "heun" and r["nfe"] == 35 and r.get("fd") is not None), None)
 
 
+def recorded_fd(path: Path) -> Optional[float]:
+    """The Heun-35 FD the current card records (kept when a new solver table lacks that point)."""
+    card = path.with_suffix(".md")
+    if not card.is_file():
+        return None
+    found = re.search(r"Heun 35 NFE\) \| ([0-9.]+) \|", card.read_text(encoding="utf-8"))
+    return float(found.group(1)) if found else None
+
+
 def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
-    """The Markdown of one card (``fd``: Heun 35 NFE; default: from the stored solver table)."""
-    fd = heun35_fd(path) if fd is None else fd
+    """The Markdown of one card (``fd``: Heun 35 NFE; default: from the stored solver table, else
+    the value the card already records)."""
+    fd = fd if fd is not None else heun35_fd(path)
+    fd = fd if fd is not None else recorded_fd(path)
     train = meta.get("train", {})
     arch = {k: v for k, v in meta["arch"].items() if k != "class"}
     data, licence = DATA_NOTES.get(meta["dataset"], (meta["dataset"], "see the data set's source"))
@@ -120,7 +132,10 @@ def card_text(path: Path, meta: dict, params: int, fd: Optional[float]) -> str:
         f"`{path.stem}.log.txt`); this card by `python -m explorer.train.cards`.",
         "",
     ]
-    return "\n".join(lines[:-3] + quality_section(path, meta) + lines[-3:])
+    quality = quality_section(path, meta)
+    if quality and quality[-1]:
+        quality.append("")
+    return "\n".join(lines[:-2] + quality + lines[-2:])
 
 
 def write_card(path: Path, fd: Optional[float] = None, count: int = 64, grid: bool = True) -> Path:

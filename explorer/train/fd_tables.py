@@ -147,8 +147,13 @@ def plot(result: Result, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     if result["kind"] == "solvers":
-        fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-        _plot_solvers(ax, result)
+        grids = sorted({_grid_of(r["solver"]) for r in result["rows"]}, key=lambda g: g != "default")
+        fig, axes = plt.subplots(1, len(grids), figsize=(8 if len(grids) == 1 else 12, 5.5), dpi=110, sharey=True,
+                                 squeeze=False)
+        colours = _distinct_colours([r["solver"].split(":")[0] for r in result["rows"]])
+        for ax, grid in zip(axes[0], grids):
+            _plot_solvers(ax, {**result, "rows": [r for r in result["rows"] if _grid_of(r["solver"]) == grid]},
+                          colours, None if len(grids) == 1 else grid)
     else:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
         _plot_guidance(axes, result)
@@ -158,22 +163,48 @@ def plot(result: Result, path: Path) -> Path:
     return Path(path)
 
 
-def _plot_solvers(ax: Any, result: Result) -> None:
-    from explorer.core.solvers import solver_color
+def _grid_of(spec: str) -> str:
+    """The discretization a sweep spec names ('ipndm:disc=logsnr' → 'logsnr'), else 'default'."""
+    return next((part[5:] for part in spec.split(":")[1:] if part.startswith("disc=")), "default")
 
+
+def _solver_label(spec: str) -> str:
+    """The spec without its grid part (the panel names the grid)."""
+    return ":".join(part for part in spec.split(":") if not part.startswith("disc="))
+
+
+def _distinct_colours(solvers: list[str]) -> dict[str, str]:
+    """Each solver's registry colour, unless a solver before it in the figure has that colour:
+    then the first palette colour not yet used (registry colours cycle a palette)."""
+    from explorer.core.solvers import PALETTE, solver_color
+
+    colours: dict[str, str] = {}
+    for name in dict.fromkeys(solvers):
+        used = set(colours.values())
+        own = solver_color(name)
+        colours[name] = own if own not in used else next((c for c in PALETTE if c not in used), own)
+    return colours
+
+
+def _plot_solvers(ax: Any, result: Result, colours: dict[str, str], grid: Optional[str] = None) -> None:
+    """One line per solver spec, in ``colours``; variants of one solver (options) told apart by
+    line style."""
     by_solver: dict[str, list[tuple[float, float]]] = {}
     for r in result["rows"]:
         nfe = r["nfe"] if r["nfe"] is not None else r.get("nfe_used")
         if r.get("fd") is not None and nfe:
-            by_solver.setdefault(r["solver"], []).append((nfe, r["fd"]))
+            by_solver.setdefault(_solver_label(r["solver"]), []).append((nfe, r["fd"]))
+    variants: dict[str, int] = {}
     for solver, points in by_solver.items():
         points.sort()
         xs, ys = zip(*points)
         if solver == "reference":
             ax.axhline(ys[-1], color="black", lw=1.2, ls="--", label=f"reference (RK45, NFE {xs[-1]:.0f})")
-        else:
-            ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=solver_color(solver.split(":")[0]), label=solver,
-                    ls="-" if ":" not in solver else "--")
+            continue
+        base = solver.split(":")[0]
+        style = ("-", "--", ":", "-.")[variants.setdefault(base, 0) % 4]
+        variants[base] += 1
+        ax.plot(xs, ys, marker="o", ms=3, lw=1.2, color=colours[base], label=solver, ls=style)
     if result.get("floor") is not None:
         ax.axhline(result["floor"], color="grey", lw=1, ls=":", label="floor (test vs train)")
     from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -187,7 +218,9 @@ def _plot_solvers(ax: Any, result: Result) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("NFE (solver evaluations of D)")
     ax.set_ylabel("FD (classifier features)")
-    ax.set_title(f"{result['model']}: FD against NFE, {result['samples']:,} samples")
+    title = f"{result['model']}: FD against NFE, {result['samples']:,} samples"
+    ax.set_title(title if grid is None else f"{title}\n{'model default' if grid == 'default' else grid} time steps",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, ncol=2)
