@@ -91,9 +91,6 @@ def _refuse_unsupported(cfg: dict, name: str) -> None:
     for key in ("thresholding", "use_lu_lambdas", "euler_at_final", "use_flow_sigmas", "rescale_betas_zero_snr"):
         if cfg.get(key):
             raise ValueError(f"{name} with {key}=true is not reproduced by the explorer's preset.")
-    if cfg.get("clip_sample") and name == "DDIMScheduler":
-        raise ValueError("DDIMScheduler with clip_sample=true clips x̂₀ to ±clip_sample_range but keeps the "
-                         "unclipped ε, which is not an ODE step the explorer's DDIM takes; set clip_sample to false.")
     if cfg.get("timestep_type", "discrete") != "discrete":
         raise ValueError(f"{name} with timestep_type={cfg['timestep_type']!r} is not reproduced (only 'discrete').")
     if cfg.get("interpolation_type", "linear") != "linear":
@@ -179,7 +176,13 @@ def _ddim(cfg: dict, steps: int) -> Preset:
     spacing = cfg.get("timestep_spacing", "leading")
     ts = sp.spaced_timesteps(spacing, steps, T, int(cfg.get("steps_offset", 0)), integer=True)
     ts, sigmas, notes = _jump_grid(cfg, steps, "DDIM", ts)
-    return Preset(_vp_space(cfg, steps, "ddim", sigmas, ts.tolist()), notes)
+    options = {}
+    if cfg.get("clip_sample", True):  # DDIMScheduler's own default
+        clip = float(cfg.get("clip_sample_range", 1.0))
+        options["clip_x0"] = clip
+        notes.append(f"diffusers' DDIM clips x̂₀ to ±{clip:g} in every step and keeps the unclipped ε̂ "
+                     "(clip_sample): reproduced, but the run no longer follows the ODE.")
+    return Preset(_vp_space(cfg, steps, "ddim", sigmas, ts.tolist(), options=options), notes)
 
 
 def _pndm(cfg: dict, steps: int) -> Preset:

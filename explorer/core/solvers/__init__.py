@@ -218,6 +218,9 @@ RTOL_REF = Option("rtol", float, REFERENCE_RTOL, "relative tolerance of RK45", "
 ATOL_REF = Option("atol", float, None, "absolute tolerance of RK45 (default rtol · 1e-2)", "atol", low=0.0, low_open=True, optional=True)
 ANCESTRAL = (ETA, S_NOISE)
 DDIM_ETA = Option("eta", float, 0.0, "η of DDIM: 0 deterministic, 1 DDPM's posterior variance", "η", low=0.0, high=1.0)
+CLIP_X0 = Option("clip_x0", float, None, "clamp x̂₀ to ±r in each step while ε̂ stays the unclipped one's (diffusers' "
+                 "DDIMScheduler clip_sample: no longer the ODE's step; none = off)", "clip x̂₀", low=0.0, low_open=True,
+                 optional=True)
 NODE2 = Option("node2", str, "official", "state at the second inner node of an order-3 step: official (φ₂ term, official "
                "DPM-Solver) or diffusers (midpoint term, DPMSolverSinglestepScheduler)", "node 2",
                choices=("official", "diffusers"))
@@ -230,7 +233,7 @@ CHURNED = dict(options=EDM_CHURN, check=check_churn_window, order_grid="edm")
 register(SolverInfo("euler", Deferred("edm.euler"), 1, **CHURNED, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
 register(SolverInfo("heun", Deferred("edm.heun"), 2, PerStep(2), options=(ALPHA,) + EDM_CHURN, check=check_churn_window, order_grid="edm",
                     summary="Heun in t, α option (EDM Alg. 1; with churn, Alg. 2)"))
-register(SolverInfo("ddim", Deferred("dpm.ddim"), 1, options=(DDIM_ETA,), order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1; η > 0 stochastic)"))
+register(SolverInfo("ddim", Deferred("dpm.ddim"), 1, options=(DDIM_ETA, CLIP_X0), order_grid="edm", summary="DDIM (x̂₀ form; equals DPM-Solver-1; η > 0 stochastic)"))
 register(SolverInfo("dpm-solver-1", Deferred("dpm.dpm_solver"), 1, Singlestep(order=1), summary="DPM-Solver-1 (noise prediction)"))
 register(SolverInfo("dpm-solver-2", Deferred("dpm.dpm_solver"), 2, Singlestep(order=2), options=SINGLESTEP_2,
                     summary="DPM-Solver-2, singlestep, node r₁=½ (or the next grid point)"))

@@ -195,17 +195,23 @@ def ddim(ctx: SolverContext) -> Iterator[StepEvent]:
     With η > 0 (Song et al.'s σ_t(η), in σ terms σ_up = η σ_t √(σ_s² − σ_t²)/σ_s) part of
     the noise is fresh: x_t = α_t (x̂₀ + √(σ_t² − σ_up²) ε̂ + σ_up z); η = 1 is DDPM's
     posterior variance ("fixed_small").
+
+    Option ``clip_x0`` = r is diffusers' ``clip_sample``: x̂₀ is clamped to ±r after ε̂ was
+    taken from the unclipped x̂₀, so the two no longer describe one state (not an ODE step).
     """
     eta = ctx.option("eta", 0.0)
+    clip = ctx.option("clip_x0", None)
     x = ctx.x0
     for i, t_cur, t_next in steps_of(ctx.plan.t):
         s = point(ctx, t_cur)
         x0 = ctx.denoise(x, t_cur)
+        eps = (x - s.alpha * x0) / s.sigma_bar
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
         if t_next == 0:
             x = ctx.s(0.0) * x0
         else:
             t = point(ctx, t_next)
-            eps = (x - s.alpha * x0) / s.sigma_bar
             if eta > 0:
                 sig, sig_next = ctx.sigma(t_cur), ctx.sigma(t_next)
                 up = eta * sig_next * math.sqrt(max(sig * sig - sig_next * sig_next, 0.0)) / sig
