@@ -210,3 +210,17 @@ def test_the_lazy_public_names_resolve():
         assert getattr(explorer, name) is getattr(explorer.core, name)
     with pytest.raises(AttributeError):
         explorer.no_such_name  # noqa: B018
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`diffusion-explorer solvers | head`: the reader leaves, the command exits 141 without a traceback."""
+    class Closed:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr("sys.stdout", Closed())
+    assert main(["solvers"]) == 141
+    assert capsys.readouterr().err == ""
