@@ -10,9 +10,10 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from explorer.export.options import ExportOptions
+if TYPE_CHECKING:  # the module imports torch; `--help` should not wait for it
+    from explorer.export.options import ExportOptions
 
 # --only names → the ExportOptions switches they keep on
 PARTS = {
@@ -52,6 +53,8 @@ def options_from_args(args: argparse.Namespace, base: Optional[ExportOptions] = 
         if unknown:
             raise ValueError(f"Unknown export(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}.")
         changes.update({field: name in wanted for name, field in PARTS.items()})
+    from explorer.export.options import ExportOptions
+
     return dataclasses.replace(base or ExportOptions(), **changes)
 
 
