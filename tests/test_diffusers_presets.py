@@ -38,6 +38,9 @@ VARIANTS = {  # further configs of one scheduler: case name → (class, its conf
     "PNDMScheduler-prk-trailing": ("PNDMScheduler", {"skip_prk_steps": False, "timestep_spacing": "trailing"}),
     # x̂₀ clipped to ±0.5 (every early step clips on these untrained networks), ε̂ kept unclipped
     "DDIMScheduler-clip": ("DDIMScheduler", {"clip_sample": True, "clip_sample_range": 0.5}),
+    # the φ₂ form of the second-order steps (all of 2M's, 3M's warm-up and lower-order end)
+    "DPMSolverMultistepScheduler-heun": ("DPMSolverMultistepScheduler", {"solver_type": "heun"}),
+    "DPMSolverMultistepScheduler-heun3": ("DPMSolverMultistepScheduler", {"solver_type": "heun", "solver_order": 3}),
 }
 VARIANT_STEPS = (10, 20)  # ⌊T/N⌋ even (100, 50): the Runge–Kutta midpoints are consistent (odd is refused)
 

@@ -241,8 +241,9 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
     if algorithm not in ("dpmsolver++", "dpmsolver"):
         raise ValueError(f"DPMSolverMultistepScheduler with algorithm_type={algorithm!r} is not reproduced "
                          "(only dpmsolver++ and dpmsolver).")
-    if cfg.get("solver_type", "midpoint") != "midpoint":
-        raise ValueError("DPMSolverMultistepScheduler with solver_type='heun' is not reproduced (only 'midpoint').")
+    solver_type = cfg.get("solver_type", "midpoint")
+    if solver_type not in ("midpoint", "heun"):
+        raise ValueError(f"DPMSolverMultistepScheduler solver_type must be 'midpoint' or 'heun' (got {solver_type!r}).")
     if order not in (1, 2, 3):
         raise ValueError(f"solver_order must be 1, 2 or 3 (got {order}).")
     ts, sigmas, notes = _multistep_grid(cfg, steps, "DPMSolverMultistepScheduler")
@@ -250,7 +251,8 @@ def _dpm_multistep(cfg: dict, steps: int) -> Preset:
     n = len(sigmas) - 1
     orders = _multistep_orders(n, order, bool(cfg.get("lower_order_final", True)), final == "zero")
     solver = ("dpm-solver++" if algorithm == "dpmsolver++" else "dpm-solver-") + ("3m" if order == 3 else "2m")
-    return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders)), notes)
+    return Preset(_vp_space(cfg, steps, solver, sigmas, ts.tolist(), orders=tuple(orders),
+                            options={"solver_type": solver_type}), notes)
 
 
 SINGLESTEP_SOLVERS = {("dpmsolver++", 2): "dpm-solver++2s", ("dpmsolver++", 3): "dpm-solver++3s",

@@ -227,7 +227,7 @@ NODE2 = Option("node2", str, "official", "state at the second inner node of an o
 SINGLESTEP_2 = (NODES, SOLVER_TYPE)
 SINGLESTEP_3 = (NODES, NODE2, SOLVER_TYPE)
 DPM_MULTI = (final_rule_option("dpm-solver-10"), CORRECTOR_OFF)
-DPM_2M = (SOLVER_TYPE,) + DPM_MULTI
+DPM_TYPED = (SOLVER_TYPE,) + DPM_MULTI  # solver_type: the second-order steps (3M's warm-up and lower-order end too)
 
 CHURNED = dict(options=EDM_CHURN, check=check_churn_window, order_grid="edm")
 register(SolverInfo("euler", Deferred("edm.euler"), 1, **CHURNED, summary="Euler in t (EDM Alg. 1; with churn, Alg. 2)"))
@@ -242,13 +242,13 @@ register(SolverInfo("dpm-solver-3", Deferred("dpm.dpm_solver"), 3, Singlestep(or
 register(SolverInfo("dpm-solver-fast", Deferred("dpm.dpm_solver"), 3, Fast(), summary="DPM-Solver-fast: orders 3,…,3,2,1 for an NFE budget"))
 register(SolverInfo("dpm-solver-12", Deferred("adaptive.dpm_solver_12"), 2, Adaptive(2), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-12 (rtol/atol)"))
 register(SolverInfo("dpm-solver-23", Deferred("adaptive.dpm_solver_23"), 3, Adaptive(3), options=(RTOL_12_23, ATOL_12_23), summary="adaptive DPM-Solver-23 (rtol/atol)"))
-register(SolverInfo("dpm-solver-2m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver-2M, multistep, noise prediction"))
-register(SolverInfo("dpm-solver-3m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver-2m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=2), options=DPM_TYPED, summary="DPM-Solver-2M, multistep, noise prediction"))
+register(SolverInfo("dpm-solver-3m", Deferred("multistep.dpm_solver_multistep"), 2, Multistep(order=3), options=DPM_TYPED, summary="DPM-Solver-3M as the libraries (formally 2nd order)"))
 register(SolverInfo("dpm-solver-3m-taylor", Deferred("multistep.dpm_solver_multistep_taylor"), 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver-3M with 2·D2 (3rd order)"))
 register(SolverInfo("dpm-solver++2s", Deferred("dpm.dpm_solver_pp_singlestep"), 2, Singlestep(order=2), options=SINGLESTEP_2,
                     summary="DPM-Solver++(2S), data prediction, node r₁=½ (or the next grid point)"))
-register(SolverInfo("dpm-solver++2m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=2), options=DPM_2M, summary="DPM-Solver++(2M), data prediction"))
-register(SolverInfo("dpm-solver++3m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
+register(SolverInfo("dpm-solver++2m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=2), options=DPM_TYPED, summary="DPM-Solver++(2M), data prediction"))
+register(SolverInfo("dpm-solver++3m", Deferred("multistep.dpm_solver_pp_multistep"), 2, Multistep(order=3), options=DPM_TYPED, summary="DPM-Solver++(3M) as the libraries (formally 2nd order)"))
 register(SolverInfo("dpm-solver++3m-taylor", Deferred("multistep.dpm_solver_pp_multistep_taylor"), 3, Multistep(order=3), options=DPM_MULTI, summary="DPM-Solver++(3M) with 2·D2 (3rd order)"))
 register(SolverInfo("lms", Deferred("lms.lms"), 4, order_grid="edm", summary="linear multistep, order 4, in t (k-diffusion's lms for EDM)"))
 register(SolverInfo("euler-ancestral", Deferred("ancestral.euler_ancestral"), 1, options=ANCESTRAL, stochastic=True, summary="Euler ancestral (η)"))
