@@ -12,3 +12,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported by any
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_after_each_test():
+    """A test (or the code it runs) that sets its own thread count must not leave it to the rest:
+    one leaked `set_num_threads(2)` made every later test several times slower on a busy machine."""
+    yield
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)

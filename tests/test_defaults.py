@@ -53,7 +53,9 @@ def test_the_cpu_table_measures_its_rows_and_writes_markdown():
     rows = [lever for lever in C.levers(den, cpu_bf16=True)
             if lever.name.startswith(("today", "+ jit.freeze", "+ bfloat16 network"))][:3]
     rows = [replace(lever, config=lever.config.replace(batch=2, steps=2)) for lever in rows]
+    before = torch.get_num_threads()
     table = C.measure_all(den, rows, rounds=1, d_calls=1)
+    assert torch.get_num_threads() == before  # the rows' own thread counts are not left behind
     assert [r["lever"] for r in table] == [lever.name for lever in rows]
     assert all(r["d_ms"]["median"] > 0 for r in table)
     assert table[0]["run_s"] is not None and table[0]["first_x0_s"]["median"] <= table[0]["run_s"]["median"]

@@ -174,23 +174,27 @@ def measure_all(den: Preconditioner, rows: list[Lever], rounds: int, d_calls: in
     The table reports the median and the minimum over rounds; on a shared machine the minimum
     is the closer estimate of the idle machine, the median of what a user sees under load.
     """
-    prepared = [prepare(den, lever) for lever in rows]
-    for p in prepared:  # warm-up: oneDNN primitive caches, the profiling executor, first-touch memory
-        torch.set_num_threads(p.lever.threads)
-        p.d()
-        if p.lever.whole_run:
-            time_run(p.runner, p.run_config.replace(nfe=2, steps=None), p.noise)
-    for _ in range(rounds):
-        for p in prepared:
+    threads = torch.get_num_threads()  # rows set their own count; the caller gets its own back
+    try:
+        prepared = [prepare(den, lever) for lever in rows]
+        for p in prepared:  # warm-up: oneDNN primitive caches, the profiling executor, first-touch memory
             torch.set_num_threads(p.lever.threads)
-            p.loads.append(load_average())
-            p.d_ms.append(median_ms(p.d, d_calls, warmup=0))
+            p.d()
             if p.lever.whole_run:
-                run, first = time_run(p.runner, p.run_config, p.noise)
-                p.run_s.append(run)
-                p.first_s.append(first)
-        if after_round is not None:  # a long table on a busy machine keeps what it has measured so far
-            after_round([_row(den, p) for p in prepared])
+                time_run(p.runner, p.run_config.replace(nfe=2, steps=None), p.noise)
+        for _ in range(rounds):
+            for p in prepared:
+                torch.set_num_threads(p.lever.threads)
+                p.loads.append(load_average())
+                p.d_ms.append(median_ms(p.d, d_calls, warmup=0))
+                if p.lever.whole_run:
+                    run, first = time_run(p.runner, p.run_config, p.noise)
+                    p.run_s.append(run)
+                    p.first_s.append(first)
+            if after_round is not None:  # a long table on a busy machine keeps what it has measured so far
+                after_round([_row(den, p) for p in prepared])
+    finally:
+        torch.set_num_threads(threads)
     return [_row(den, p) for p in prepared]
 
 
