@@ -23,6 +23,7 @@ from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, solve
 from explorer.core.solvers import SOLVERS
 from explorer.core.sweep import SweepResult
 from explorer.session.comparison import OverlayPath
+from explorer.ui.plot_items import CurveSample, MarkedCurve, grid_axes
 
 if TYPE_CHECKING:
     from explorer.ui.compare_model import ComparisonModel
@@ -57,7 +58,7 @@ class _Plot(QWidget):
     def __init__(self, title: str, x: str, y: str, log_x: bool = False, log_y: bool = False,
                  marker_angle: Optional[int] = 90, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget(title=title)
+        self.widget = pg.PlotWidget(title=title, axisItems=grid_axes())
         self.widget.setMinimumSize(220, PLOT_MIN_HEIGHT)
         self.plot = self.widget.getPlotItem()
         self.plot.setLabel("bottom", x)
@@ -67,7 +68,7 @@ class _Plot(QWidget):
         # two columns on a translucent ground: four columns' entries in one column covered
         # the curves of a 1024×640 window's plot and ran off its bottom
         self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt", colCount=2,
-                                          brush=pg.mkBrush(255, 255, 255, 190), verSpacing=-4)
+                                          brush=pg.mkBrush(255, 255, 255, 190), verSpacing=-4, sampleType=CurveSample)
         self.marker = pg.InfiniteLine(angle=marker_angle, pen=pg.mkPen(150, 150, 150, width=1)) if marker_angle is not None else None
         self.plot.getViewBox().sigResized.connect(self._fit_legend)
         self._drawn: dict[object, tuple[tuple, list]] = {}  # key → (sources, items) of the curves shown
@@ -108,6 +109,11 @@ class _Plot(QWidget):
                 self._drawn[c.key] = (c.sources, c.make())
         QTimer.singleShot(0, self, self._fit_legend)
 
+    def add(self, item: pg.GraphicsObject) -> pg.GraphicsObject:
+        """Add an item to the plot (a named one joins the legend) and return it."""
+        self.plot.addItem(item)
+        return item
+
     def legend_texts(self) -> list[str]:
         return [label.text for _, label in self.legend.items]
 
@@ -146,8 +152,7 @@ class SigmaOverlay(_Plot):
         sig, t = run.trajectory.sigma.double().numpy(), run.trajectory.t.double().numpy()
         ok = (sig > 0) & (t > 0)
         x = t[ok] if by_t else np.arange(len(sig))[ok]
-        return [self.plot.plot(x, sig[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
-                               symbolPen=None, name=label)]
+        return [self.add(MarkedCurve(x, sig[ok], pen(run.color), run.color, 4, name=label))]
 
     def mark(self, step: Optional[int], sigma: Optional[float]) -> None:
         """In step mode a vertical line at the step; in σ mode a horizontal one at σ."""
@@ -192,7 +197,7 @@ class TrajectoryOverlay(_Plot):
             item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
             self.plot.addItem(item)  # a named item joins the legend once, by itself
             return item
-        return self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
+        return self.add(MarkedCurve(path.x, path.y, pen(color, 1.4, dashed), name=label))
 
 
 class ErrorOverlay(_Plot):
@@ -209,8 +214,7 @@ class ErrorOverlay(_Plot):
     def _curve(self, run: ColumnRun, label: str, err: ColumnError) -> list:
         sig, e = np.array(err.step_sigma), np.array(err.step)
         ok = (sig > 0) & np.isfinite(e) & (e > 0)
-        return [self.plot.plot(sig[ok], e[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
-                               symbolPen=None, name=label)]
+        return [self.add(MarkedCurve(sig[ok], e[ok], pen(run.color), run.color, 4, name=label))]
 
     def mark(self, sigma: Optional[float]) -> None:
         if self.marker is not None and sigma is not None and sigma > 0:
@@ -236,8 +240,7 @@ class SweepPlot(_Plot):
             order = orders[solver]
             name = f"{solver} (order {order:.2f})" if math.isfinite(order) else solver
             color = solver_color(solver)
-            self.plot.plot([p.nfe for p in pts], [p.error for p in pts], pen=pen(color), symbol="o", symbolSize=6,
-                           symbolBrush=color, symbolPen=None, name=name)
+            self.add(MarkedCurve([p.nfe for p in pts], [p.error for p in pts], pen(color), color, 6, name=name))
 
 
 DEFAULT_SWEEP = ("heun", "dpm-solver-3", "dpm-solver++2m")

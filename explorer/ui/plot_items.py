@@ -1,0 +1,199 @@
+"""pyqtgraph items that repaint within the GUI thread's 16 ms budget.
+
+Why: with a grid shown, an axis draws every grid line across the whole plot in a
+translucent pen, and Qt's raster engine blends a translucent cosmetic line pixel by
+pixel: the σ overlay's two axes (about 150 grid lines at 1400×300 px) took 10–20 ms to
+paint, and they were painted again for every change anywhere in the plot (a moved
+marker, a new curve), since a recorded axis picture is replayed whole however small
+the exposed area. :class:`GridAxis` draws its axis-aligned lines as filled one-pixel
+rectangles (the same pixels and the same blending, about 50× faster) and keeps its
+picture as a device-pixel cache, so other items' changes only copy it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from pyqtgraph.graphicsItems.LegendItem import ItemSample
+from pyqtgraph.graphicsItems.ScatterPlotItem import drawSymbol, renderSymbol
+from PySide6.QtCore import QLineF, QPointF, QRectF
+from PySide6.QtGui import QImage, QPainter, QPen, QPolygonF
+from PySide6.QtWidgets import QGraphicsItem
+
+
+class GridAxis(pg.AxisItem):
+    """An axis whose tick and grid lines are filled rectangles, cached in device pixels."""
+
+    def __init__(self, orientation: str, **kwargs: object) -> None:
+        super().__init__(orientation, **kwargs)
+        # redrawn only when the axis itself changes (its range, size or style): pyqtgraph
+        # calls update() then, which drops the cache
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+
+    def drawPicture(self, p: QPainter, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802, N803, ANN001 - pyqtgraph's names
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        slow = []
+        for pen, a, b in tickSpecs:
+            rect = line_rect(pen, a, b)
+            if rect is None:
+                slow.append((pen, a, b))
+            else:
+                p.fillRect(rect, pen.color())
+        super().drawPicture(p, axisSpec, slow, textSpecs)
+
+
+def line_rect(pen: QPen, a: QPointF, b: QPointF) -> QRectF | None:
+    """The one-pixel rectangle that covers the pixels a cosmetic 1-px solid line from ``a``
+    to ``b`` covers, for a horizontal or vertical line (None for any other line or pen).
+
+    Across the line the pixels are the same (centres within half a pixel of it); along it
+    the rectangle runs from ``a`` to ``b``, which may leave out one end pixel of the line.
+    """
+    if pen.style() != pg.QtCore.Qt.PenStyle.SolidLine or not pen.isCosmetic() or pen.widthF() > 1:
+        return None
+    if math.isclose(a.x(), b.x()):
+        return QRectF(a.x() - 0.5, min(a.y(), b.y()), 1.0, abs(b.y() - a.y()))
+    if math.isclose(a.y(), b.y()):
+        return QRectF(min(a.x(), b.x()), a.y() - 0.5, abs(b.x() - a.x()), 1.0)
+    return None
+
+
+def grid_axes(*sides: str) -> dict[str, GridAxis]:
+    """``axisItems`` for a PlotItem or PlotWidget: a :class:`GridAxis` on each side named
+    (only the sides shown: pyqtgraph shows every axis it is given)."""
+    return {side: GridAxis(side) for side in (sides or ("left", "bottom"))}
+
+
+class MarkedCurve(pg.GraphicsObject):
+    """A line through points with a round marker on each, as ``PlotItem.plot(x, y, symbol="o")``
+    draws it, in one light item.
+
+    Why: ``plot()`` makes a PlotDataItem holding a PlotCurveItem and a ScatterPlotItem, and
+    every option the plot then applies (log mode, alpha, FFT, downsampling, clipping) sets
+    the scatter's data again: 5–8 ms of the GUI thread per curve, each time a Compare column
+    finished or an overlay's tab was picked. This item keeps the data given (``xData``,
+    ``yData``, as PlotDataItem does), maps it for log axes itself, draws the line as the
+    curve item draws a solid opaque pen (segments) and the markers from one pre-rendered
+    symbol picture, as the scatter item does. It joins the plot's legend and auto-range like
+    a PlotDataItem (``implements("plotData")``, ``dataBounds``, ``pixelPadding``).
+    """
+
+    def __init__(self, x, y, pen: QPen, brush: object = None, size: float = 0, name: str | None = None) -> None:  # noqa: ANN001
+        super().__init__()
+        self.xData = np.asarray(x, dtype=np.float64)
+        self.yData = np.asarray(y, dtype=np.float64)
+        self._log = (False, False)
+        self._pen = pen
+        brush = pg.mkBrush(brush) if brush is not None else None
+        self.opts = {"pen": pen, "brush": brush, "size": size, "symbol": "o" if size and brush is not None else None,
+                     "name": name, "antialias": False}
+        self._symbol: QImage | None = None
+        if self.opts["symbol"]:
+            self._symbol = renderSymbol("o", size, pg.mkPen(None), brush)
+        self._shown = self._display()
+        self._bounds: QRectF | None = None
+
+    # ------------------------------------------------------------------ what pyqtgraph asks of a data item
+    def implements(self, interface: str | None = None) -> bool | list[str]:
+        ints = ["plotData"]
+        return ints if interface is None else interface in ints
+
+    def name(self) -> str | None:
+        return self.opts["name"]
+
+    def setLogMode(self, x: bool, y: bool) -> None:  # noqa: N802 - pyqtgraph's name
+        if (x, y) != self._log:
+            self._log = (x, y)
+            self.prepareGeometryChange()
+            self._shown = self._display()
+            self.informViewBoundsChanged()
+            self.update()
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None) -> tuple[float | None, float | None]:  # noqa: N802, N803, ANN001
+        values, other = (self._shown[0], self._shown[1]) if ax == 0 else (self._shown[1], self._shown[0])
+        if orthoRange is not None:
+            values = values[(other >= orthoRange[0]) & (other <= orthoRange[1])]
+        if not len(values):
+            return (None, None)
+        if frac < 1.0:
+            return (float(np.percentile(values, 50 * (1 - frac))), float(np.percentile(values, 50 * (1 + frac))))
+        return (float(values.min()), float(values.max()))
+
+    def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
+        """How far it draws beyond the data, in pixels, as a PlotDataItem answers: its line's
+        (0.7072 × the pen's width) when it has one, else its markers' (0.7072 × (size + 1))."""
+        if self._pen.style() != pg.QtCore.Qt.PenStyle.NoPen:
+            return 0.7072 * self._pen.widthF() if self._pen.isCosmetic() else 0.0
+        return 0.7072 * (self.opts["size"] + 1.0) if self._symbol is not None else 0.0
+
+    # ------------------------------------------------------------------ geometry and paint
+    def _display(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points drawn: log10 on log axes, non-finite ones left out."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.log10(self.xData) if self._log[0] else self.xData
+            y = np.log10(self.yData) if self._log[1] else self.yData
+        ok = np.isfinite(x) & np.isfinite(y)
+        return x[ok], y[ok]
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
+        if self._bounds is None:
+            x, y = self._shown
+            if not len(x):
+                self._bounds = QRectF()
+                return self._bounds
+            px = py = 0.0
+            pad = max(self.pixelPadding(), 0.7072 * (self.opts["size"] + 1.0), 1.0)  # the markers drawn whole
+            vx, vy = self.pixelVectors()
+            if vx is not None and vy is not None:
+                px, py = vx.length() * pad, vy.length() * pad
+            self._bounds = QRectF(x.min() - px, y.min() - py, x.max() - x.min() + 2 * px, y.max() - y.min() + 2 * py)
+        return self._bounds
+
+    def prepareGeometryChange(self) -> None:  # noqa: N802 - Qt's name
+        self._bounds = None
+        super().prepareGeometryChange()
+
+    def viewTransformChanged(self) -> None:  # noqa: N802 - pyqtgraph's name
+        super().viewTransformChanged()
+        self.prepareGeometryChange()  # the markers' padding is in pixels
+
+    def paint(self, p: QPainter, *_: object) -> None:
+        x, y = self._shown
+        if not len(x):
+            return
+        p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        if len(x) > 1 and self._pen.style() != pg.QtCore.Qt.PenStyle.NoPen:
+            p.setPen(self._pen)
+            if _segments(self._pen):
+                p.drawLines([QLineF(x[k], y[k], x[k + 1], y[k + 1]) for k in range(len(x) - 1)])
+            else:
+                p.drawPolyline(QPolygonF([QPointF(a, b) for a, b in zip(x, y)]))
+        if self._symbol is not None:
+            transform = p.transform()
+            p.resetTransform()
+            w, h = self._symbol.width(), self._symbol.height()
+            for a, b in zip(x, y):
+                centre = transform.map(QPointF(a, b))
+                p.drawImage(QRectF(centre.x() - w / 2, centre.y() - h / 2, w, h), self._symbol)
+
+
+def _segments(pen: QPen) -> bool:
+    """Draw as separate segments, as PlotCurveItem does for wide solid opaque pens without antialiasing."""
+    return pen.widthF() > 1.0 and pen.style() == pg.QtCore.Qt.PenStyle.SolidLine and pen.isSolid() and pen.color().alphaF() == 1.0
+
+
+class CurveSample(ItemSample):
+    """The legend's sample for a :class:`MarkedCurve`: its line and its marker (without the
+    line's pen around the marker, as a PlotDataItem's sample draws it); other items as usual."""
+
+    def paint(self, p: QPainter, *args: object) -> None:
+        item = self.item
+        if not isinstance(item, MarkedCurve) or not item.isVisible():
+            super().paint(p, *args)
+            return
+        p.setPen(item.opts["pen"])
+        p.drawLine(0, 11, 20, 11)
+        if item.opts["symbol"]:
+            p.translate(10, 10)
+            drawSymbol(p, "o", item.opts["size"], pg.mkPen(None), item.opts["brush"])
