@@ -6,40 +6,69 @@ pixel: the σ overlay's two axes (about 150 grid lines at 1400×300 px) took 10�
 paint, and they were painted again for every change anywhere in the plot (a moved
 marker, a new curve), since a recorded axis picture is replayed whole however small
 the exposed area. :class:`GridAxis` draws its axis-aligned lines as filled one-pixel
-rectangles (the same pixels and the same blending, about 50× faster) and keeps its
-picture as a device-pixel cache, so other items' changes only copy it.
+rectangles (the same pixels and the same blending, about 50× faster; the vertical ones
+of one length as a single stretched one-pixel-high picture), straight onto a
+device-pixel cache, so other items' changes only copy it. :class:`MarkedCurve` is a
+line with markers made in a fraction of a PlotDataItem's time.
 """
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import numpy as np
 import pyqtgraph as pg
+from pyqtgraph import debug
 from pyqtgraph.graphicsItems.LegendItem import ItemSample
 from pyqtgraph.graphicsItems.ScatterPlotItem import drawSymbol, renderSymbol
-from PySide6.QtCore import QLineF, QPointF, QRectF
-from PySide6.QtGui import QImage, QPainter, QPen, QPolygonF
+from PySide6.QtCore import QLineF, QPointF, QRect, QRectF
+from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPicture, QPolygonF, QTransform
 from PySide6.QtWidgets import QGraphicsItem
+
+Filled = tuple[QRectF, QColor]
 
 
 class GridAxis(pg.AxisItem):
-    """An axis whose tick and grid lines are filled rectangles, cached in device pixels."""
+    """An axis whose tick and grid lines are filled rectangles, drawn onto a device-pixel cache."""
 
     def __init__(self, orientation: str, **kwargs: object) -> None:
         super().__init__(orientation, **kwargs)
-        # redrawn only when the axis itself changes (its range, size or style): pyqtgraph
+        # repainted only when the axis itself changes (its range, size or style): pyqtgraph
         # calls update() then, which drops the cache
         self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._specs = None
+
+    @debug.warnOnException  # an exception out of paint() crashes Qt
+    def paint(self, p: QPainter, *_: object) -> None:
+        """Draw the axis (pyqtgraph records it as a picture and replays that: the cache
+        already keeps the result, so it is drawn once, directly)."""
+        if self.picture is None:  # pyqtgraph's mark that the range, size or style changed
+            picture = QPicture()  # held here: measuring may resize the axis, which drops self.picture
+            measure = QPainter(picture)  # the labels are measured as pyqtgraph measures them
+            try:
+                if self.style["tickFont"]:
+                    measure.setFont(self.style["tickFont"])
+                self._specs = self.generateDrawSpecs(measure)
+            finally:
+                measure.end()
+            self.picture = picture
+        if self._specs is not None:
+            p.save()
+            if self.style["tickFont"]:
+                p.setFont(self.style["tickFont"])
+            self.drawPicture(p, *self._specs)
+            p.restore()
 
     def drawPicture(self, p: QPainter, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802, N803, ANN001 - pyqtgraph's names
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-        slow = []
+        slow, filled = [], []
         for pen, a, b in tickSpecs:
             rect = line_rect(pen, a, b)
             if rect is None:
                 slow.append((pen, a, b))
             else:
-                p.fillRect(rect, pen.color())
+                filled.append((rect, pen.color()))
+        fill_rects(p, filled)
         super().drawPicture(p, axisSpec, slow, textSpecs)
 
 
@@ -57,6 +86,46 @@ def line_rect(pen: QPen, a: QPointF, b: QPointF) -> QRectF | None:
     if math.isclose(a.y(), b.y()):
         return QRectF(min(a.x(), b.x()), a.y() - 0.5, abs(b.x() - a.x()), 1.0)
     return None
+
+
+def fill_rects(p: QPainter, filled: list[Filled]) -> None:
+    """Fill translucent rectangles; the one-pixel-wide ones of one height as one picture.
+
+    Why: Qt blends a rectangle one row at a time, so a hundred vertical grid lines were
+    15,000 one-pixel spans (2–3 ms); one row holding all their pixels, stretched over the
+    height, is blended a whole row at a time. The pixels are those each rectangle would
+    cover (Qt fills pixel k when its edges round, half up, to either side of k).
+    """
+    t = p.transform()
+    moved_only = t.type() in (QTransform.TransformationType.TxNone, QTransform.TransformationType.TxTranslate)
+    tall: dict[tuple[float, float], list[Filled]] = defaultdict(list)
+    for rect, color in filled:
+        if moved_only and rect.width() == 1.0 and rect.height() > 1.0:
+            tall[(rect.top(), rect.bottom())].append((rect, color))
+        else:
+            p.fillRect(rect, color)
+    for (top, bottom), lines in tall.items():
+        _fill_columns(p, t, top, bottom, lines)
+
+
+def _fill_columns(p: QPainter, t: QTransform, top: float, bottom: float, lines: list[Filled]) -> None:
+    rows = (math.floor(top + t.dy() + 0.5), math.floor(bottom + t.dy() + 0.5))
+    if rows[1] <= rows[0]:
+        return
+    cols = [math.floor(rect.left() + t.dx() + 0.5) for rect, _ in lines]
+    first = min(cols)
+    row = np.zeros((1, max(cols) - first + 1, 4), dtype=np.float64)  # premultiplied B, G, R, A
+    for col, (_, color) in zip(cols, lines):
+        a = color.alpha() / 255.0
+        src = np.array([color.blue() * a, color.green() * a, color.red() * a, 255.0 * a])
+        row[0, col - first] = src + row[0, col - first] * (1.0 - a)  # over what is already there
+    pixels = np.ascontiguousarray(np.rint(row).astype(np.uint8))
+    image = QImage(pixels.data, pixels.shape[1], 1, pixels.shape[1] * 4, QImage.Format.Format_ARGB32_Premultiplied)
+    p.save()
+    p.resetTransform()
+    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+    p.drawImage(QRect(first, rows[0], pixels.shape[1], rows[1] - rows[0]), image)
+    p.restore()
 
 
 def grid_axes(*sides: str) -> dict[str, GridAxis]:
@@ -158,6 +227,7 @@ class MarkedCurve(pg.GraphicsObject):
         super().viewTransformChanged()
         self.prepareGeometryChange()  # the markers' padding is in pixels
 
+    @debug.warnOnException  # an exception out of paint() crashes Qt
     def paint(self, p: QPainter, *_: object) -> None:
         x, y = self._shown
         if not len(x):
