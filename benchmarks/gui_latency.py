@@ -20,7 +20,8 @@ Phases, for the Run tab (batch 16 and 64) and the Compare tab (1 and 4 columns �
 
 ``--by-handler MS`` adds, per phase, every kind of handler that took at least MS ms: its
 event type and the widget it went to (with the nearest of this project's views above
-it), how many times it ran that long and its worst time. ``--profile MS`` also profiles
+it), how many times it ran that long, its worst time and that handler's CPU time on the
+GUI thread (a wall time far above it was spent waiting: for a core, or for the GIL). ``--profile MS`` also profiles
 every handler and prints, to stderr, the functions that handlers of at least MS ms spent
 their time in (profiling slows every handler down: diagnose with it, measure without).
 
@@ -54,6 +55,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from explorer.core.analytic import GMMDenoiser  # noqa: E402
 from explorer.core.config import RunConfig  # noqa: E402
+from explorer.ui.app import freeze_heap  # noqa: E402
 
 STALL_MS = (16, 50, 100, 500, 1000)
 COLUMN_SOLVERS = ("heun", "euler", "dpm-solver++2m", "dpm-solver-2")
@@ -99,7 +101,7 @@ class TimedApp(QApplication):
         self._depth += 1
         if profile is not None:
             profile.enable()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         try:
             return super().notify(receiver, event)
         finally:
@@ -109,11 +111,11 @@ class TimedApp(QApplication):
             self._depth -= 1
             if outer:
                 self.samples.append(elapsed)
-                self._keep_slow(name, 1000 * elapsed, profile)
+                self._keep_slow(name, 1000 * elapsed, 1000 * (time.thread_time() - cpu), profile)
 
-    def _keep_slow(self, name: str, ms: float, profile: cProfile.Profile | None) -> None:
+    def _keep_slow(self, name: str, ms: float, cpu_ms: float, profile: cProfile.Profile | None) -> None:
         if self.name_ms and ms >= self.name_ms:
-            self.slow.setdefault(name, []).append(ms)
+            self.slow.setdefault(name, []).append((ms, cpu_ms))
         if profile is not None and ms >= self.profile_ms:
             if name in self.profiles:
                 self.profiles[name].add(profile)
@@ -121,10 +123,13 @@ class TimedApp(QApplication):
                 self.profiles[name] = pstats.Stats(profile, stream=io.StringIO())
 
     def take_slow(self) -> dict:
-        """The slow handlers since the last call, worst first: name → count and worst ms."""
+        """The slow handlers since the last call, worst first: name → count, worst ms and that
+        one's CPU ms on the GUI thread (much less than its wall time: the thread waited, for the
+        CPU or for Python's lock, rather than worked)."""
         slow, self.slow = self.slow, {}
-        rows = sorted(slow.items(), key=lambda kv: -max(kv[1]))
-        return {name: {"count": len(ms), "worst_ms": round(max(ms), 2)} for name, ms in rows}
+        rows = sorted(slow.items(), key=lambda kv: -max(kv[1])[0])
+        return {name: {"count": len(times), "worst_ms": round(max(times)[0], 2), "worst_cpu_ms": round(max(times)[1], 2)}
+                for name, times in rows}
 
     def print_profiles(self, phase: str, top: int = 25) -> None:
         profiles, self.profiles = self.profiles, {}
@@ -214,6 +219,7 @@ def run_tab(app: TimedApp, den: GMMDenoiser, batch: int, steps: int) -> dict:
         window.use_denoiser(den, "mixture32")
         window.show()
         window.model.load(RunConfig(solver="heun", steps=steps, batch=batch, device="cpu"))
+        freeze_heap()  # as run_app does once the window is up
         settle(app)
         name = f"run_tab/batch{batch}"
         out = {"run": record(app, lambda: wait_for(window.runEnded, window.start_run), f"{name} run")}
@@ -237,6 +243,7 @@ def compare_tab(app: TimedApp, den: GMMDenoiser, columns: int, batch: int, steps
     view.show()
     for k in range(columns):
         view.add_column(RunConfig(solver=COLUMN_SOLVERS[k % len(COLUMN_SOLVERS)], steps=steps, batch=batch))
+    freeze_heap()  # as run_app does once the window is up
     settle(app)
     name = f"compare_tab/{columns}col/batch{batch}"
     out = {"run": record(app, lambda: wait_for(view.runEnded, view.run_all), f"{name} run")}

@@ -75,12 +75,14 @@ class SeedLabels(pg.GraphicsObject):
         self.labels: list[tuple[float, float, str]] = []  # (x, y) of the tile's corner in image pixels, text
         self.tile_width = 0
         self._rect = QRectF()
+        self._widths: dict[str, int] = {}
         self.font = QFont()
         self.font.setPointSize(SEED_POINTS)
 
     def set_labels(self, labels: list[tuple[float, float, str]], tile_width: int, rect: QRectF) -> None:
         self.prepareGeometryChange()
         self.labels, self.tile_width, self._rect = labels, tile_width, rect
+        self._widths: dict[str, int] = {}  # each text's width in the label font, measured at the first paint
         self.update()
 
     def drawn(self, scale: float) -> bool:
@@ -97,9 +99,12 @@ class SeedLabels(pg.GraphicsObject):
         painter.resetTransform()  # text at screen resolution, whatever the zoom
         painter.setFont(self.font)
         metrics = painter.fontMetrics()
+        widths = self._widths
         for x, y, text in self.labels:
             corner = transform.map(QPointF(x, y))
-            box = QRectF(corner.x(), corner.y(), metrics.horizontalAdvance(text) + 4, metrics.height())
+            if text not in widths:
+                widths[text] = metrics.horizontalAdvance(text)
+            box = QRectF(corner.x(), corner.y(), widths[text] + 4, metrics.height())
             painter.fillRect(box, QColor(0, 0, 0, 150))
             painter.setPen(QColor(255, 255, 255))
             painter.drawText(box, Qt.AlignCenter, text)
@@ -123,6 +128,8 @@ class ColumnPanel(QWidget):
             self.box.addItem(item)
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
+        self._shown: tuple = ()  # (the mosaic or frame shown, how): a redraw of the same is skipped
+        self._has_points = False
         self.seeds = SeedLabels()  # each image tile's seed: the seed that draws it again
         self.box.addItem(self.seeds, ignoreBounds=True)
         layout = QVBoxLayout(self)
@@ -139,10 +146,11 @@ class ColumnPanel(QWidget):
     def show_image(self, mosaic: Optional[np.ndarray], seed: int = 0, count: int = 0,
                    tile_size: tuple[int, int] = (0, 0)) -> None:
         """A column's mosaic of ``count`` tiles of ``tile_size`` (h, w), each labelled with its
-        sample's seed (sample b is drawn by seed + b, as ``--seed`` reproduces it)."""
-        self.dots.setData([], [])
-        self.ref_dots.setData([], [])
-        self.links.setData([], [])
+        sample's seed (sample b is drawn by seed + b, as ``--seed`` reproduces it). The same
+        mosaic again draws nothing: a finished column redraws its own panel only."""
+        if self._showing(mosaic, ("image", seed, count, tile_size)):
+            return
+        self._clear_points()
         if mosaic is None:
             self.image.clear()
             self._show_seeds(0, 0, (0, 0))
@@ -155,6 +163,18 @@ class ColumnPanel(QWidget):
             self._shape = img.shape
             self.box.setDefaultPadding(0.01)
             self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
+
+    def _showing(self, what: object, how: tuple) -> bool:
+        """Note what the picture is to show; True when it shows that already (the very same object)."""
+        same = bool(self._shown) and self._shown[0] is what and self._shown[1] == how
+        self._shown = (what, how)
+        return same
+
+    def _clear_points(self) -> None:
+        if self._has_points:
+            self._has_points = False
+            for item in (self.dots, self.ref_dots, self.links):
+                item.setData([], [])
 
     def _show_seeds(self, seed: int, count: int, tile_size: tuple[int, int]) -> None:
         """Label each tile's top-left corner with its seed (no labels for ``count`` 0)."""
@@ -170,6 +190,9 @@ class ColumnPanel(QWidget):
 
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
         """2-D samples in the column's colour; in the difference view also the reference points joined to them."""
+        if self._showing(frame, ("points", color, extent)):
+            return
+        self._has_points = True
         self._show_seeds(0, 0, (0, 0))
         self.image.clear()
         self._shape = None

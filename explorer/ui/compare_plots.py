@@ -3,8 +3,9 @@
 Every column is drawn in its own colour (:func:`explorer.core.compare.column_color`), the
 same as in the grids and the exported plots; the reference is black and dashed; the sweep
 plots solvers, one colour per solver.
-Items are created per redraw of a finished comparison (a handful of curves), and the
-current-step marker is one item moved with ``setValue``.
+A curve is made once per run it shows (a few at a time, the rest in later slots of the
+tab's :class:`~explorer.ui.deferred.Deferred` queue), and the current-step marker is one
+item moved with ``setValue``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, solve
 from explorer.core.solvers import SOLVERS
 from explorer.core.sweep import SweepResult
 from explorer.session.comparison import OverlayPath
+from explorer.ui.deferred import Deferred
 from explorer.ui.plot_items import CurveSample, MarkedCurve, grid_axes
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 TINY = 1e-300
 LEGEND_SHARE = 0.5  # the most of a plot's height its legend may cover
 PLOT_MIN_HEIGHT = 110  # the plot of the lower half: with its tab bar under 180 px, so the pictures keep room at 1024×640
+CURVES_PER_SLOT = 4  # curves made in one GUI slot (about 2 ms each with its legend entry); the rest in later slots
 
 
 def pen(color: str, width: float = 1.6, dashed: bool = False) -> "pg.QtGui.QPen":
@@ -58,6 +61,7 @@ class _Plot(QWidget):
     def __init__(self, title: str, x: str, y: str, log_x: bool = False, log_y: bool = False,
                  marker_angle: Optional[int] = 90, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
+        self.deferred: Optional[Deferred] = None  # where curves beyond CURVES_PER_SLOT wait (None: all at once)
         self.widget = pg.PlotWidget(title=title, axisItems=grid_axes())
         self.widget.setMinimumSize(220, PLOT_MIN_HEIGHT)
         self.plot = self.widget.getPlotItem()
@@ -72,6 +76,7 @@ class _Plot(QWidget):
         self.marker = pg.InfiniteLine(angle=marker_angle, pen=pg.mkPen(150, 150, 150, width=1)) if marker_angle is not None else None
         self.plot.getViewBox().sigResized.connect(self._fit_legend)
         self._drawn: dict[object, tuple[tuple, list]] = {}  # key → (sources, items) of the curves shown
+        self._wanted: dict[object, Curve] = {}  # key → curve, of the curves to show
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
@@ -89,6 +94,7 @@ class _Plot(QWidget):
         self.plot.clear()
         self.legend.clear()
         self._drawn.clear()
+        self._wanted.clear()
         QTimer.singleShot(0, self, self._fit_legend)
         if self.marker is not None:
             self.plot.addItem(self.marker, ignoreBounds=True)
@@ -98,16 +104,27 @@ class _Plot(QWidget):
 
         Why: each finished column used to clear and redraw every curve of the plot on the GUI
         thread (at four columns × batch 64, up to 42 ms for the σ plot alone); a curve already
-        drawn from the same run now stays, and only the new column's is made.
+        drawn from the same run now stays, and only the new column's is made. At most
+        CURVES_PER_SLOT are made in this slot; the rest follow in later ones.
         """
-        wanted = {c.key: c for c in curves}
-        for key in [k for k, (sources, _) in self._drawn.items() if k not in wanted or not _same(sources, wanted[k].sources)]:
+        self._wanted = {c.key: c for c in curves}
+        for key in [k for k, (sources, _) in self._drawn.items() if k not in self._wanted or not _same(sources, self._wanted[k].sources)]:
             for item in self._drawn.pop(key)[1]:
                 self.plot.removeItem(item)  # and its legend entry
-        for c in curves:
-            if c.key not in self._drawn:
-                self._drawn[c.key] = (c.sources, c.make())
+        if self._make_some() and self.deferred is not None:
+            self.deferred.add(self._make_some, key=self, repeat=True)
         QTimer.singleShot(0, self, self._fit_legend)
+
+    def _make_some(self) -> bool:
+        """Make up to CURVES_PER_SLOT of the wanted curves not yet drawn (all of them without a
+        queue); True while some are still to be made."""
+        missing = [c for key, c in self._wanted.items() if key not in self._drawn]
+        for c in missing[:CURVES_PER_SLOT] if self.deferred is not None else missing:
+            self._drawn[c.key] = (c.sources, c.make())
+        if self.deferred is not None and len(missing) > CURVES_PER_SLOT:
+            return True
+        QTimer.singleShot(0, self, self._fit_legend)
+        return False
 
     def add(self, item: pg.GraphicsObject) -> pg.GraphicsObject:
         """Add an item to the plot (a named one joins the legend) and return it."""
@@ -249,11 +266,15 @@ DEFAULT_SWEEP = ("heun", "dpm-solver-3", "dpm-solver++2m")
 class OverlayTabs(QTabWidget):
     """The lower half of the Compare tab: the overlays and the sweep panel, observing the model."""
 
-    def __init__(self, model: "ComparisonModel", run_sweep: Callable[[], object], parent: Optional[QWidget] = None) -> None:
+    def __init__(self, model: "ComparisonModel", run_sweep: Callable[[], object], deferred: Optional[Deferred] = None,
+                 parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.model = model
+        self.deferred = deferred or Deferred(self)
         self.sigma_plot, self.path_plot, self.error_plot = SigmaOverlay(), TrajectoryOverlay(), ErrorOverlay()
         self.sweep_plot = SweepPlot()
+        for plot in (self.sigma_plot, self.path_plot, self.error_plot, self.sweep_plot):
+            plot.deferred = self.deferred
         self.addTab(self.sigma_plot, "σ per step")
         self.addTab(self.path_plot, "Trajectories")
         self.addTab(self.error_plot, "Error along the run")
@@ -304,10 +325,11 @@ class OverlayTabs(QTabWidget):
         self.setCurrentIndex(3)
 
     def redraw(self) -> None:
-        """The comparison changed: draw the overlay on show now, the others when their tab is
-        picked (drawing all three after every finished column held the GUI thread 3× as long)."""
+        """The comparison changed: draw the overlay on show in a slot of its own (the result's
+        handler only notes it), the others when their tab is picked (drawing all three after
+        every finished column held the GUI thread 3× as long)."""
         self._stale = {self.sigma_plot, self.path_plot, self.error_plot}
-        self._draw_current()
+        self.deferred.add(self._draw_current, key=self)
 
     def _draw_current(self, *_: object) -> None:
         plot = self.currentWidget()

@@ -62,8 +62,11 @@ class GridAxis(pg.AxisItem):
     def drawPicture(self, p: QPainter, axisSpec, tickSpecs, textSpecs) -> None:  # noqa: N802, N803, ANN001 - pyqtgraph's names
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         slow, filled = [], []
+        thin: dict[int, bool] = {}  # per pen (one per tick level)
         for pen, a, b in tickSpecs:
-            rect = line_rect(pen, a, b)
+            if id(pen) not in thin:
+                thin[id(pen)] = thin_pen(pen)
+            rect = line_rect(a, b) if thin[id(pen)] else None
             if rect is None:
                 slow.append((pen, a, b))
             else:
@@ -72,19 +75,23 @@ class GridAxis(pg.AxisItem):
         super().drawPicture(p, axisSpec, slow, textSpecs)
 
 
-def line_rect(pen: QPen, a: QPointF, b: QPointF) -> QRectF | None:
-    """The one-pixel rectangle that covers the pixels a cosmetic 1-px solid line from ``a``
-    to ``b`` covers, for a horizontal or vertical line (None for any other line or pen).
+def thin_pen(pen: QPen) -> bool:
+    """A cosmetic solid pen one pixel wide (whose straight lines :func:`line_rect` can fill)."""
+    return pen.style() == pg.QtCore.Qt.PenStyle.SolidLine and pen.isCosmetic() and pen.widthF() <= 1
+
+
+def line_rect(a: QPointF, b: QPointF) -> QRectF | None:
+    """The one-pixel rectangle that covers the pixels a :func:`thin_pen` line from ``a`` to
+    ``b`` covers, for a horizontal or vertical line (None for any other line).
 
     Across the line the pixels are the same (centres within half a pixel of it); along it
     the rectangle runs from ``a`` to ``b``, which may leave out one end pixel of the line.
     """
-    if pen.style() != pg.QtCore.Qt.PenStyle.SolidLine or not pen.isCosmetic() or pen.widthF() > 1:
-        return None
-    if math.isclose(a.x(), b.x()):
-        return QRectF(a.x() - 0.5, min(a.y(), b.y()), 1.0, abs(b.y() - a.y()))
-    if math.isclose(a.y(), b.y()):
-        return QRectF(min(a.x(), b.x()), a.y() - 0.5, abs(b.x() - a.x()), 1.0)
+    ax, ay, bx, by = a.x(), a.y(), b.x(), b.y()
+    if ax == bx:
+        return QRectF(ax - 0.5, min(ay, by), 1.0, abs(by - ay))
+    if ay == by:
+        return QRectF(min(ax, bx), ay - 0.5, abs(bx - ax), 1.0)
     return None
 
 
