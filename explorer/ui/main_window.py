@@ -375,13 +375,16 @@ class MainWindow(QMainWindow):
 
     def _end_later(self, how: str, record: Optional[RunRecord], text: str = "") -> None:
         """The rest of a run's end, each piece a slot of its own: the views reset for the
-        denoiser, the kept run shown in them (slider, PCA paths, its last frame), then the
-        status, the actions and runEnded.
+        denoiser (after a failed or cancelled run), the kept run shown in them (slider, PCA
+        paths; its last frame is the one the live view already drew), then the status, the
+        actions and runEnded.
 
         Why: done in the end-of-run slot, with the final frame drawn twice over, it held the
-        GUI thread 19–30 ms; each piece alone stays within the 16 ms a slot may take.
+        GUI thread 19–30 ms; each piece alone stays within the 16 ms a slot may take. A
+        finished run's views are already this denoiser's, so they are not reset.
         """
-        self.deferred.add(self._reset_views)
+        if how != "finished":
+            self.deferred.add(self._reset_views)
         self.deferred.add(self._show_kept)
         self.deferred.add(lambda: self._report_end(how, record, text))
 

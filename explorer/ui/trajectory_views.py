@@ -2,7 +2,8 @@
 
 All paths of a run are one ``PlotCurveItem`` whose ``connect`` array breaks the line
 between particles (thousands of particles, one item); the solver's stage evaluations
-are one scatter item and the current step another.
+are one :class:`~explorer.ui.plot_items.Dots` item and the current step another (a
+ScatterPlotItem styled each of a frame's thousands of points in Python: 10 ms a frame).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
+from explorer.ui.plot_items import Dots
 from explorer.ui.sigma_view import allow_narrow
 
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
@@ -65,9 +67,9 @@ class PathView(QWidget):
         self.jumps.setZValue(5)
         plot.addItem(self.jumps)
         self.legend = plot.addLegend(offset=(6, 6))
-        self.evals = pg.ScatterPlotItem(size=2.5, pen=None, brush=EVAL_BRUSH)
+        self.evals = Dots(2.5, EVAL_BRUSH)
         plot.addItem(self.evals)
-        self.current = pg.ScatterPlotItem(size=5, pen=None, brush=CURRENT_BRUSH)
+        self.current = Dots(5, CURRENT_BRUSH)
         plot.addItem(self.current)
         self._rect: Optional[tuple[float, ...]] = None
         layout = QVBoxLayout(self)
@@ -140,7 +142,7 @@ class ImageTrajectoryView(QWidget):
         self.highlight_label = pg.TextItem(anchor=(1, 1), color=(0, 0, 0))
         self.traces.addItem(self.highlight_label, ignoreBounds=True)
         self.highlight_label.hide()
-        self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
+        self.trace_evals = Dots(4, EVAL_BRUSH)
         self.traces.addItem(self.trace_evals, ignoreBounds=True)
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
         self.traces.addItem(self.sigma_line, ignoreBounds=True)
@@ -149,8 +151,8 @@ class ImageTrajectoryView(QWidget):
         self.pca.setLabel("bottom", "PC 1 of x/s÷√(1+σ²)")
         self.pca.setLabel("left", "PC 2")
         self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
-        self.pca_evals = pg.ScatterPlotItem(size=3, pen=None, brush=EVAL_BRUSH)
-        self.pca_current = pg.ScatterPlotItem(size=6, pen=None, brush=CURRENT_BRUSH)
+        self.pca_evals = Dots(3, EVAL_BRUSH)
+        self.pca_current = Dots(6, CURRENT_BRUSH)
         for item in (self.pca_curve, self.pca_evals, self.pca_current):
             self.pca.addItem(item)
         self._pca_paths: Optional[np.ndarray] = None
@@ -231,7 +233,7 @@ class ImageTrajectoryView(QWidget):
         else:
             self.trace_evals.setData([], [])
         self.sigma_line.setValue(float(np.log10(sig[-1])))
-        self._show_pca_step(frame.index)
+        self.mark_step(frame.index)
 
     def set_highlight(self, pixel: Optional[tuple[int, int]]) -> None:
         """Draw this pixel's curves bold and labelled from the next frame on (None: no highlight)."""
@@ -253,7 +255,8 @@ class ImageTrajectoryView(QWidget):
         self.pca.setTitle("Paths, PCA over the run", size="9pt")
         self.pca.enableAutoRange()
 
-    def _show_pca_step(self, index: int) -> None:
+    def mark_step(self, index: int) -> None:
+        """The states of step ``index`` on the PCA paths (none before the run's paths exist)."""
         if self._pca_paths is None or index >= len(self._pca_paths):
             self.pca_current.setData([], [])
             return
