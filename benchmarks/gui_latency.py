@@ -21,9 +21,11 @@ Phases, for the Run tab (batch 16 and 64) and the Compare tab (1 and 4 columns Ã
 ``--by-handler MS`` adds, per phase, every kind of handler that took at least MS ms: its
 event type and the widget it went to (with the nearest of this project's views above
 it), how many times it ran that long, its worst time and that handler's CPU time on the
-GUI thread (a wall time far above it was spent waiting: for a core, or for the GIL). ``--profile MS`` also profiles
-every handler and prints, to stderr, the functions that handlers of at least MS ms spent
-their time in (profiling slows every handler down: diagnose with it, measure without).
+GUI thread (a wall time far above it was spent waiting: for a core, or for the GIL).
+``--profile MS`` also profiles every handler and prints, to stderr, the functions that
+handlers of at least MS ms spent their time in (profiling slows every handler down:
+diagnose with it, measure without). Each window is left STARTED_MS after it is shown,
+and frozen as the app freezes its start-up objects, before a phase is recorded.
 
 Offscreen unless ``$DISPLAY`` is set. Prints one JSON object.
 """
@@ -55,7 +57,9 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from explorer.core.analytic import GMMDenoiser  # noqa: E402
 from explorer.core.config import RunConfig  # noqa: E402
-from explorer.ui.app import freeze_heap  # noqa: E402
+from explorer.ui import app as app_module  # noqa: E402
+
+STARTED_MS = 1000  # after a window is shown, before recording: its first layout and paint are no run's handlers
 
 STALL_MS = (16, 50, 100, 500, 1000)
 COLUMN_SOLVERS = ("heun", "euler", "dpm-solver++2m", "dpm-solver-2")
@@ -203,6 +207,12 @@ def scrub(app: QApplication, slider, moves: int) -> None:
         app.processEvents()
 
 
+def freeze_heap() -> None:
+    """What the app does once its window is up (``explorer.ui.app.freeze_heap``; nothing in
+    checkouts older than it, so that a "before" run measures the app as it was)."""
+    getattr(app_module, "freeze_heap", lambda: None)()
+
+
 def settle(app: QApplication, ms: int = 200) -> None:
     loop = QEventLoop()
     QTimer.singleShot(ms, loop.quit)
@@ -220,7 +230,7 @@ def run_tab(app: TimedApp, den: GMMDenoiser, batch: int, steps: int) -> dict:
         window.show()
         window.model.load(RunConfig(solver="heun", steps=steps, batch=batch, device="cpu"))
         freeze_heap()  # as run_app does once the window is up
-        settle(app)
+        settle(app, STARTED_MS)
         name = f"run_tab/batch{batch}"
         out = {"run": record(app, lambda: wait_for(window.runEnded, window.start_run), f"{name} run")}
         settle(app)
@@ -244,7 +254,7 @@ def compare_tab(app: TimedApp, den: GMMDenoiser, columns: int, batch: int, steps
     for k in range(columns):
         view.add_column(RunConfig(solver=COLUMN_SOLVERS[k % len(COLUMN_SOLVERS)], steps=steps, batch=batch))
     freeze_heap()  # as run_app does once the window is up
-    settle(app)
+    settle(app, STARTED_MS)
     name = f"compare_tab/{columns}col/batch{batch}"
     out = {"run": record(app, lambda: wait_for(view.runEnded, view.run_all), f"{name} run")}
     out["reference"] = record(app, lambda: wait_for(view.runEnded, view.run_reference), f"{name} reference")
