@@ -87,7 +87,7 @@ def line_rect(a: QPointF, b: QPointF) -> QRectF | None:
     ``b`` covers, for a horizontal or vertical line (None for any other line).
 
     Across the line the pixels are the same (centres within half a pixel of it); along it
-    the rectangle runs from ``a`` to ``b``, which may leave out one end pixel of the line.
+    the rectangle runs from ``a`` to ``b``, and :func:`fill_rects` fills the end pixels too.
     """
     ax, ay, bx, by = a.x(), a.y(), b.x(), b.y()
     if ax == bx:
@@ -98,43 +98,49 @@ def line_rect(a: QPointF, b: QPointF) -> QRectF | None:
 
 
 def fill_rects(p: QPainter, filled: list[Filled]) -> None:
-    """Fill translucent rectangles; the one-pixel-wide ones of one height as one picture.
+    """Fill translucent one-pixel-wide rectangles standing for straight lines (:func:`line_rect`).
 
-    Why: Qt blends a rectangle one row at a time, so a hundred vertical grid lines were
-    15,000 one-pixel spans (2–3 ms); one row holding all their pixels, stretched over the
-    height, is blended a whole row at a time. The pixels are those each rectangle would
-    cover (Qt fills pixel k when its edges round, half up, to either side of k).
+    When the painter only moves (as it paints an axis), each covers exactly the device
+    pixels Qt's line would (the column or row the line crosses, from the pixel holding one
+    end to the pixel holding the other), and the vertical ones of one length are drawn
+    as one row of pixels stretched over their height. Why: Qt blends a rectangle one row at
+    a time, so a hundred vertical grid lines were 15,000 one-pixel spans (2–3 ms); the row,
+    stretched, is blended a whole row at a time.
     """
     t = p.transform()
-    moved_only = t.type() in (QTransform.TransformationType.TxNone, QTransform.TransformationType.TxTranslate)
-    tall: dict[tuple[float, float], list[Filled]] = defaultdict(list)
-    for rect, color in filled:
-        if moved_only and rect.width() == 1.0 and rect.height() > 1.0:
-            tall[(rect.top(), rect.bottom())].append((rect, color))
-        else:
+    if t.type() not in (QTransform.TransformationType.TxNone, QTransform.TransformationType.TxTranslate):
+        for rect, color in filled:
             p.fillRect(rect, color)
-    for (top, bottom), lines in tall.items():
-        _fill_columns(p, t, top, bottom, lines)
-
-
-def _fill_columns(p: QPainter, t: QTransform, top: float, bottom: float, lines: list[Filled]) -> None:
-    rows = (math.floor(top + t.dy() + 0.5), math.floor(bottom + t.dy() + 0.5))
-    if rows[1] <= rows[0]:
         return
-    cols = [math.floor(rect.left() + t.dx() + 0.5) for rect, _ in lines]
-    first = min(cols)
-    row = np.zeros((1, max(cols) - first + 1, 4), dtype=np.float64)  # premultiplied B, G, R, A
-    for col, (_, color) in zip(cols, lines):
+    dx, dy = t.dx(), t.dy()
+    tall: dict[tuple[int, int], list[tuple[int, QColor]]] = defaultdict(list)
+    p.save()
+    p.resetTransform()
+    for rect, color in filled:
+        if rect.width() == 1.0:  # vertical: x is the rectangle's middle
+            rows = (math.floor(rect.top() + dy), math.floor(rect.bottom() + dy))
+            tall[rows].append((math.floor(rect.left() + 0.5 + dx), color))
+        else:
+            row, first, last = math.floor(rect.top() + 0.5 + dy), math.floor(rect.left() + dx), math.floor(rect.right() + dx)
+            p.fillRect(QRect(first, row, last - first + 1, 1), color)
+    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+    for (top, bottom), columns in tall.items():
+        _fill_columns(p, top, bottom, columns)
+    p.restore()
+
+
+def _fill_columns(p: QPainter, top: int, bottom: int, columns: list[tuple[int, QColor]]) -> None:
+    """Device columns, each in its colour, from row ``top`` to row ``bottom``: one row of
+    premultiplied pixels (lines on one column composed in order), stretched."""
+    first = min(col for col, _ in columns)
+    row = np.zeros((1, max(col for col, _ in columns) - first + 1, 4), dtype=np.float64)  # B, G, R, A
+    for col, color in columns:
         a = color.alpha() / 255.0
         src = np.array([color.blue() * a, color.green() * a, color.red() * a, 255.0 * a])
         row[0, col - first] = src + row[0, col - first] * (1.0 - a)  # over what is already there
     pixels = np.ascontiguousarray(np.rint(row).astype(np.uint8))
     image = QImage(pixels.data, pixels.shape[1], 1, pixels.shape[1] * 4, QImage.Format.Format_ARGB32_Premultiplied)
-    p.save()
-    p.resetTransform()
-    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-    p.drawImage(QRect(first, rows[0], pixels.shape[1], rows[1] - rows[0]), image)
-    p.restore()
+    p.drawImage(QRect(first, top, pixels.shape[1], bottom - top + 1), image)
 
 
 def grid_axes(*sides: str) -> dict[str, GridAxis]:

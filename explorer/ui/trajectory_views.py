@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
-from explorer.ui.plot_items import Dots
+from explorer.ui.plot_items import Dots, grid_axes
 from explorer.ui.sigma_view import allow_narrow
 
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
@@ -51,7 +51,7 @@ class PathView(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget()
+        self.widget = pg.PlotWidget(axisItems=grid_axes())
         self.widget.setMinimumSize(240, 200)
         plot = self.plot = self.widget.getPlotItem()
         allow_narrow(plot.titleLabel)  # the title must not widen the plot past its widget
@@ -131,7 +131,7 @@ class ImageTrajectoryView(QWidget):
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(240, 200)
-        self.traces = self.graphics.addPlot(row=0, col=0)
+        self.traces = self.graphics.addPlot(row=0, col=0, axisItems=grid_axes())
         self.traces.setTitle("Pixels of x/s against σ (click an image to add one)", size="9pt")
         self.traces.setLogMode(x=True)
         self.traces.getViewBox().invertX(True)
@@ -146,7 +146,7 @@ class ImageTrajectoryView(QWidget):
         self.traces.addItem(self.trace_evals, ignoreBounds=True)
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
         self.traces.addItem(self.sigma_line, ignoreBounds=True)
-        self.pca = self.graphics.addPlot(row=0, col=1)
+        self.pca = self.graphics.addPlot(row=0, col=1, axisItems=grid_axes())
         self.pca.setTitle("Paths, PCA over the run", size="9pt")
         self.pca.setLabel("bottom", "PC 1 of x/s÷√(1+σ²)")
         self.pca.setLabel("left", "PC 2")
