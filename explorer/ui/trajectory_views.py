@@ -153,8 +153,11 @@ class ImageTrajectoryView(QWidget):
         self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
         self.pca_evals = Dots(3, EVAL_BRUSH)
         self.pca_current = Dots(6, CURRENT_BRUSH)
-        for item in (self.pca_curve, self.pca_evals, self.pca_current):
+        for item in (self.pca_curve, self.pca_evals):
             self.pca.addItem(item)
+        # the current step's states lie on the paths: left out of the auto-range, the view no longer
+        # shifts by a marker's half-width as the slider moves (which redrew both axes, 5 ms a step)
+        self.pca.addItem(self.pca_current, ignoreBounds=True)
         self._pca_paths: Optional[np.ndarray] = None
         self.graphics.ci.layout.setColumnStretchFactor(0, 3)
         self.graphics.ci.layout.setColumnStretchFactor(1, 2)
