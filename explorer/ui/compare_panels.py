@@ -13,7 +13,9 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget,
+)
 
 from explorer.core.compare import column_label
 from explorer.export.grids import _HEAT
@@ -79,6 +81,8 @@ class SeedLabels(pg.GraphicsObject):
         self._widths: dict[str, int] = {}
         self.font = QFont()
         self.font.setPointSize(SEED_POINTS)
+        # painted again only when the labels or the zoom change, not with every new picture under them
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def set_labels(self, labels: list[tuple[float, float, str]], tile_width: int, rect: QRectF) -> None:
         self.prepareGeometryChange()
@@ -128,6 +132,7 @@ class ColumnPanel(QWidget):
         self.dots = pg.ScatterPlotItem(size=4, pen=None)
         for item in (self.links, self.ref_dots, self.dots):
             self.box.addItem(item)
+            item.hide()  # shown with 2-D points only: hidden, empty items cost nothing to paint
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
         self._shown: tuple = ()  # (the mosaic or frame shown, how): a redraw of the same is skipped
@@ -177,6 +182,7 @@ class ColumnPanel(QWidget):
             self._has_points = False
             for item in (self.dots, self.ref_dots, self.links):
                 item.setData([], [])
+                item.hide()
 
     def _show_seeds(self, seed: int, count: int, tile_size: tuple[int, int]) -> None:
         """Label each tile's top-left corner with its seed (no labels for ``count`` 0)."""
@@ -195,6 +201,8 @@ class ColumnPanel(QWidget):
         if self._showing(frame, ("points", color, extent)):
             return
         self._has_points = True
+        for item in (self.dots, self.ref_dots, self.links):
+            item.show()
         self._show_seeds(0, 0, (0, 0))
         self.image.clear()
         self._shape = None

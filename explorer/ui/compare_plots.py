@@ -25,7 +25,7 @@ from explorer.core.solvers import SOLVERS
 from explorer.core.sweep import SweepResult
 from explorer.session.comparison import OverlayPath
 from explorer.ui.deferred import Deferred
-from explorer.ui.plot_items import CurveSample, MarkedCurve, grid_axes
+from explorer.ui.plot_items import CurveSample, MarkedCurve, grid_axes, settle_range
 
 if TYPE_CHECKING:
     from explorer.ui.compare_model import ComparisonModel
@@ -121,10 +121,22 @@ class _Plot(QWidget):
         missing = [c for key, c in self._wanted.items() if key not in self._drawn]
         for c in missing[:CURVES_PER_SLOT] if self.deferred is not None else missing:
             self._drawn[c.key] = (c.sources, c.make())
+        if missing:
+            settle_range(self.plot)  # the new range and ticks now: the paint after this slot only draws
         if self.deferred is not None and len(missing) > CURVES_PER_SLOT:
             return True
         QTimer.singleShot(0, self, self._fit_legend)
         return False
+
+    def expect(self, x: tuple[float, float], y: tuple[float, float]) -> None:
+        """Show this range (in the axes' units: log10 on a log axis) until the first curve comes.
+
+        Why: an empty plot's axis labels (0 … 1) are narrower than a σ or error axis's
+        (10² … 10⁻³), so the first curve widened the axis, the plot was laid out again and
+        its whole repaint, both axes' ticks worked out twice, came on top of the curve's.
+        """
+        self.plot.setRange(xRange=x, yRange=y, padding=0)
+        self.plot.enableAutoRange()  # an empty plot keeps the range; the first curve sets its own
 
     def add(self, item: pg.GraphicsObject) -> pg.GraphicsObject:
         """Add an item to the plot (a named one joins the legend) and return it."""
@@ -146,6 +158,7 @@ class SigmaOverlay(_Plot):
         self.axis.addItem("σ(t) against t", "t")
         self.axis.currentIndexChanged.connect(lambda *_: self._draw(fresh=True))
         self.layout().insertWidget(0, self.axis)
+        self.expect((0, 18), (-3, 2))  # EDM's σ from 80 to 0.002 over 18 steps
         self._runs: Sequence[Optional[ColumnRun]] = ()
         self._labels: Sequence[str] = ()
 
@@ -223,6 +236,7 @@ class ErrorOverlay(_Plot):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("error along the run (RMSE vs reference)", "σ", "RMSE", log_x=True, log_y=True, parent=parent)
         self.plot.getViewBox().invertX(True)
+        self.expect((-3, 2), (-5, 0))
 
     def show_errors(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], errors: Sequence[Optional[ColumnError]]) -> None:
         self.draw_curves([Curve(k, (run, label, err), lambda run=run, label=label, err=err: self._curve(run, label, err))
