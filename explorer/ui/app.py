@@ -7,6 +7,7 @@ normal launch but does not write them back.
 """
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Optional
@@ -31,6 +32,20 @@ def application() -> QApplication:
     return app  # type: ignore[return-value]
 
 
+def freeze_heap() -> None:
+    """Collect the start-up garbage once, then leave every object alive out of later collections.
+
+    Why: Python's full collections walked every object of torch, Qt and pyqtgraph, 50–120 ms
+    each, holding the interpreter lock on whichever thread set them off, so the GUI thread
+    stood still that long even when the worker thread had started them (measured in
+    ``benchmarks/gui_latency.py``: a 128 ms paint that used 2 ms of CPU). Frozen, the
+    modules, classes and the window's own items are no longer walked; what runs create is
+    collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run_app(screenshot: Optional[str] = None, settings_path: Optional[str] = None) -> int:
     """Show the main window; with ``screenshot``, save it after the first run and exit."""
     if screenshot is not None and Path(screenshot).suffix.lower() != ".png":
@@ -40,6 +55,7 @@ def run_app(screenshot: Optional[str] = None, settings_path: Optional[str] = Non
     app = application()
     window = MainWindow(AppSettings(open_settings(settings_path)), remember=screenshot is None)
     window.show()
+    freeze_heap()  # before the first run starts (the window starts it from the event loop)
     if screenshot is None:
         return int(app.exec())
     outcome = {"code": 1}

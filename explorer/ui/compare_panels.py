@@ -13,13 +13,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox, QGraphicsItem, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QSlider, QVBoxLayout, QWidget,
+)
 
 from explorer.core.compare import column_label
 from explorer.export.grids import _HEAT
 from explorer.export.images import grid_shape
 from explorer.session.comparison import MAX_TILES, ComparisonSession, Frame
 from explorer.ui.compare_model import ComparisonModel
+from explorer.ui.plot_items import LazyMenuViewBox
 
 VIEWS = {"x0": "x₀ estimate", "xt": "noisy xₜ", "diff": "difference"}  # short: the step row fits 1024×640
 PANEL_MIN_WIDTH = 148  # four columns side by side in a 1024×640 window; more scroll
@@ -75,12 +78,16 @@ class SeedLabels(pg.GraphicsObject):
         self.labels: list[tuple[float, float, str]] = []  # (x, y) of the tile's corner in image pixels, text
         self.tile_width = 0
         self._rect = QRectF()
+        self._widths: dict[str, int] = {}
         self.font = QFont()
         self.font.setPointSize(SEED_POINTS)
+        # painted again only when the labels or the zoom change, not with every new picture under them
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
 
     def set_labels(self, labels: list[tuple[float, float, str]], tile_width: int, rect: QRectF) -> None:
         self.prepareGeometryChange()
         self.labels, self.tile_width, self._rect = labels, tile_width, rect
+        self._widths: dict[str, int] = {}  # each text's width in the label font, measured at the first paint
         self.update()
 
     def drawn(self, scale: float) -> bool:
@@ -97,9 +104,12 @@ class SeedLabels(pg.GraphicsObject):
         painter.resetTransform()  # text at screen resolution, whatever the zoom
         painter.setFont(self.font)
         metrics = painter.fontMetrics()
+        widths = self._widths
         for x, y, text in self.labels:
             corner = transform.map(QPointF(x, y))
-            box = QRectF(corner.x(), corner.y(), metrics.horizontalAdvance(text) + 4, metrics.height())
+            if text not in widths:
+                widths[text] = metrics.horizontalAdvance(text)
+            box = QRectF(corner.x(), corner.y(), widths[text] + 4, metrics.height())
             painter.fillRect(box, QColor(0, 0, 0, 150))
             painter.setPen(QColor(255, 255, 255))
             painter.drawText(box, Qt.AlignCenter, text)
@@ -113,7 +123,8 @@ class ColumnPanel(QWidget):
         self.title = ElidedLines()
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(PANEL_MIN_WIDTH, PANEL_MIN_HEIGHT)
-        self.box = self.graphics.addViewBox(lockAspect=True, invertY=True)
+        self.box = LazyMenuViewBox(lockAspect=True, invertY=True)
+        self.graphics.addItem(self.box)
         self.image = pg.ImageItem()
         self.box.addItem(self.image)
         self.links = pg.PlotCurveItem(pen=pg.mkPen(170, 170, 170, 200))
@@ -121,8 +132,11 @@ class ColumnPanel(QWidget):
         self.dots = pg.ScatterPlotItem(size=4, pen=None)
         for item in (self.links, self.ref_dots, self.dots):
             self.box.addItem(item)
+            item.hide()  # shown with 2-D points only: hidden, empty items cost nothing to paint
         self._shape: Optional[tuple[int, ...]] = None
         self._color = ""
+        self._shown: tuple = ()  # (the mosaic or frame shown, how): a redraw of the same is skipped
+        self._has_points = False
         self.seeds = SeedLabels()  # each image tile's seed: the seed that draws it again
         self.box.addItem(self.seeds, ignoreBounds=True)
         layout = QVBoxLayout(self)
@@ -139,10 +153,11 @@ class ColumnPanel(QWidget):
     def show_image(self, mosaic: Optional[np.ndarray], seed: int = 0, count: int = 0,
                    tile_size: tuple[int, int] = (0, 0)) -> None:
         """A column's mosaic of ``count`` tiles of ``tile_size`` (h, w), each labelled with its
-        sample's seed (sample b is drawn by seed + b, as ``--seed`` reproduces it)."""
-        self.dots.setData([], [])
-        self.ref_dots.setData([], [])
-        self.links.setData([], [])
+        sample's seed (sample b is drawn by seed + b, as ``--seed`` reproduces it). The same
+        mosaic again draws nothing: a finished column redraws its own panel only."""
+        if self._showing(mosaic, ("image", seed, count, tile_size)):
+            return
+        self._clear_points()
         if mosaic is None:
             self.image.clear()
             self._show_seeds(0, 0, (0, 0))
@@ -155,6 +170,19 @@ class ColumnPanel(QWidget):
             self._shape = img.shape
             self.box.setDefaultPadding(0.01)
             self.box.enableAutoRange()  # follows the panel's resizes too, keeping the mosaic whole
+
+    def _showing(self, what: object, how: tuple) -> bool:
+        """Note what the picture is to show; True when it shows that already (the very same object)."""
+        same = bool(self._shown) and self._shown[0] is what and self._shown[1] == how
+        self._shown = (what, how)
+        return same
+
+    def _clear_points(self) -> None:
+        if self._has_points:
+            self._has_points = False
+            for item in (self.dots, self.ref_dots, self.links):
+                item.setData([], [])
+                item.hide()
 
     def _show_seeds(self, seed: int, count: int, tile_size: tuple[int, int]) -> None:
         """Label each tile's top-left corner with its seed (no labels for ``count`` 0)."""
@@ -170,6 +198,11 @@ class ColumnPanel(QWidget):
 
     def show_points(self, frame: Frame, color: str, extent: tuple[float, float, float, float]) -> None:
         """2-D samples in the column's colour; in the difference view also the reference points joined to them."""
+        if self._showing(frame, ("points", color, extent)):
+            return
+        self._has_points = True
+        for item in (self.dots, self.ref_dots, self.links):
+            item.show()
         self._show_seeds(0, 0, (0, 0))
         self.image.clear()
         self._shape = None
@@ -254,7 +287,8 @@ class PanelsView(QWidget):
         row.addWidget(self.slider, 1)
         row.addWidget(self.step_label)
         row.addWidget(self.color_bar)
-        self.panels: list[ColumnPanel] = []
+        self.panels: list[ColumnPanel] = []  # one per column, in order
+        self._spare: list[ColumnPanel] = []  # hidden panels of removed columns, kept for the next ones
         self.holder = QWidget()
         self.panels_row = QHBoxLayout(self.holder)
         self.panels_row.setContentsMargins(0, 0, 0, 0)
@@ -283,17 +317,30 @@ class PanelsView(QWidget):
         return self.model.session
 
     def _columns_changed(self) -> None:
+        """One panel per column. A removed column's panel is hidden and kept for the next new
+        column, and a batch of changes (a parameter grid) is laid out and painted once: making
+        a panel and laying the row out again for each one took 13 ms a column."""
         n = len(self.session.columns)
-        while len(self.panels) > n:
-            panel = self.panels.pop()
-            self.panels_row.removeWidget(panel)
-            panel.deleteLater()
-        while len(self.panels) < n:
-            panel = ColumnPanel()
-            self.panels.append(panel)
-            self.panels_row.addWidget(panel, 1)
-        self.empty.setVisible(n == 0)
-        self.reset_slider()
+        self.holder.setUpdatesEnabled(False)
+        try:
+            while len(self.panels) > n:
+                panel = self.panels.pop()
+                panel.hide()
+                self._spare.append(panel)  # the row keeps it, after the shown ones
+            while len(self.panels) < n:
+                panel = self._spare.pop() if self._spare else self._new_panel()
+                self.panels.append(panel)
+                panel.show()
+            self.empty.setVisible(n == 0)
+            self.reset_slider()
+        finally:
+            self.holder.setUpdatesEnabled(True)
+
+    def _new_panel(self) -> ColumnPanel:
+        panel = ColumnPanel()
+        at = self.panels_row.count() - len(self._spare)  # before the spare ones (hidden, at the end)
+        self.panels_row.insertWidget(at, panel, 1)
+        return panel
 
     def reset_slider(self) -> None:
         """New results or sync mode: the slider spans them and moves to the end."""

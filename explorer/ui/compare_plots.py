@@ -3,8 +3,9 @@
 Every column is drawn in its own colour (:func:`explorer.core.compare.column_color`), the
 same as in the grids and the exported plots; the reference is black and dashed; the sweep
 plots solvers, one colour per solver.
-Items are created per redraw of a finished comparison (a handful of curves), and the
-current-step marker is one item moved with ``setValue``.
+A curve is made once per run it shows (a few at a time, the rest in later slots of the
+tab's :class:`~explorer.ui.deferred.Deferred` queue), and the current-step marker is one
+item moved with ``setValue``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from explorer.core.compare import REFERENCE_COLOR, ColumnError, ColumnRun, solve
 from explorer.core.solvers import SOLVERS
 from explorer.core.sweep import SweepResult
 from explorer.session.comparison import OverlayPath
+from explorer.ui.deferred import Deferred
+from explorer.ui.plot_items import CurveSample, MarkedCurve, grid_axes, settle_range
 
 if TYPE_CHECKING:
     from explorer.ui.compare_model import ComparisonModel
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 TINY = 1e-300
 LEGEND_SHARE = 0.5  # the most of a plot's height its legend may cover
 PLOT_MIN_HEIGHT = 110  # the plot of the lower half: with its tab bar under 180 px, so the pictures keep room at 1024×640
+CURVES_PER_SLOT = 4  # curves made in one GUI slot (about 2 ms each with its legend entry); the rest in later slots
 
 
 def pen(color: str, width: float = 1.6, dashed: bool = False) -> "pg.QtGui.QPen":
@@ -57,7 +61,8 @@ class _Plot(QWidget):
     def __init__(self, title: str, x: str, y: str, log_x: bool = False, log_y: bool = False,
                  marker_angle: Optional[int] = 90, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget(title=title)
+        self.deferred: Optional[Deferred] = None  # where curves beyond CURVES_PER_SLOT wait (None: all at once)
+        self.widget = pg.PlotWidget(title=title, axisItems=grid_axes())
         self.widget.setMinimumSize(220, PLOT_MIN_HEIGHT)
         self.plot = self.widget.getPlotItem()
         self.plot.setLabel("bottom", x)
@@ -67,10 +72,11 @@ class _Plot(QWidget):
         # two columns on a translucent ground: four columns' entries in one column covered
         # the curves of a 1024×640 window's plot and ran off its bottom
         self.legend = self.plot.addLegend(offset=(-10, 10), labelTextSize="8pt", colCount=2,
-                                          brush=pg.mkBrush(255, 255, 255, 190), verSpacing=-4)
+                                          brush=pg.mkBrush(255, 255, 255, 190), verSpacing=-4, sampleType=CurveSample)
         self.marker = pg.InfiniteLine(angle=marker_angle, pen=pg.mkPen(150, 150, 150, width=1)) if marker_angle is not None else None
         self.plot.getViewBox().sigResized.connect(self._fit_legend)
         self._drawn: dict[object, tuple[tuple, list]] = {}  # key → (sources, items) of the curves shown
+        self._wanted: dict[object, Curve] = {}  # key → curve, of the curves to show
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.widget)
@@ -88,6 +94,7 @@ class _Plot(QWidget):
         self.plot.clear()
         self.legend.clear()
         self._drawn.clear()
+        self._wanted.clear()
         QTimer.singleShot(0, self, self._fit_legend)
         if self.marker is not None:
             self.plot.addItem(self.marker, ignoreBounds=True)
@@ -97,16 +104,44 @@ class _Plot(QWidget):
 
         Why: each finished column used to clear and redraw every curve of the plot on the GUI
         thread (at four columns × batch 64, up to 42 ms for the σ plot alone); a curve already
-        drawn from the same run now stays, and only the new column's is made.
+        drawn from the same run now stays, and only the new column's is made. At most
+        CURVES_PER_SLOT are made in this slot; the rest follow in later ones.
         """
-        wanted = {c.key: c for c in curves}
-        for key in [k for k, (sources, _) in self._drawn.items() if k not in wanted or not _same(sources, wanted[k].sources)]:
+        self._wanted = {c.key: c for c in curves}
+        for key in [k for k, (sources, _) in self._drawn.items() if k not in self._wanted or not _same(sources, self._wanted[k].sources)]:
             for item in self._drawn.pop(key)[1]:
                 self.plot.removeItem(item)  # and its legend entry
-        for c in curves:
-            if c.key not in self._drawn:
-                self._drawn[c.key] = (c.sources, c.make())
+        if self._make_some() and self.deferred is not None:
+            self.deferred.add(self._make_some, key=self, repeat=True)
         QTimer.singleShot(0, self, self._fit_legend)
+
+    def _make_some(self) -> bool:
+        """Make up to CURVES_PER_SLOT of the wanted curves not yet drawn (all of them without a
+        queue); True while some are still to be made."""
+        missing = [c for key, c in self._wanted.items() if key not in self._drawn]
+        for c in missing[:CURVES_PER_SLOT] if self.deferred is not None else missing:
+            self._drawn[c.key] = (c.sources, c.make())
+        if missing:
+            settle_range(self.plot)  # the new range and ticks now: the paint after this slot only draws
+        if self.deferred is not None and len(missing) > CURVES_PER_SLOT:
+            return True
+        QTimer.singleShot(0, self, self._fit_legend)
+        return False
+
+    def expect(self, x: tuple[float, float], y: tuple[float, float]) -> None:
+        """Show this range (in the axes' units: log10 on a log axis) until the first curve comes.
+
+        Why: an empty plot's axis labels (0 … 1) are narrower than a σ or error axis's
+        (10² … 10⁻³), so the first curve widened the axis, the plot was laid out again and
+        its whole repaint, both axes' ticks worked out twice, came on top of the curve's.
+        """
+        self.plot.setRange(xRange=x, yRange=y, padding=0)
+        self.plot.enableAutoRange()  # an empty plot keeps the range; the first curve sets its own
+
+    def add(self, item: pg.GraphicsObject) -> pg.GraphicsObject:
+        """Add an item to the plot (a named one joins the legend) and return it."""
+        self.plot.addItem(item)
+        return item
 
     def legend_texts(self) -> list[str]:
         return [label.text for _, label in self.legend.items]
@@ -123,6 +158,7 @@ class SigmaOverlay(_Plot):
         self.axis.addItem("σ(t) against t", "t")
         self.axis.currentIndexChanged.connect(lambda *_: self._draw(fresh=True))
         self.layout().insertWidget(0, self.axis)
+        self.expect((0, 18), (-3, 2))  # EDM's σ from 80 to 0.002 over 18 steps
         self._runs: Sequence[Optional[ColumnRun]] = ()
         self._labels: Sequence[str] = ()
 
@@ -146,8 +182,7 @@ class SigmaOverlay(_Plot):
         sig, t = run.trajectory.sigma.double().numpy(), run.trajectory.t.double().numpy()
         ok = (sig > 0) & (t > 0)
         x = t[ok] if by_t else np.arange(len(sig))[ok]
-        return [self.plot.plot(x, sig[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
-                               symbolPen=None, name=label)]
+        return [self.add(MarkedCurve(x, sig[ok], pen(run.color), run.color, 4, name=label))]
 
     def mark(self, step: Optional[int], sigma: Optional[float]) -> None:
         """In step mode a vertical line at the step; in σ mode a horizontal one at σ."""
@@ -192,7 +227,7 @@ class TrajectoryOverlay(_Plot):
             item = pg.PlotCurveItem(path.x, path.y, connect=path.connect, pen=pen(color, 1.0, dashed), name=label)
             self.plot.addItem(item)  # a named item joins the legend once, by itself
             return item
-        return self.plot.plot(path.x, path.y, pen=pen(color, 1.4, dashed), name=label)
+        return self.add(MarkedCurve(path.x, path.y, pen(color, 1.4, dashed), name=label))
 
 
 class ErrorOverlay(_Plot):
@@ -201,6 +236,7 @@ class ErrorOverlay(_Plot):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("error along the run (RMSE vs reference)", "σ", "RMSE", log_x=True, log_y=True, parent=parent)
         self.plot.getViewBox().invertX(True)
+        self.expect((-3, 2), (-5, 0))
 
     def show_errors(self, runs: Sequence[Optional[ColumnRun]], labels: Sequence[str], errors: Sequence[Optional[ColumnError]]) -> None:
         self.draw_curves([Curve(k, (run, label, err), lambda run=run, label=label, err=err: self._curve(run, label, err))
@@ -209,8 +245,7 @@ class ErrorOverlay(_Plot):
     def _curve(self, run: ColumnRun, label: str, err: ColumnError) -> list:
         sig, e = np.array(err.step_sigma), np.array(err.step)
         ok = (sig > 0) & np.isfinite(e) & (e > 0)
-        return [self.plot.plot(sig[ok], e[ok], pen=pen(run.color), symbol="o", symbolSize=4, symbolBrush=run.color,
-                               symbolPen=None, name=label)]
+        return [self.add(MarkedCurve(sig[ok], e[ok], pen(run.color), run.color, 4, name=label))]
 
     def mark(self, sigma: Optional[float]) -> None:
         if self.marker is not None and sigma is not None and sigma > 0:
@@ -236,8 +271,7 @@ class SweepPlot(_Plot):
             order = orders[solver]
             name = f"{solver} (order {order:.2f})" if math.isfinite(order) else solver
             color = solver_color(solver)
-            self.plot.plot([p.nfe for p in pts], [p.error for p in pts], pen=pen(color), symbol="o", symbolSize=6,
-                           symbolBrush=color, symbolPen=None, name=name)
+            self.add(MarkedCurve([p.nfe for p in pts], [p.error for p in pts], pen(color), color, 6, name=name))
 
 
 DEFAULT_SWEEP = ("heun", "dpm-solver-3", "dpm-solver++2m")
@@ -246,11 +280,15 @@ DEFAULT_SWEEP = ("heun", "dpm-solver-3", "dpm-solver++2m")
 class OverlayTabs(QTabWidget):
     """The lower half of the Compare tab: the overlays and the sweep panel, observing the model."""
 
-    def __init__(self, model: "ComparisonModel", run_sweep: Callable[[], object], parent: Optional[QWidget] = None) -> None:
+    def __init__(self, model: "ComparisonModel", run_sweep: Callable[[], object], deferred: Optional[Deferred] = None,
+                 parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.model = model
+        self.deferred = deferred or Deferred(self)
         self.sigma_plot, self.path_plot, self.error_plot = SigmaOverlay(), TrajectoryOverlay(), ErrorOverlay()
         self.sweep_plot = SweepPlot()
+        for plot in (self.sigma_plot, self.path_plot, self.error_plot, self.sweep_plot):
+            plot.deferred = self.deferred
         self.addTab(self.sigma_plot, "σ per step")
         self.addTab(self.path_plot, "Trajectories")
         self.addTab(self.error_plot, "Error along the run")
@@ -301,10 +339,11 @@ class OverlayTabs(QTabWidget):
         self.setCurrentIndex(3)
 
     def redraw(self) -> None:
-        """The comparison changed: draw the overlay on show now, the others when their tab is
-        picked (drawing all three after every finished column held the GUI thread 3× as long)."""
+        """The comparison changed: draw the overlay on show in a slot of its own (the result's
+        handler only notes it), the others when their tab is picked (drawing all three after
+        every finished column held the GUI thread 3× as long)."""
         self._stale = {self.sigma_plot, self.path_plot, self.error_plot}
-        self._draw_current()
+        self.deferred.add(self._draw_current, key=self)
 
     def _draw_current(self, *_: object) -> None:
         plot = self.currentWidget()

@@ -62,10 +62,7 @@ class ColumnsTable(QTableWidget):
         self._editing = self._editing[: len(s.columns)]
         errors, colors = s.errors(), s.colors()
         for k, (config, run) in enumerate(zip(s.columns, s.runs)):
-            swatch = QTableWidgetItem(str(k + 1))
-            swatch.setBackground(pg.mkColor(colors[k]))
-            swatch.setForeground(pg.mkColor("w"))
-            self.setItem(k, 0, swatch)
+            self._swatch(k, colors[k])
             shown = (config, _steps_shown(config, run))
             if k >= len(self._editing) or self._editing[k] != shown or self.cellWidget(k, 1) is None:
                 self.setCellWidget(k, 1, self._solver_editor(k, config))
@@ -74,9 +71,27 @@ class ColumnsTable(QTableWidget):
             cells = [self._nfe_text(config, run), f"{run.seconds:.3f}" if run and math.isfinite(run.seconds) else "",
                      f"{errors[k].final:.4e}" if errors[k] is not None else ""]
             for q, text in enumerate(cells, start=3):
-                item = QTableWidgetItem(text)
-                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                self.setItem(k, q, item)
+                self._number(k, q, text)
+
+    def _swatch(self, k: int, color: str) -> None:
+        """Row k's number on its column's colour (made again only when the colour changed)."""
+        item = self.item(k, 0)
+        if item is None or item.text() != str(k + 1) or item.background().color() != pg.mkColor(color):
+            item = QTableWidgetItem(str(k + 1))
+            item.setBackground(pg.mkColor(color))
+            item.setForeground(pg.mkColor("w"))
+            self.setItem(k, 0, item)
+
+    def _number(self, k: int, q: int, text: str) -> None:
+        """A right-aligned number cell, set only when its text changed (every result refills the
+        table: a new item per cell per result was most of a finished column's table time)."""
+        item = self.item(k, q)
+        if item is None:
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            self.setItem(k, q, item)
+        elif item.text() != text:
+            item.setText(text)
 
     def _nfe_text(self, config: RunConfig, run: Optional[ColumnRun]) -> str:
         if run is not None:

@@ -7,7 +7,9 @@ The tab is a composition of small views over one
 (:mod:`explorer.ui.compare_panels`), the overlay plots and the sweep panel
 (:mod:`explorer.ui.compare_plots`), and this module's toolbar and export menu.
 Background work is a job object (:mod:`explorer.ui.compare_jobs`) that prepares
-errors and frames on the worker thread; the GUI thread only commits and draws.
+errors and frames on the worker thread; the GUI thread only commits and draws, and what
+a result changes beyond its column's panel is drawn in later short slots (a
+:class:`~explorer.ui.deferred.Deferred` queue), each within the 16 ms a slot may take.
 
 The comparison runs on its own copy of the denoiser, so the Run tab may sample at the
 same time without either run changing the other's device or dtype.
@@ -38,6 +40,7 @@ from explorer.ui.compare_model import ComparisonModel
 from explorer.ui.compare_panels import VIEWS, ColumnPanel, PanelsView
 from explorer.ui.compare_plots import OverlayTabs
 from explorer.ui.compare_grid import GridDialog, grid_columns, parse_rhos
+from explorer.ui.deferred import Deferred
 from explorer.ui.session import Session
 from explorer.ui.worker import GeneratorWorker
 
@@ -52,7 +55,8 @@ class CompareView(QWidget):
 
     Signals:
         runEnded(str): "finished", "failed" or "cancelled" after a run of columns, the
-            reference, a sweep or an export (for scripts and tests).
+            reference, a sweep or an export (for scripts and tests), once what it changed
+            is drawn.
     """
 
     runEnded = Signal(str)
@@ -67,6 +71,7 @@ class CompareView(QWidget):
         self.worker = GeneratorWorker(self, rate_hz=15)
         self.job: Optional[Job] = None
         self._own: Optional[tuple[int, Denoiser]] = None
+        self.deferred = Deferred(self)  # drawing left for later slots; runEnded waits behind it
         self._build()
         self.worker.frameReady.connect(self._on_progress)
         self.worker.finished.connect(self._on_finished)
@@ -162,7 +167,7 @@ class CompareView(QWidget):
         self.table = ColumnsTable(self.model, self._sigma_range)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.panels_view = PanelsView(self.model)
-        self.plots = OverlayTabs(self.model, self.run_sweep)
+        self.plots = OverlayTabs(self.model, self.run_sweep, self.deferred)
         self.panels_view.stepShown.connect(self.plots.mark)
         # One splitter for the table, the panels and the plots: in a 1024×640 window a fixed table
         # above it left the panels' pictures 30 px tall; the pictures get the stretch, and the
@@ -388,7 +393,7 @@ class CompareView(QWidget):
         self.model.set_status(self.model.status.end(how, text))
         self.say(text, error=error)
         self._update_buttons()
-        self.runEnded.emit(how)
+        self.deferred.add(lambda: self.runEnded.emit(how))  # after the drawing the job's results queued
 
     def _show_status(self, status: RunStatus) -> None:
         if status.running:

@@ -181,6 +181,7 @@ class RunRecord:
         self._density_cache: dict[int, Density] = {}
         self._projection: Optional[tuple[np.ndarray, np.ndarray]] = None
         self._last: Optional[tuple[tuple, StepFrame]] = None  # (pixels, frame) of the last state, made by finish
+        self._latest: Optional[tuple[int, tuple, StepFrame]] = None  # (state, pixels, frame) last made for the live view
 
     # ------------------------------------------------------------------ recording
     def observe(self, event: StepEvent) -> None:
@@ -204,7 +205,12 @@ class RunRecord:
         if not self.is_points:
             self.projection()
         if self.events:  # the frame the finished run is first shown at, made here rather than on the GUI thread
-            self._last = (self.pixels, self.frame(len(self.events) - 1))
+            last, pixels = len(self.events) - 1, self.pixels
+            live = self._latest
+            # the live view's last frame when it shows the last state: the very object, so the
+            # view knows it is drawn already
+            frame = live[2] if live is not None and live[:2] == (last, pixels) else self.frame(last)
+            self._last = (pixels, frame)
         return self
 
     @property
@@ -234,7 +240,10 @@ class RunRecord:
     # ------------------------------------------------------------------ frames
     def latest_frame(self, event: StepEvent) -> StepFrame:
         """The frame of the event just observed (the worker's ``convert``)."""
-        return self.frame(len(self.events) - 1)
+        i, pixels = len(self.events) - 1, self.pixels
+        frame = self.frame(i)
+        self._latest = (i, pixels, frame)
+        return frame
 
     def frame(self, i: int, pictures: bool = True) -> StepFrame:
         """The frame of state ``i`` (0 = initial noise); without ``pictures`` only its numbers

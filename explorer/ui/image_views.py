@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from explorer.ui.frames import Density, MosaicLayout
 from explorer.ui.sigma_view import allow_narrow
+from explorer.ui.plot_items import grid_axes
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="w", foreground="k")
 
@@ -152,7 +153,7 @@ class ScatterView(QWidget):
 
     def __init__(self, title: str, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget(title=title)
+        self.widget = pg.PlotWidget(title=title, axisItems=grid_axes())
         self.widget.setMinimumSize(160, 160)
         self.plot = self.widget.getPlotItem()
         self.plot.setAspectLocked(True)

@@ -34,6 +34,7 @@ from explorer.session.run import RunSession
 from explorer.session.status import RunStatus, starting
 from explorer.ui.config_model import ConfigModel
 from explorer.ui.controls import ControlPanel
+from explorer.ui.deferred import Deferred
 from explorer.ui.frames import RunRecord, StepFrame
 from explorer.ui.run_view import RunView
 from explorer.ui.session import Session
@@ -78,7 +79,8 @@ class MainWindow(QMainWindow):
     """The application window.
 
     Signals:
-        runEnded(str): "finished", "failed" or "cancelled" (for scripts and tests).
+        runEnded(str): "finished", "failed" or "cancelled" (for scripts and tests), once the
+            run's end is drawn.
     """
 
     runEnded = Signal(str)
@@ -101,6 +103,7 @@ class MainWindow(QMainWindow):
         self.model = ConfigModel(self.state, self)  # the control panel's face of it
         self.session = Session(self.state, self)  # the tabs' face of it
         self.worker = GeneratorWorker(self)
+        self.deferred = Deferred(self)  # a run's end, drawn in short slots (explorer.ui.deferred)
         self._build()
         self._build_menus()
         self._connect()
@@ -319,6 +322,7 @@ class MainWindow(QMainWindow):
         config, plan = self.model.config, self.model.plan
         if self.worker.is_running() or config is None or plan is None:
             return False
+        self.deferred.flush()  # the last run's end is drawn, and reported, before this run begins
         denoiser = self.session.denoiser
         record = RunRecord(denoiser, config, self.session.denoiser_spec, pixels=self.run_view.pixels)
         self._live_record = record
@@ -362,26 +366,48 @@ class MainWindow(QMainWindow):
         self._update_actions()
 
     def _on_finished(self, record: RunRecord) -> None:
+        """The run is done. The live view already shows its last step (the worker's final frame,
+        drawn in the slot before this one); the rest follows in short slots (:meth:`_end_later`)."""
         self.record = record
         self.session.set_trajectory(record.trajectory)
-        self._restore_previous()
-        self._run_over("finished", record)
         last = record.frame(record.num_states - 1, pictures=False)
-        self.status(self._speed_text(last, running=False))
-        self.runEnded.emit("finished")
+        self._end_later("finished", record, self._speed_text(last, running=False))
 
-    def _restore_previous(self) -> None:
-        """The views of the last run kept (finished, or cancelled part-way), or none."""
-        self.run_view.set_denoiser(self.session.denoiser)
-        if self.record is not None and self.record.denoiser is self.session.denoiser:
+    def _end_later(self, how: str, record: Optional[RunRecord], text: str = "") -> None:
+        """The rest of a run's end, each piece a slot of its own: the views reset for the
+        denoiser (after a failed or cancelled run), the kept run shown in them (slider, PCA
+        paths; its last frame is the one the live view already drew), then the status, the
+        actions and runEnded.
+
+        Why: done in the end-of-run slot, with the final frame drawn twice over, it held the
+        GUI thread 19–30 ms; each piece alone stays within the 16 ms a slot may take. A
+        finished run's views are already this denoiser's, so they are not reset.
+        """
+        if how != "finished":
+            self.deferred.add(self._reset_views)
+        self.deferred.add(self._show_kept)
+        self.deferred.add(lambda: self._report_end(how, record, text))
+
+    def _reset_views(self) -> None:
+        if not self.worker.is_running():  # a new run's live view is not touched
+            self.run_view.set_denoiser(self.session.denoiser)
+
+    def _show_kept(self) -> None:
+        """The views of the last run kept (finished, or cancelled part-way), if it is this denoiser's."""
+        if not self.worker.is_running() and self.record is not None and self.record.denoiser is self.session.denoiser:
             self.run_view.show_record(self.record)
+
+    def _report_end(self, how: str, record: Optional[RunRecord], text: str) -> None:
+        if not self.worker.is_running():
+            self._run_over(how, record)
+        if text:
+            self.status(text)
+        self.runEnded.emit(how)
 
     def _on_failed(self, message: str) -> None:
         steps = self._live_record.num_states - 1 if self._live_record is not None else 0
-        self._restore_previous()
-        self._run_over("failed")
+        self._end_later("failed", None)
         self.show_error(f"The run failed after {steps} steps: {message}")
-        self.runEnded.emit("failed")
 
     def _on_cancelled(self) -> None:
         """Keep the steps made: the partial run becomes the shown record, scrubbable, marked cancelled."""
@@ -394,11 +420,8 @@ class MainWindow(QMainWindow):
                 kept = True
             except (ValueError, RuntimeError):
                 pass  # a record that cannot close (e.g. no finished step) leaves the previous run
-        self._restore_previous()
-        self._run_over("cancelled", self.record if kept else None)
         shown = "; its steps are kept (scrub them)" if kept else ("; showing the previous run" if self.record is not None else "")
-        self.status(f"Cancelled after {steps} steps{shown}.")
-        self.runEnded.emit("cancelled")
+        self._end_later("cancelled", self.record if kept else None, f"Cancelled after {steps} steps{shown}.")
 
     def _pixels_changed(self, pixels: tuple) -> None:
         if self._live_record is not None:

@@ -190,7 +190,11 @@ class RunView(QWidget):
         self.slider.blockSignals(False)
         self.slider.setEnabled(True)
         record.pixels = self.pixels or record.pixels
-        self.show_frame(record.frame(record.num_states - 1), live=False)
+        frame = record.frame(record.num_states - 1)
+        if frame is self.frame:  # the live view drew this very frame a moment ago: only the PCA step is new
+            self.image_paths.mark_step(frame.index)
+        else:
+            self.show_frame(frame, live=False)
 
     def sigma_mode(self) -> str:
         """The lower σ plot's choice (a key of :data:`explorer.ui.sigma_view.MODES`)."""

@@ -16,6 +16,7 @@ import torch
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from explorer.core.solvers.context import Plan
+from explorer.ui.plot_items import grid_axes
 from explorer.ui.widgets import DataCombo
 
 def _narrow_min(label: pg.LabelItem) -> None:
@@ -97,8 +98,8 @@ class SigmaView(QWidget):
         self._log_t = False
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(240, 200)
-        self.top = self.graphics.addPlot(row=0, col=0)
-        self.bottom = self.graphics.addPlot(row=1, col=0)
+        self.top = self.graphics.addPlot(row=0, col=0, axisItems=grid_axes("left", "bottom", "right"))
+        self.bottom = self.graphics.addPlot(row=1, col=0, axisItems=grid_axes())
         self._build_top()
         self._build_bottom()
 

@@ -2,7 +2,8 @@
 
 All paths of a run are one ``PlotCurveItem`` whose ``connect`` array breaks the line
 between particles (thousands of particles, one item); the solver's stage evaluations
-are one scatter item and the current step another.
+are one :class:`~explorer.ui.plot_items.Dots` item and the current step another (a
+ScatterPlotItem styled each of a frame's thousands of points in Python: 10 ms a frame).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
+from explorer.ui.plot_items import Dots, grid_axes
 from explorer.ui.sigma_view import allow_narrow
 
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
@@ -49,7 +51,7 @@ class PathView(QWidget):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
-        self.widget = pg.PlotWidget()
+        self.widget = pg.PlotWidget(axisItems=grid_axes())
         self.widget.setMinimumSize(240, 200)
         plot = self.plot = self.widget.getPlotItem()
         allow_narrow(plot.titleLabel)  # the title must not widen the plot past its widget
@@ -65,9 +67,9 @@ class PathView(QWidget):
         self.jumps.setZValue(5)
         plot.addItem(self.jumps)
         self.legend = plot.addLegend(offset=(6, 6))
-        self.evals = pg.ScatterPlotItem(size=2.5, pen=None, brush=EVAL_BRUSH)
+        self.evals = Dots(2.5, EVAL_BRUSH)
         plot.addItem(self.evals)
-        self.current = pg.ScatterPlotItem(size=5, pen=None, brush=CURRENT_BRUSH)
+        self.current = Dots(5, CURRENT_BRUSH)
         plot.addItem(self.current)
         self._rect: Optional[tuple[float, ...]] = None
         layout = QVBoxLayout(self)
@@ -129,7 +131,7 @@ class ImageTrajectoryView(QWidget):
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(240, 200)
-        self.traces = self.graphics.addPlot(row=0, col=0)
+        self.traces = self.graphics.addPlot(row=0, col=0, axisItems=grid_axes())
         self.traces.setTitle("Pixels of x/s against σ (click an image to add one)", size="9pt")
         self.traces.setLogMode(x=True)
         self.traces.getViewBox().invertX(True)
@@ -140,19 +142,22 @@ class ImageTrajectoryView(QWidget):
         self.highlight_label = pg.TextItem(anchor=(1, 1), color=(0, 0, 0))
         self.traces.addItem(self.highlight_label, ignoreBounds=True)
         self.highlight_label.hide()
-        self.trace_evals = pg.ScatterPlotItem(size=4, pen=None, brush=EVAL_BRUSH)
+        self.trace_evals = Dots(4, EVAL_BRUSH)
         self.traces.addItem(self.trace_evals, ignoreBounds=True)
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
         self.traces.addItem(self.sigma_line, ignoreBounds=True)
-        self.pca = self.graphics.addPlot(row=0, col=1)
+        self.pca = self.graphics.addPlot(row=0, col=1, axisItems=grid_axes())
         self.pca.setTitle("Paths, PCA over the run", size="9pt")
         self.pca.setLabel("bottom", "PC 1 of x/s÷√(1+σ²)")
         self.pca.setLabel("left", "PC 2")
         self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
-        self.pca_evals = pg.ScatterPlotItem(size=3, pen=None, brush=EVAL_BRUSH)
-        self.pca_current = pg.ScatterPlotItem(size=6, pen=None, brush=CURRENT_BRUSH)
-        for item in (self.pca_curve, self.pca_evals, self.pca_current):
+        self.pca_evals = Dots(3, EVAL_BRUSH)
+        self.pca_current = Dots(6, CURRENT_BRUSH)
+        for item in (self.pca_curve, self.pca_evals):
             self.pca.addItem(item)
+        # the current step's states lie on the paths: left out of the auto-range, the view no longer
+        # shifts by a marker's half-width as the slider moves (which redrew both axes, 5 ms a step)
+        self.pca.addItem(self.pca_current, ignoreBounds=True)
         self._pca_paths: Optional[np.ndarray] = None
         self.graphics.ci.layout.setColumnStretchFactor(0, 3)
         self.graphics.ci.layout.setColumnStretchFactor(1, 2)
@@ -231,7 +236,7 @@ class ImageTrajectoryView(QWidget):
         else:
             self.trace_evals.setData([], [])
         self.sigma_line.setValue(float(np.log10(sig[-1])))
-        self._show_pca_step(frame.index)
+        self.mark_step(frame.index)
 
     def set_highlight(self, pixel: Optional[tuple[int, int]]) -> None:
         """Draw this pixel's curves bold and labelled from the next frame on (None: no highlight)."""
@@ -253,7 +258,8 @@ class ImageTrajectoryView(QWidget):
         self.pca.setTitle("Paths, PCA over the run", size="9pt")
         self.pca.enableAutoRange()
 
-    def _show_pca_step(self, index: int) -> None:
+    def mark_step(self, index: int) -> None:
+        """The states of step ``index`` on the PCA paths (none before the run's paths exist)."""
         if self._pca_paths is None or index >= len(self._pca_paths):
             self.pca_current.setData([], [])
             return
