@@ -148,18 +148,20 @@ def _fill_columns(p: QPainter, top: int, bottom: int, columns: list[tuple[int, Q
     p.drawImage(QRect(first, top, pixels.shape[1], bottom - top + 1), image)
 
 
-def settle_range(plot: pg.PlotItem) -> None:
-    """Apply a plot's pending auto-range and work its axes out now (:meth:`GridAxis.prepare`).
+def settle_range(plot: pg.PlotItem, sides: tuple[str, ...] = ("left",)) -> None:
+    """Apply a plot's pending auto-range now and work out the ticks of the axes on ``sides``
+    (:meth:`GridAxis.prepare`); the other axes' are worked out in the next paint.
 
-    Why: pyqtgraph does both in the next paint, so the paint after a slot that added a curve
-    to an empty plot held the GUI thread 12–16 ms, both axes' ticks included; done at the end
-    of that slot, the work is shared between the two.
+    Why: pyqtgraph does all of it in the next paint, so the paint after a slot that added a
+    curve to an empty plot held the GUI thread 12–16 ms, both axes' ticks included. One
+    axis here and one there share the work about evenly between the slot and the paint
+    (both axes here made the slot the long one).
     """
     box = plot.getViewBox()
     if any(box.state["autoRange"]):
         box.updateAutoRange()
-    for entry in plot.axes.values():
-        axis = entry["item"]
+    for side in sides:
+        axis = plot.getAxis(side)
         if isinstance(axis, GridAxis) and axis.isVisible():
             axis.prepare()
 
