@@ -11,6 +11,7 @@ step queued by a running step runs next, as a part of the work that queued it.
 """
 from __future__ import annotations
 
+import sys
 from collections import deque
 from typing import Callable, Hashable, Optional
 
@@ -67,7 +68,9 @@ class Deferred(QObject):
         self._spawned = []
         try:
             again = step() is True and repeat
-        finally:  # a step that raised is dropped, and the queue goes on
+        except Exception:  # noqa: BLE001 - reported as an exception out of a slot is; the queue goes on
+            sys.excepthook(*sys.exc_info())
+        finally:  # a step that raised is dropped
             spawned, self._spawned = self._spawned, None
             at = 0
             if self._steps and self._steps[0][1] is step:

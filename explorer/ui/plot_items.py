@@ -148,18 +148,20 @@ def _fill_columns(p: QPainter, top: int, bottom: int, columns: list[tuple[int, Q
     p.drawImage(QRect(first, top, pixels.shape[1], bottom - top + 1), image)
 
 
-def settle_range(plot: pg.PlotItem) -> None:
-    """Apply a plot's pending auto-range and work its axes out now (:meth:`GridAxis.prepare`).
+def settle_range(plot: pg.PlotItem, sides: tuple[str, ...] = ("left",)) -> None:
+    """Apply a plot's pending auto-range now and work out the ticks of the axes on ``sides``
+    (:meth:`GridAxis.prepare`); the other axes' are worked out in the next paint.
 
-    Why: pyqtgraph does both in the next paint, so the paint after a slot that added a curve
-    to an empty plot held the GUI thread 12–16 ms, both axes' ticks included; done at the end
-    of that slot, the work is shared between the two.
+    Why: pyqtgraph does all of it in the next paint, so the paint after a slot that added a
+    curve to an empty plot held the GUI thread 12–16 ms, both axes' ticks included. One
+    axis here and one there share the work about evenly between the slot and the paint
+    (both axes here made the slot the long one).
     """
     box = plot.getViewBox()
     if any(box.state["autoRange"]):
         box.updateAutoRange()
-    for entry in plot.axes.values():
-        axis = entry["item"]
+    for side in sides:
+        axis = plot.getAxis(side)
         if isinstance(axis, GridAxis) and axis.isVisible():
             axis.prepare()
 
@@ -170,7 +172,66 @@ def grid_axes(*sides: str) -> dict[str, GridAxis]:
     return {side: GridAxis(side) for side in (sides or ("left", "bottom"))}
 
 
-class MarkedCurve(pg.GraphicsObject):
+class PointsItem(pg.GraphicsObject):
+    """What pyqtgraph asks of a data item (auto-range bounds, a legend name, ``plotData``) for
+    an item drawn at points, reaching ``pixelPadding()`` pixels beyond them. Subclasses give
+    the points drawn (:meth:`points`: finite, in the axes' units) and a paint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bounds: QRectF | None = None
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def implements(self, interface: str | None = None) -> bool | list[str]:
+        ints = ["plotData"]
+        return ints if interface is None else interface in ints
+
+    def name(self) -> str | None:
+        return None  # in no legend, unless a subclass is named
+
+    def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
+        return 0.0
+
+    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None) -> tuple[float | None, float | None]:  # noqa: N802, N803, ANN001
+        x, y = self.points()
+        values, other = (x, y) if ax == 0 else (y, x)
+        if orthoRange is not None:
+            values = values[(other >= orthoRange[0]) & (other <= orthoRange[1])]
+        if not len(values):
+            return (None, None)
+        if frac < 1.0:
+            return (float(np.percentile(values, 50 * (1 - frac))), float(np.percentile(values, 50 * (1 + frac))))
+        return (float(values.min()), float(values.max()))
+
+    def _reach(self) -> float:
+        """How far the drawing reaches beyond the points, in pixels (for the bounding rectangle)."""
+        return self.pixelPadding()
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
+        if self._bounds is None:
+            x, y = self.points()
+            if not len(x):
+                self._bounds = QRectF()
+                return self._bounds
+            px = py = 0.0
+            vx, vy = self.pixelVectors()
+            if vx is not None and vy is not None:
+                px, py = vx.length() * self._reach(), vy.length() * self._reach()
+            self._bounds = QRectF(x.min() - px, y.min() - py, x.max() - x.min() + 2 * px, y.max() - y.min() + 2 * py)
+        return self._bounds
+
+    def prepareGeometryChange(self) -> None:  # noqa: N802 - Qt's name
+        self._bounds = None
+        super().prepareGeometryChange()
+
+    def viewTransformChanged(self) -> None:  # noqa: N802 - pyqtgraph's name
+        super().viewTransformChanged()
+        self.prepareGeometryChange()  # the reach is in pixels
+
+
+class MarkedCurve(PointsItem):
     """A line through points with a round marker on each, as ``PlotItem.plot(x, y, symbol="o")``
     draws it, in one light item.
 
@@ -197,12 +258,10 @@ class MarkedCurve(pg.GraphicsObject):
         if self.opts["symbol"]:
             self._symbol = renderSymbol("o", size, pg.mkPen(None), brush)
         self._shown = self._display()
-        self._bounds: QRectF | None = None
 
     # ------------------------------------------------------------------ what pyqtgraph asks of a data item
-    def implements(self, interface: str | None = None) -> bool | list[str]:
-        ints = ["plotData"]
-        return ints if interface is None else interface in ints
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._shown
 
     def name(self) -> str | None:
         return self.opts["name"]
@@ -214,16 +273,6 @@ class MarkedCurve(pg.GraphicsObject):
             self._shown = self._display()
             self.informViewBoundsChanged()
             self.update()
-
-    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None) -> tuple[float | None, float | None]:  # noqa: N802, N803, ANN001
-        values, other = (self._shown[0], self._shown[1]) if ax == 0 else (self._shown[1], self._shown[0])
-        if orthoRange is not None:
-            values = values[(other >= orthoRange[0]) & (other <= orthoRange[1])]
-        if not len(values):
-            return (None, None)
-        if frac < 1.0:
-            return (float(np.percentile(values, 50 * (1 - frac))), float(np.percentile(values, 50 * (1 + frac))))
-        return (float(values.min()), float(values.max()))
 
     def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
         """How far it draws beyond the data, in pixels, as a PlotDataItem answers: its line's
@@ -241,27 +290,8 @@ class MarkedCurve(pg.GraphicsObject):
         ok = np.isfinite(x) & np.isfinite(y)
         return x[ok], y[ok]
 
-    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
-        if self._bounds is None:
-            x, y = self._shown
-            if not len(x):
-                self._bounds = QRectF()
-                return self._bounds
-            px = py = 0.0
-            pad = max(self.pixelPadding(), 0.7072 * (self.opts["size"] + 1.0), 1.0)  # the markers drawn whole
-            vx, vy = self.pixelVectors()
-            if vx is not None and vy is not None:
-                px, py = vx.length() * pad, vy.length() * pad
-            self._bounds = QRectF(x.min() - px, y.min() - py, x.max() - x.min() + 2 * px, y.max() - y.min() + 2 * py)
-        return self._bounds
-
-    def prepareGeometryChange(self) -> None:  # noqa: N802 - Qt's name
-        self._bounds = None
-        super().prepareGeometryChange()
-
-    def viewTransformChanged(self) -> None:  # noqa: N802 - pyqtgraph's name
-        super().viewTransformChanged()
-        self.prepareGeometryChange()  # the markers' padding is in pixels
+    def _reach(self) -> float:
+        return max(self.pixelPadding(), 0.7072 * (self.opts["size"] + 1.0), 1.0)  # the markers drawn whole
 
     @debug.warnOnException  # an exception out of paint() crashes Qt
     def paint(self, p: QPainter, *_: object) -> None:
@@ -305,7 +335,7 @@ class CurveSample(ItemSample):
             drawSymbol(p, "o", item.opts["size"], pg.mkPen(None), item.opts["brush"])
 
 
-class Dots(pg.GraphicsObject):
+class Dots(PointsItem):
     """Many markers of one look (symbol, size, pen, brush) at data points, drawn as a
     ScatterPlotItem of one style draws them, pixel for pixel.
 
@@ -322,7 +352,6 @@ class Dots(pg.GraphicsObject):
         self._pixmap = QPixmap.fromImage(renderSymbol(symbol, size, self.opts["pen"], self.opts["brush"]))
         self.data = np.zeros(0, dtype=[("x", np.float64), ("y", np.float64)])
         self._fragments = PrimitiveArray(QPainter.PixmapFragment, 10)
-        self._bounds: QRectF | None = None
 
     def setData(self, x, y) -> None:  # noqa: N802, ANN001 - pyqtgraph's name
         """The points (x and y of equal length; empty ones clear the item)."""
@@ -335,57 +364,19 @@ class Dots(pg.GraphicsObject):
         self.informViewBoundsChanged()
         self.update()
 
-    def implements(self, interface: str | None = None) -> bool | list[str]:
-        ints = ["plotData"]
-        return ints if interface is None else interface in ints
-
-    def name(self) -> None:
-        return None  # never in a legend
-
-    def dataBounds(self, ax: int, frac: float = 1.0, orthoRange=None) -> tuple[float | None, float | None]:  # noqa: N802, N803, ANN001
-        values = self.data["x" if ax == 0 else "y"]
-        other = self.data["y" if ax == 0 else "x"]
-        keep = np.isfinite(values) & np.isfinite(other)
-        if orthoRange is not None:
-            keep &= (other >= orthoRange[0]) & (other <= orthoRange[1])
-        values = values[keep]
-        if not len(values):
-            return (None, None)
-        if frac < 1.0:
-            return (float(np.percentile(values, 50 * (1 - frac))), float(np.percentile(values, 50 * (1 + frac))))
-        return (float(values.min()), float(values.max()))
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        finite = np.isfinite(self.data["x"]) & np.isfinite(self.data["y"])
+        return self.data["x"][finite], self.data["y"][finite]
 
     def pixelPadding(self) -> float:  # noqa: N802 - pyqtgraph's name
         return 0.7072 * (self.opts["size"] + self.opts["pen"].widthF())  # as the scatter item pads
 
-    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt's name
-        if self._bounds is None:
-            (x0, x1), (y0, y1) = self.dataBounds(0), self.dataBounds(1)
-            if x0 is None or y0 is None:
-                self._bounds = QRectF()
-                return self._bounds
-            px = py = 0.0
-            vx, vy = self.pixelVectors()
-            if vx is not None and vy is not None:
-                px, py = vx.length() * self.pixelPadding(), vy.length() * self.pixelPadding()
-            self._bounds = QRectF(x0 - px, y0 - py, x1 - x0 + 2 * px, y1 - y0 + 2 * py)
-        return self._bounds
-
-    def prepareGeometryChange(self) -> None:  # noqa: N802 - Qt's name
-        self._bounds = None
-        super().prepareGeometryChange()
-
-    def viewTransformChanged(self) -> None:  # noqa: N802 - pyqtgraph's name
-        super().viewTransformChanged()
-        self.prepareGeometryChange()  # the padding is in pixels
-
     @debug.warnOnException  # an exception out of paint() crashes Qt
     def paint(self, p: QPainter, *_: object) -> None:
-        finite = np.isfinite(self.data["x"]) & np.isfinite(self.data["y"])
-        if not finite.any():
+        x, y = self.points()
+        if not len(x):
             return
         t = p.transform()
-        x, y = self.data["x"][finite], self.data["y"][finite]
         centres = np.clip(np.stack([t.m11() * x + t.m21() * y + t.dx(), t.m12() * x + t.m22() * y + t.dy()], 1), -2**30, 2**30)
         p.resetTransform()
         self._fragments.resize(len(centres))

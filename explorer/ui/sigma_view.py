@@ -7,7 +7,7 @@ before any run. The lower plot switches between σᵢ (log), λᵢ = −ln σᵢ
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -32,6 +32,29 @@ def allow_narrow(label: pg.LabelItem) -> None:
     text again on every setText and every resize (``updateMin``), so a long title widened the
     plot past its widget and cut its right side off (the σ(t) plot at 1024×640)."""
     label.updateMin = lambda: _narrow_min(label)
+    label.updateMin()
+
+
+def steady_width(label: pg.LabelItem, texts: Sequence[str], size: str = "9pt") -> None:
+    """Give a title the preferred width of the widest of the texts it shows (after
+    :func:`allow_narrow`), so switching between them no longer moves the columns of its layout.
+
+    Why: the PCA plot's title changes at the start and the end of every run; its width
+    shifted the split between the two trajectory plots by 3 px, which resized both and
+    redrew their four axes in one paint (20 ms of the GUI thread at a run's start).
+    """
+    widths = []
+    for text in texts:
+        label.setText(text, size=size)
+        widths.append(label._sizeHint[Qt.SizeHint.PreferredSize][0])
+    narrow, wide = label.updateMin, max(widths)
+
+    def pinned() -> None:
+        narrow()
+        label._sizeHint[Qt.SizeHint.PreferredSize] = (wide, label._sizeHint[Qt.SizeHint.PreferredSize][1])
+        label.updateGeometry()
+
+    label.updateMin = pinned
     label.updateMin()
 
 

@@ -18,7 +18,7 @@ from explorer.session.comparison import path_arrays
 from explorer.ui.frames import Density, StepFrame
 from explorer.ui.image_views import DENSITY_LUT
 from explorer.ui.plot_items import Dots, grid_axes
-from explorer.ui.sigma_view import allow_narrow
+from explorer.ui.sigma_view import allow_narrow, steady_width
 
 PATH_PEN = pg.mkPen(40, 60, 120, 45)
 EVAL_BRUSH = pg.mkBrush(230, 120, 0, 110)
@@ -27,6 +27,7 @@ JUMP_PEN = pg.mkPen(0, 150, 70, 200, width=1.5, style=Qt.DashLine)
 JUMP_NAME = "restart jump"
 # No grids on these live plots: a grid makes the axes span the plot, so every data
 # update repaints them (text included), several milliseconds a frame.
+PCA_WAITING, PCA_SHOWN = "PCA paths (after the run)", "Paths, PCA over the run"  # the PCA plot's titles
 PIXEL_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194),
                  (127, 127, 127), (188, 189, 34)]
 
@@ -147,7 +148,7 @@ class ImageTrajectoryView(QWidget):
         self.sigma_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(200, 0, 0, 150, width=1))
         self.traces.addItem(self.sigma_line, ignoreBounds=True)
         self.pca = self.graphics.addPlot(row=0, col=1, axisItems=grid_axes())
-        self.pca.setTitle("Paths, PCA over the run", size="9pt")
+        self.pca.setTitle(PCA_SHOWN, size="9pt")
         self.pca.setLabel("bottom", "PC 1 of x/s÷√(1+σ²)")
         self.pca.setLabel("left", "PC 2")
         self.pca_curve = pg.PlotCurveItem(pen=PATH_PEN)
@@ -164,6 +165,8 @@ class ImageTrajectoryView(QWidget):
         for plot in (self.traces, self.pca):
             plot.setMinimumWidth(150)
             allow_narrow(plot.titleLabel)
+        steady_width(self.pca.titleLabel, (PCA_WAITING, PCA_SHOWN))
+        self.pca.setTitle(PCA_SHOWN, size="9pt")
         self._data_range: tuple[float, float] = (-1.0, 1.0)
         self._floor = 1e-3
         self._stacked = False
@@ -248,14 +251,14 @@ class ImageTrajectoryView(QWidget):
             self._pca_paths = None
             for item in (self.pca_curve, self.pca_evals, self.pca_current):
                 item.setData([], [])
-            self.pca.setTitle("PCA paths (after the run)", size="9pt")
+            self.pca.setTitle(PCA_WAITING, size="9pt")
             return
         paths, evals = projection
         self._pca_paths = paths
         x, y, connect = path_arrays(paths)
         self.pca_curve.setData(x, y, connect=connect)
         self.pca_evals.setData(evals[:, 0], evals[:, 1]) if len(evals) else self.pca_evals.setData([], [])
-        self.pca.setTitle("Paths, PCA over the run", size="9pt")
+        self.pca.setTitle(PCA_SHOWN, size="9pt")
         self.pca.enableAutoRange()
 
     def mark_step(self, index: int) -> None:

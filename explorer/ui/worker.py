@@ -20,6 +20,12 @@ run paid for a new team each time (about 7% of a short run on two cores). Call
 :meth:`GeneratorWorker.shutdown` when the owner goes away; threads still alive at
 interpreter exit are stopped by an ``atexit`` hook.
 
+The worker thread runs Python as well (the solver's loop), so the GUI thread waits for the
+interpreter lock each time a slot or a paint enters Python; Python hands the lock over
+after ``sys.getswitchinterval()`` (5 ms by default), and a paint entering Python five
+times waited up to 27 ms. The worker lowers the interval to ``SWITCH_INTERVAL_S`` when
+its thread starts: the handover waits are then within a millisecond.
+
 Drawing has a budget as well as a rate: the worker measures what each frame costs the
 GUI thread (the slots, plus the repaint, timed until a zero-delay timer after it runs)
 and waits ``cost / max_busy`` before the next one, so the window takes at most about
@@ -29,6 +35,7 @@ its speed on a machine with few cores.
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -37,6 +44,7 @@ from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 EventSource = Callable[[], Iterator[Any]]
 MAX_WAIT_S = 1.0  # a frame at least this often, however slow drawing is
+SWITCH_INTERVAL_S = 0.001  # the longest the GUI thread waits for the interpreter lock at each entry into Python
 _LIVE_THREADS: list[QThread] = []  # persistent worker threads, stopped at exit
 
 
@@ -165,6 +173,8 @@ class GeneratorWorker(QObject):
             self._latest, self._has_new = None, False
         self._next_at, self._frame_started = 0.0, None
         if self._thread is None:
+            if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+                sys.setswitchinterval(SWITCH_INTERVAL_S)  # see the module docstring
             self._thread = QThread()
             self._thread.setObjectName("explorer-worker")
             self._thread.start()
