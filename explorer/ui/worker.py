@@ -42,6 +42,8 @@ from typing import Any, Callable, Iterator, Optional
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
+from explorer.ui.gui_gc import COLLECTOR
+
 EventSource = Callable[[], Iterator[Any]]
 MAX_WAIT_S = 1.0  # a frame at least this often, however slow drawing is
 SWITCH_INTERVAL_S = 0.001  # the longest the GUI thread waits for the interpreter lock at each entry into Python
@@ -175,6 +177,7 @@ class GeneratorWorker(QObject):
         if self._thread is None:
             if sys.getswitchinterval() > SWITCH_INTERVAL_S:
                 sys.setswitchinterval(SWITCH_INTERVAL_S)  # see the module docstring
+            COLLECTOR.acquire()  # cyclic garbage is collected on the GUI thread while this thread lives
             self._thread = QThread()
             self._thread.setObjectName("explorer-worker")
             self._thread.start()
@@ -209,6 +212,7 @@ class GeneratorWorker(QObject):
             thread.wait()
             if thread in _LIVE_THREADS:
                 _LIVE_THREADS.remove(thread)
+            COLLECTOR.release()
 
     # ------------------------------------------------------------------ internals
     def _wants_frame(self, now: float) -> bool:

@@ -1,0 +1,35 @@
+"""Cyclic garbage is collected on the GUI thread while worker threads live (explorer/ui/gui_gc.py)."""
+import gc
+
+from explorer.ui.gui_gc import _GuiCollector, collect_due
+
+
+def test_workers_turn_automatic_collection_off_and_the_last_one_back_on(qapp):
+    assert gc.isenabled()
+    collector = _GuiCollector()
+    collector.acquire()
+    collector.acquire()
+    assert not gc.isenabled() and collector.timer.isActive()
+    collector.release()
+    assert not gc.isenabled()  # one worker thread still lives
+    collector.release()
+    assert gc.isenabled() and not collector.timer.isActive()
+    collector.release()  # an extra release changes nothing
+    assert gc.isenabled()
+
+
+def test_the_timer_collects_what_passed_the_threshold(qapp):
+    class Node:
+        pass
+
+    collector = _GuiCollector()
+    collector.acquire()
+    try:
+        for _ in range(gc.get_threshold()[0] + 10):
+            a, b = Node(), Node()
+            a.b, b.a = b, a  # cycles: only the collector frees them
+        assert gc.get_count()[0] > gc.get_threshold()[0]
+        collect_due()
+        assert gc.get_count()[0] < gc.get_threshold()[0]
+    finally:
+        collector.release()
