@@ -5,7 +5,8 @@ from explorer.ui.gui_gc import _GuiCollector, collect_due
 
 
 def test_workers_turn_automatic_collection_off_and_the_last_one_back_on(qapp):
-    assert gc.isenabled()
+    """The last release restores what the first acquire found (off when another collector holds it)."""
+    before = gc.isenabled()
     collector = _GuiCollector()
     collector.acquire()
     collector.acquire()
@@ -13,9 +14,9 @@ def test_workers_turn_automatic_collection_off_and_the_last_one_back_on(qapp):
     collector.release()
     assert not gc.isenabled()  # one worker thread still lives
     collector.release()
-    assert gc.isenabled() and not collector.timer.isActive()
+    assert gc.isenabled() == before and not collector.timer.isActive()
     collector.release()  # an extra release changes nothing
-    assert gc.isenabled()
+    assert gc.isenabled() == before
 
 
 def test_the_timer_collects_what_passed_the_threshold(qapp):
