@@ -137,6 +137,7 @@ class _Steps:
         self.sigma = [float(base.process.sigma(t)) for t in cand_t]
         self._one: dict[tuple[int, int], float] = {}
         self._two: dict[tuple[int, int, int], float] = {}
+        self._adams: dict[tuple[tuple[int, ...], int], float] = {}
         self._denoised: dict[int, torch.Tensor] = {}
 
     def error(self, x: torch.Tensor, k: int) -> float:
@@ -200,14 +201,14 @@ class _Steps:
     def adams_step(self, nodes: tuple[int, ...], k: int) -> float:
         """iPNDM's fixed-step Adams–Bashforth step from the last of ``nodes`` to k, with ε̂ at the
         reference states of all of them (newest last; as many as the step's order)."""
-        hit = self._two.get((*nodes, k, -1))
+        hit = self._adams.get((nodes, k))
         if hit is not None:
             return hit
         j = nodes[-1]
         y = self.x[j] / self.scale[j]
         slope = sum(w * self._model(n, False) for w, n in zip(AB_WEIGHTS[len(nodes)], reversed(nodes)))
         x = self.scale[k] * (y + (self.sigma[k] - self.sigma[j]) * slope)
-        hit = self._two[(*nodes, k, -1)] = self.error(x, k)
+        hit = self._adams[(nodes, k)] = self.error(x, k)
         return hit
 
     def step(self, path: tuple[int, ...], k: int, order: int) -> float:
